@@ -1,0 +1,1 @@
+//! Benches live in `audio.rs`; this library is empty on purpose.

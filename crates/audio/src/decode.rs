@@ -1,0 +1,322 @@
+//! Decoding any recording a user has into mono f32 at the model's sample rate.
+//!
+//! symphonia demuxes and decodes (WAV 8/16/24/32-bit PCM and 32/64-bit float, OGG Vorbis, FLAC,
+//! MP3, AAC in MP4/M4A); channels are averaged packet by packet; rubato resamples as packets
+//! arrive. Arbitrary bytes end in `Ok` or a typed [`Error`], never a panic: symphonia's own
+//! panics on hostile streams are caught at this boundary and reported as a corrupt stream.
+
+use std::io::Cursor;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::{MediaSource, MediaSourceStream};
+use symphonia::core::meta::MetadataOptions;
+
+use crate::error::{Error, Result};
+use crate::resample::StreamResampler;
+
+/// Lowest input sample rate we accept (phone voice memos go down to 8 kHz).
+pub const MIN_SAMPLE_RATE: u32 = 8_000;
+/// Highest input sample rate we accept (ultrasonic bat recorders use up to 384 kHz).
+pub const MAX_SAMPLE_RATE: u32 = 384_000;
+
+/// How to decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeOptions {
+    /// Output sample rate; `None` keeps the original rate (used by `info`).
+    pub target_rate: Option<u32>,
+    /// Longest accepted recording in seconds; longer input fails with [`Error::TooLong`]
+    /// as soon as the limit is crossed, so memory stays bounded.
+    pub max_duration_s: f64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            target_rate: Some(32_000),
+            // One hour: longer than any BirdCLEF clip or soundscape; servers set it lower.
+            max_duration_s: 3600.0,
+        }
+    }
+}
+
+/// What the input was, before downmix and resampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioInfo {
+    /// Container short name from symphonia (`wav`, `ogg`, `flac`, `mp3`, `isomp4`).
+    pub container: String,
+    /// Codec short name (`pcm_s16le`, `vorbis`, `flac`, `mp3`, `aac`, …).
+    pub codec: String,
+    /// Original sample rate in Hz.
+    pub sample_rate: u32,
+    /// Original channel count.
+    pub channels: usize,
+    /// Bits per sample where the codec has one (PCM, FLAC).
+    pub bits_per_sample: Option<u32>,
+    /// Sample format of the stream where the codec has one (`s16`, `f32`, …).
+    pub sample_format: Option<String>,
+    /// Decoded frames at the original rate.
+    pub frames: u64,
+    /// Duration in seconds (`frames / sample_rate`).
+    pub duration_s: f64,
+    /// Packets that failed to decode and were skipped (0 for a healthy file).
+    pub skipped_packets: u64,
+}
+
+/// Mono audio at `sample_rate` plus what the original was.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Mono samples in [-1, 1] (mean of the channels).
+    pub samples: Vec<f32>,
+    /// Rate of `samples` in Hz.
+    pub sample_rate: u32,
+    /// The original stream.
+    pub info: AudioInfo,
+}
+
+/// Decodes a file. The extension is used only as a hint; content decides.
+pub fn decode_path(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<Decoded> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    decode_source(Box::new(file), hint, opts)
+}
+
+/// Decodes bytes held in memory (an HTTP upload, a fuzz input).
+pub fn decode_bytes(bytes: Vec<u8>, opts: &DecodeOptions) -> Result<Decoded> {
+    if bytes.is_empty() {
+        return Err(Error::Empty("zero bytes".into()));
+    }
+    decode_source(Box::new(Cursor::new(bytes)), Hint::new(), opts)
+}
+
+fn decode_source(src: Box<dyn MediaSource>, hint: Hint, opts: &DecodeOptions) -> Result<Decoded> {
+    if !(opts.max_duration_s > 0.0) {
+        return Err(Error::InvalidConfig("max_duration_s must be > 0".into()));
+    }
+    // symphonia is safe Rust but can still panic on hostile streams (index or arithmetic
+    // overflow checks); the contract of this crate is "no panic on any bytes".
+    catch_unwind(AssertUnwindSafe(|| decode_inner(src, hint, opts))).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "decoder panicked".into());
+        Err(Error::Corrupt(format!("decoder failure: {msg}")))
+    })
+}
+
+fn sym_err(context: &str, e: SymError) -> Error {
+    match e {
+        SymError::Unsupported(what) => Error::UnsupportedFormat(format!("{context}: {what}")),
+        SymError::IoError(io) => Error::Corrupt(format!("{context}: {io}")),
+        other => Error::Corrupt(format!("{context}: {other}")),
+    }
+}
+
+fn decode_inner(src: Box<dyn MediaSource>, hint: Hint, opts: &DecodeOptions) -> Result<Decoded> {
+    let mss = MediaSourceStream::new(src, Default::default());
+    let mut format: Box<dyn FormatReader> = symphonia::default::get_probe()
+        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(_) => Error::UnsupportedFormat(
+                "not a recognised container (supported: WAV, OGG, FLAC, MP3, MP4/M4A)".into(),
+            ),
+            other => sym_err("probe", other),
+        })?;
+    let container = format.format_info().short_name.to_string();
+
+    let track = format
+        .default_track(TrackType::Audio)
+        .ok_or_else(|| Error::UnsupportedCodec(format!("{container}: no audio track")))?;
+    let track_id = track.id;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .cloned()
+        .ok_or_else(|| Error::UnsupportedCodec(format!("{container}: unknown audio codec")))?;
+    let mut decoder: Box<dyn AudioDecoder> = symphonia::default::get_codecs()
+        .make_audio_decoder(&params, &AudioDecoderOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(what) => {
+                Error::UnsupportedCodec(format!("{container}: {what}"))
+            }
+            other => sym_err("codec", other),
+        })?;
+    let codec = decoder.codec_info().short_name.to_string();
+
+    let mut state: Option<Stream> = None;
+    let mut skipped = 0u64;
+    let mut interleaved: Vec<f32> = Vec::new();
+    let mut mono: Vec<f32> = Vec::new();
+
+    loop {
+        let packet = match format.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            // A truncated upload ends early: keep what decoded (as players do).
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(SymError::ResetRequired) => {
+                return Err(Error::UnsupportedFormat(
+                    "stream changes parameters mid-way (chained streams)".into(),
+                ));
+            }
+            Err(e) => return Err(sym_err("demux", e)),
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        let buf = match decoder.decode(&packet) {
+            Ok(b) => b,
+            Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => {
+                skipped += 1;
+                continue;
+            }
+            Err(SymError::Unsupported(what)) => {
+                return Err(Error::UnsupportedCodec(format!("{codec}: {what}")));
+            }
+            Err(e) => return Err(sym_err("decode", e)),
+        };
+        let frames = buf.frames();
+        if frames == 0 {
+            continue;
+        }
+        let spec_rate = buf.spec().rate();
+        let spec_channels = buf.spec().channels().count();
+        let st = match &mut state {
+            Some(st) => {
+                if st.rate != spec_rate || st.channels != spec_channels {
+                    return Err(Error::UnsupportedFormat(
+                        "sample rate or channel count changes mid-stream".into(),
+                    ));
+                }
+                st
+            }
+            None => state.insert(Stream::new(spec_rate, spec_channels, opts)?),
+        };
+        interleaved.resize(frames * spec_channels, 0.0);
+        buf.copy_to_slice_interleaved(&mut interleaved[..]);
+        mono.clear();
+        downmix(&interleaved, spec_channels, &mut mono);
+        if let Some(bad) = mono.iter().position(|s| !s.is_finite()) {
+            return Err(Error::NonFinite {
+                frame: st.frames + bad as u64,
+            });
+        }
+        st.frames += frames as u64;
+        if st.frames as f64 > opts.max_duration_s * st.rate as f64 {
+            return Err(Error::TooLong {
+                max_s: opts.max_duration_s,
+            });
+        }
+        st.resampler.push(&mono)?;
+    }
+
+    let Some(st) = state else {
+        return Err(if skipped > 0 {
+            Error::Corrupt(format!("no packet of {skipped} could be decoded"))
+        } else {
+            Error::Empty(format!("{container}/{codec} stream holds no audio frames"))
+        });
+    };
+    let info = AudioInfo {
+        container,
+        codec,
+        sample_rate: st.rate,
+        channels: st.channels,
+        bits_per_sample: params.bits_per_sample,
+        sample_format: params.sample_format.map(|f| format!("{f:?}").to_lowercase()),
+        frames: st.frames,
+        duration_s: st.frames as f64 / st.rate as f64,
+        skipped_packets: skipped,
+    };
+    let samples = st.resampler.finish()?;
+    Ok(Decoded {
+        samples,
+        sample_rate: opts.target_rate.unwrap_or(st.rate),
+        info,
+    })
+}
+
+struct Stream {
+    rate: u32,
+    channels: usize,
+    frames: u64,
+    resampler: StreamResampler,
+}
+
+impl Stream {
+    fn new(rate: u32, channels: usize, opts: &DecodeOptions) -> Result<Self> {
+        if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+            return Err(Error::UnsupportedSampleRate {
+                rate,
+                min: MIN_SAMPLE_RATE,
+                max: MAX_SAMPLE_RATE,
+            });
+        }
+        if channels == 0 {
+            return Err(Error::Corrupt("zero channels".into()));
+        }
+        let target = opts.target_rate.unwrap_or(rate);
+        if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&target) {
+            return Err(Error::InvalidConfig(format!(
+                "target rate {target} Hz outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE}"
+            )));
+        }
+        Ok(Self {
+            rate,
+            channels,
+            frames: 0,
+            resampler: StreamResampler::new(rate, target)?,
+        })
+    }
+}
+
+/// Averages interleaved channels into `out` (appends one sample per frame).
+pub fn downmix(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {
+    if channels == 1 {
+        out.extend_from_slice(interleaved);
+        return;
+    }
+    let scale = 1.0 / channels as f32;
+    out.extend(
+        interleaved
+            .chunks_exact(channels)
+            .map(|frame| frame.iter().sum::<f32>() * scale),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downmix_is_the_channel_mean() {
+        let mut out = Vec::new();
+        downmix(&[1.0, 0.0, 0.5, 0.5, -1.0, 1.0], 2, &mut out);
+        assert_eq!(out, vec![0.5, 0.5, 0.0]);
+        let mut out = Vec::new();
+        downmix(&[0.3, 0.6, 0.9], 3, &mut out);
+        assert!((out[0] - 0.6).abs() < 1e-7);
+    }
+
+    #[test]
+    fn empty_and_garbage_bytes_are_typed_errors() {
+        let opts = DecodeOptions::default();
+        assert!(matches!(decode_bytes(vec![], &opts), Err(Error::Empty(_))));
+        let e = decode_bytes(b"this is not audio at all, just text".to_vec(), &opts);
+        assert!(matches!(e, Err(Error::UnsupportedFormat(_))), "{e:?}");
+    }
+}

@@ -1,0 +1,47 @@
+//! Audio front-end of El Silencio Acoustic Explorer: decode any recording (WAV, OGG Vorbis,
+//! FLAC, MP3, AAC/M4A), downmix to mono, resample to 32 kHz, cut 5 s windows and compute the
+//! log-mel features the models see. One implementation, shared by training and serving; the
+//! [`FeatureConfig`] that parameterises it travels inside model bundles.
+#![warn(missing_docs)]
+
+pub mod decode;
+pub mod error;
+pub mod mel;
+pub mod npy;
+pub mod resample;
+pub mod window;
+
+pub use decode::{AudioInfo, DecodeOptions, Decoded, decode_bytes, decode_path};
+pub use error::{Error, Result};
+pub use mel::{FeatureConfig, Features, LogMel, RECIPES};
+pub use window::{Window, WindowConfig};
+
+/// Decode options that resample to the rate `cfg` expects.
+pub fn decode_options_for(cfg: &FeatureConfig, max_duration_s: f64) -> DecodeOptions {
+    DecodeOptions {
+        target_rate: Some(cfg.sample_rate),
+        max_duration_s,
+    }
+}
+
+/// The whole front-end on a file: decode at the recipe's rate, window, log-mel.
+pub fn features_from_path(
+    path: impl AsRef<std::path::Path>,
+    cfg: &FeatureConfig,
+    max_duration_s: f64,
+) -> Result<(AudioInfo, Features)> {
+    let lm = LogMel::new(cfg)?;
+    let d = decode_path(path, &decode_options_for(cfg, max_duration_s))?;
+    Ok((d.info, lm.features(&d.samples)?))
+}
+
+/// The whole front-end on bytes in memory.
+pub fn features_from_bytes(
+    bytes: Vec<u8>,
+    cfg: &FeatureConfig,
+    max_duration_s: f64,
+) -> Result<(AudioInfo, Features)> {
+    let lm = LogMel::new(cfg)?;
+    let d = decode_bytes(bytes, &decode_options_for(cfg, max_duration_s))?;
+    Ok((d.info, lm.features(&d.samples)?))
+}

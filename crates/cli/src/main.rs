@@ -1,0 +1,141 @@
+//! `silencio`: the command line of El Silencio Acoustic Explorer. Thin: every command parses
+//! its flags and calls a library crate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use silencio_audio::{DecodeOptions, FeatureConfig, LogMel, RECIPES};
+
+#[derive(Parser)]
+#[command(name = "silencio", version, about = "El Silencio Acoustic Explorer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a recording's container, codec, sample rate, channels and duration.
+    Info {
+        /// Audio file (WAV, OGG, FLAC, MP3, M4A/MP4).
+        audio: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Longest accepted recording in seconds.
+        #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 3600.0)]
+        max_duration_s: f64,
+    },
+    /// Write the log-mel windows the models see as float32 .npy `[windows, mels, frames]`.
+    Features {
+        /// Audio file (WAV, OGG, FLAC, MP3, M4A/MP4).
+        audio: PathBuf,
+        /// Feature recipe.
+        #[arg(long, default_value = "birdclef", value_parser = clap::builder::PossibleValuesParser::new(RECIPES))]
+        recipe: String,
+        /// Output .npy path (written atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// Step between window starts in seconds (default: the window length, no overlap).
+        #[arg(long)]
+        hop_s: Option<f64>,
+        /// Keep a short last window (zero-padded) only if it holds at least this many seconds.
+        #[arg(long)]
+        min_tail_s: Option<f64>,
+        /// Longest accepted recording in seconds.
+        #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 3600.0)]
+        max_duration_s: f64,
+        /// Also write the windows' start/end times as JSON next to the .npy.
+        #[arg(long)]
+        windows_json: Option<PathBuf>,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Info {
+            audio,
+            json,
+            max_duration_s,
+        } => {
+            let opts = DecodeOptions {
+                target_rate: None,
+                max_duration_s,
+            };
+            let d = silencio_audio::decode_path(&audio, &opts)?;
+            let i = &d.info;
+            if json {
+                println!("{}", serde_json::to_string_pretty(i)?);
+            } else {
+                println!("file:        {}", audio.display());
+                println!("container:   {}", i.container);
+                println!("codec:       {}", i.codec);
+                println!("sample rate: {} Hz", i.sample_rate);
+                println!("channels:    {}", i.channels);
+                if let Some(b) = i.bits_per_sample {
+                    println!("bits:        {b}");
+                }
+                println!("duration:    {:.3} s ({} frames)", i.duration_s, i.frames);
+                if i.skipped_packets > 0 {
+                    println!("skipped:     {} corrupt packets", i.skipped_packets);
+                }
+            }
+        }
+        Command::Features {
+            audio,
+            recipe,
+            out,
+            hop_s,
+            min_tail_s,
+            max_duration_s,
+            windows_json,
+        } => {
+            let mut cfg = FeatureConfig::recipe(&recipe)?;
+            if let Some(h) = hop_s {
+                cfg.window.hop_s = h;
+            }
+            if let Some(m) = min_tail_s {
+                cfg.window.min_tail_s = m;
+            }
+            let lm = LogMel::new(&cfg)?;
+            let opts = silencio_audio::decode_options_for(&cfg, max_duration_s);
+            let d = silencio_audio::decode_path(&audio, &opts)?;
+            let f = lm.features(&d.samples)?;
+            silencio_audio::npy::write_f32(&out, &f.shape(), &f.data)?;
+            if let Some(p) = windows_json {
+                let body = serde_json::to_vec_pretty(&f.windows)?;
+                silencio_audio::npy::write_atomic(&p, &body)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            let [w, m, t] = f.shape();
+            eprintln!(
+                "{}: {} {} Hz {} ch {:.2} s -> {} [{w}, {m}, {t}] ({recipe})",
+                audio.display(),
+                d.info.codec,
+                d.info.sample_rate,
+                d.info.channels,
+                d.info.duration_s,
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, with the typed kind first when the audio crate raised it.
+            let kind = e
+                .downcast_ref::<silencio_audio::Error>()
+                .map(|a| a.kind())
+                .unwrap_or("error");
+            eprintln!("error[{kind}]: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Embeddable inference for El Silencio Acoustic Explorer.
+//!
+//! This crate is the one place where the compute backend is chosen: its Cargo features `flex`
+//! (default, pure-Rust CPU), `wgpu` (Vulkan/Metal/DX12 GPUs) and `cuda` map onto Burn's; every
+//! binary forwards its own `flex`/`wgpu`/`cuda` features here and nowhere else. At run time
+//! [`parse_device`] / [`default_device`] pick among the compiled backends without panicking on
+//! a bad name (Burn's own `BURN_DEVICE` lookup panics).
+//!
+//! Models and bundles arrive with the models issue; what lives here now is the bridge from the
+//! audio front-end's features to the model input tensor.
+#![warn(missing_docs)]
+
+use burn::tensor::{Device, Tensor, TensorData};
+use silencio_audio::Features;
+
+/// The one error type of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A device name nobody knows.
+    #[error("unknown device {name:?} (expected flex, wgpu[:N] or cuda[:N]; compiled: {compiled})")]
+    UnknownDevice {
+        /// What was asked for.
+        name: String,
+        /// Backends this binary was built with.
+        compiled: String,
+    },
+    /// A known backend that this binary was built without.
+    #[error(
+        "backend {name:?} is not compiled in (rebuild with --features {name}; compiled: {compiled})"
+    )]
+    NotCompiled {
+        /// The backend.
+        name: String,
+        /// Backends this binary was built with.
+        compiled: String,
+    },
+    /// No backend feature at all.
+    #[error("no backend compiled in: enable one of the features flex, wgpu, cuda")]
+    NoBackend,
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Backends compiled into this build, in order of preference.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
+    if cfg!(feature = "wgpu") {
+        v.push("wgpu");
+    }
+    if cfg!(feature = "flex") {
+        v.push("flex");
+    }
+    v
+}
+
+/// Parses `flex`, `wgpu`, `wgpu:N` (N-th discrete GPU), `cuda`, `cuda:N`.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let compiled = compiled_backends().join(", ");
+    let spec = spec.trim().to_ascii_lowercase();
+    let (name, index) = match spec.split_once(':') {
+        Some((n, i)) => match i.parse::<usize>() {
+            Ok(i) => (n.to_string(), Some(i)),
+            Err(_) => {
+                return Err(Error::UnknownDevice {
+                    name: spec.clone(),
+                    compiled,
+                });
+            }
+        },
+        None => (spec.clone(), None),
+    };
+    let not_compiled = || Error::NotCompiled {
+        name: name.clone(),
+        compiled: compiled.clone(),
+    };
+    match (name.as_str(), index) {
+        ("flex" | "cpu", None) => {
+            #[cfg(feature = "flex")]
+            return Ok(Device::flex());
+            #[allow(unreachable_code)]
+            Err(not_compiled())
+        }
+        ("wgpu", _) => {
+            #[cfg(feature = "wgpu")]
+            return Ok(Device::wgpu(match index {
+                Some(i) => burn::tensor::DeviceKind::DiscreteGpu(i),
+                None => burn::tensor::DeviceKind::DefaultDevice,
+            }));
+            #[allow(unreachable_code)]
+            Err(not_compiled())
+        }
+        ("cuda", _) => {
+            #[cfg(feature = "cuda")]
+            return Ok(Device::cuda(index.unwrap_or(0)));
+            #[allow(unreachable_code)]
+            Err(not_compiled())
+        }
+        _ => Err(Error::UnknownDevice {
+            name: spec.clone(),
+            compiled,
+        }),
+    }
+}
+
+/// The device named by `SILENCIO_DEVICE`, else the most capable compiled backend
+/// (cuda, then wgpu, then flex).
+pub fn default_device() -> Result<Device> {
+    match std::env::var("SILENCIO_DEVICE") {
+        Ok(s) if !s.trim().is_empty() => parse_device(&s),
+        _ => parse_device(compiled_backends().first().ok_or(Error::NoBackend)?),
+    }
+}
+
+/// Model input from front-end features: `[windows, 1, n_mels, n_frames]` (one image channel,
+/// as the CNNs of the plan take it).
+pub fn features_to_tensor(features: &Features, device: &Device) -> Tensor<4> {
+    let [w, m, t] = features.shape();
+    let data = TensorData::new(features.data.clone(), [w, 1, m, t]);
+    Tensor::<4>::from_data(data, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use silencio_audio::{FeatureConfig, LogMel};
+
+    #[test]
+    fn device_names_parse_or_fail_typed() {
+        assert!(parse_device("flex").is_ok());
+        assert!(matches!(parse_device("tpu"), Err(Error::UnknownDevice { .. })));
+        assert!(matches!(parse_device("wgpu:x"), Err(Error::UnknownDevice { .. })));
+        if !cfg!(feature = "cuda") {
+            assert!(matches!(parse_device("cuda:1"), Err(Error::NotCompiled { .. })));
+        }
+    }
+
+    #[test]
+    fn features_become_nchw_tensor_with_same_values() {
+        let cfg = FeatureConfig::recipe("panns").unwrap();
+        let x: Vec<f32> = (0..6 * 32_000).map(|i| (i as f32 * 0.05).sin() * 0.1).collect();
+        let f = LogMel::new(&cfg).unwrap().features(&x).unwrap();
+        let device = parse_device("flex").unwrap();
+        let t = features_to_tensor(&f, &device);
+        assert_eq!(t.dims(), [2, 1, 64, 501]);
+        let back: Vec<f32> = t.into_data().try_to_vec().unwrap();
+        assert_eq!(back, f.data);
+        // Window 1, mel 10, frame 7 sits where NCHW says it does.
+        assert_eq!(back[64 * 501 + 10 * 501 + 7], f.window(1)[10 * 501 + 7]);
+    }
+}
