@@ -5,7 +5,7 @@
 //! arrive. Arbitrary bytes end in `Ok` or a typed [`Error`], never a panic: symphonia's own
 //! panics on hostile streams are caught at this boundary and reported as a corrupt stream.
 
-use std::io::Cursor;
+use std::io::{Cursor, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -18,6 +18,7 @@ use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 
 use crate::error::{Error, Result};
+use crate::mp4::{self, Mp4Trim};
 use crate::resample::StreamResampler;
 
 /// Lowest input sample rate we accept (phone voice memos go down to 8 kHz).
@@ -82,15 +83,18 @@ pub struct Decoded {
 /// Decodes a file. The extension is used only as a hint; content decides.
 pub fn decode_path(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<Decoded> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let trim = mp4::read_trim(&mut file);
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
-    decode_source(Box::new(file), hint, opts)
+    decode_source(Box::new(file), hint, trim, opts)
 }
 
 /// Decodes bytes held in memory (an HTTP upload, a fuzz input).
@@ -98,16 +102,24 @@ pub fn decode_bytes(bytes: Vec<u8>, opts: &DecodeOptions) -> Result<Decoded> {
     if bytes.is_empty() {
         return Err(Error::Empty("zero bytes".into()));
     }
-    decode_source(Box::new(Cursor::new(bytes)), Hint::new(), opts)
+    let mut cursor = Cursor::new(bytes);
+    let trim = mp4::read_trim(&mut cursor);
+    cursor.set_position(0);
+    decode_source(Box::new(cursor), Hint::new(), trim, opts)
 }
 
-fn decode_source(src: Box<dyn MediaSource>, hint: Hint, opts: &DecodeOptions) -> Result<Decoded> {
+fn decode_source(
+    src: Box<dyn MediaSource>,
+    hint: Hint,
+    trim: Option<Mp4Trim>,
+    opts: &DecodeOptions,
+) -> Result<Decoded> {
     if !(opts.max_duration_s > 0.0) {
         return Err(Error::InvalidConfig("max_duration_s must be > 0".into()));
     }
     // symphonia is safe Rust but can still panic on hostile streams (index or arithmetic
     // overflow checks); the contract of this crate is "no panic on any bytes".
-    catch_unwind(AssertUnwindSafe(|| decode_inner(src, hint, opts))).unwrap_or_else(|panic| {
+    catch_unwind(AssertUnwindSafe(|| decode_inner(src, hint, trim, opts))).unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -125,7 +137,12 @@ fn sym_err(context: &str, e: SymError) -> Error {
     }
 }
 
-fn decode_inner(src: Box<dyn MediaSource>, hint: Hint, opts: &DecodeOptions) -> Result<Decoded> {
+fn decode_inner(
+    src: Box<dyn MediaSource>,
+    hint: Hint,
+    trim: Option<Mp4Trim>,
+    opts: &DecodeOptions,
+) -> Result<Decoded> {
     let mss = MediaSourceStream::new(src, Default::default());
     let mut format: Box<dyn FormatReader> = symphonia::default::get_probe()
         .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
@@ -156,6 +173,8 @@ fn decode_inner(src: Box<dyn MediaSource>, hint: Hint, opts: &DecodeOptions) -> 
             other => sym_err("codec", other),
         })?;
     let codec = decoder.codec_info().short_name.to_string();
+    // Only AAC in MP4 needs our trim; symphonia applies gapless info for MP3, Vorbis, FLAC.
+    let trim = trim.filter(|_| container == "isomp4" && codec == "aac");
 
     let mut state: Option<Stream> = None;
     let mut skipped = 0u64;
@@ -204,24 +223,25 @@ fn decode_inner(src: Box<dyn MediaSource>, hint: Hint, opts: &DecodeOptions) -> 
                 }
                 st
             }
-            None => state.insert(Stream::new(spec_rate, spec_channels, opts)?),
+            None => state.insert(Stream::new(spec_rate, spec_channels, trim, opts)?),
         };
         interleaved.resize(frames * spec_channels, 0.0);
         buf.copy_to_slice_interleaved(&mut interleaved[..]);
         mono.clear();
         downmix(&interleaved, spec_channels, &mut mono);
-        if let Some(bad) = mono.iter().position(|s| !s.is_finite()) {
+        let kept = st.trim(&mut mono);
+        if let Some(bad) = mono[kept.clone()].iter().position(|s| !s.is_finite()) {
             return Err(Error::NonFinite {
                 frame: st.frames + bad as u64,
             });
         }
-        st.frames += frames as u64;
+        st.frames += kept.len() as u64;
         if st.frames as f64 > opts.max_duration_s * st.rate as f64 {
             return Err(Error::TooLong {
                 max_s: opts.max_duration_s,
             });
         }
-        st.resampler.push(&mono)?;
+        st.resampler.push(&mono[kept])?;
     }
 
     let Some(st) = state else {
@@ -253,12 +273,29 @@ fn decode_inner(src: Box<dyn MediaSource>, hint: Hint, opts: &DecodeOptions) -> 
 struct Stream {
     rate: u32,
     channels: usize,
+    /// Frames kept so far.
     frames: u64,
+    /// Leading frames still to drop (encoder priming).
+    skip: u64,
+    /// Playable frames in all, where the container says.
+    keep: Option<u64>,
     resampler: StreamResampler,
 }
 
 impl Stream {
-    fn new(rate: u32, channels: usize, opts: &DecodeOptions) -> Result<Self> {
+    /// The range of `mono` that is playable audio, after priming and end padding.
+    fn trim(&mut self, mono: &mut [f32]) -> std::ops::Range<usize> {
+        let drop = (self.skip.min(mono.len() as u64)) as usize;
+        self.skip -= drop as u64;
+        let mut end = mono.len();
+        if let Some(keep) = self.keep {
+            let room = keep.saturating_sub(self.frames) as usize;
+            end = end.min(drop + room);
+        }
+        drop..end
+    }
+
+    fn new(rate: u32, channels: usize, trim: Option<Mp4Trim>, opts: &DecodeOptions) -> Result<Self> {
         if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
             return Err(Error::UnsupportedSampleRate {
                 rate,
@@ -275,10 +312,19 @@ impl Stream {
                 "target rate {target} Hz outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE}"
             )));
         }
+        let (skip, keep) = match trim {
+            Some(t) => {
+                let (skip, keep) = t.frames(rate);
+                (skip, Some(keep))
+            }
+            None => (0, None),
+        };
         Ok(Self {
             rate,
             channels,
             frames: 0,
+            skip,
+            keep,
             resampler: StreamResampler::new(rate, target)?,
         })
     }

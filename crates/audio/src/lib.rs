@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod error;
 pub mod mel;
+pub mod mp4;
 pub mod npy;
 pub mod resample;
 pub mod window;

@@ -4,8 +4,9 @@
     .venv/bin/python crates/audio/tests/reference/make_reference.py          # (re)write arrays
     .venv/bin/python crates/audio/tests/reference/make_reference.py --check  # recompute + compare
 
-For each real 32 kHz clip and each recipe, the mono float64 audio (soundfile,
-dtype='float64': int16 PCM / 32768) is cut into consecutive 5 s windows of
+For each real 32 kHz clip and each recipe, the mono audio is decoded the way
+`librosa.load(path, sr=None, mono=True)` decodes it (see "Decoding" below), held
+as float64, and cut into consecutive 5 s windows of
 160000 samples (hop 160000). A last partial window is zero-padded to 160000
 samples if it holds at least 1 s (32000 samples), dropped otherwise. Per window:
 
@@ -17,7 +18,27 @@ samples if it holds at least 1 s (32000 samples), dropped otherwise. Per window:
 saved as float32 `{clip_stem}.{recipe}.npy`, shape [windows, mels, frames].
 Each recipe's filterbank, librosa.filters.mel(..., htk=False, norm='slaney'),
 is saved once as float64 `melbank.{recipe}.npy`, shape [mels, 1 + N/2].
-manifest.json lists every array with its shape and the library versions.
+manifest.json lists every array with its shape, its decoder, the number of
+samples that decoder produced, and the library/ffmpeg versions.
+
+Decoding (librosa.load tries soundfile first and falls back to audioread):
+  * "soundfile" -- WAV, FLAC, Ogg and MP3: soundfile.read(dtype='float64').
+    int16 PCM / 32768 for WAV/FLAC. libsndfile 1.2.2 decodes MP3 with mpg123,
+    gapless: it drops the LAME-tag encoder delay and padding, exactly as ffmpeg
+    does. libsndfile's MP3 and Vorbis decoders produce float32, so the float64
+    read equals librosa.load's float32 output widened (checked).
+  * "ffmpeg" -- M4A/AAC, which libsndfile cannot open, so librosa.load falls back
+    to audioread, whose FFmpegAudioFile backend pipes `ffmpeg -i file -f s16le -`.
+    That path is reproduced deterministically, without audioread's backend
+    choice and threads, by running exactly
+        ffmpeg -v error -i file -f f32le -ac 1 -
+    in a subprocess and reading the little-endian float32 samples. Unlike
+    audioread it asks for f32le, not s16le, so the samples are the AAC decoder's
+    float output without audioread's int16 quantisation (librosa.load would
+    return these values rounded to multiples of 1/32768). ffmpeg 5.1 applies
+    the MP4 edit list's start (skips the 1024 AAC priming samples) but not its
+    end, so the tail padding of the last AAC frame is kept: 320512 samples for
+    the 320001-sample source.
 
 --check recomputes everything into a temporary directory and compares with the
 committed files (log-mel: np.allclose atol 1e-3 dB; filterbank: rtol 1e-9),
@@ -26,7 +47,7 @@ exiting non-zero on any mismatch or missing/extra array.
 import argparse
 import json
 import pathlib
-import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -50,29 +71,77 @@ RECIPES = {
     "wide": dict(n_fft=4096, hop_length=1252, n_mels=224, fmin=0.0, fmax=16000.0),
 }
 
-# (stem, file, seconds to keep or None for all, recipes)
+# (stem, file, seconds to keep or None for all, recipes, decoder)
 CLIPS = [
-    ("crowsetta_forest", "crowsetta_forest.wav", None, ["birdclef", "panns", "wide"]),
-    ("opensoundscape_birds_10s", "opensoundscape_birds_10s.wav", None, ["birdclef", "panns", "wide"]),
-    ("soundscape_1min_first10s", "soundscape_1min.ogg", 10.0, ["birdclef", "panns", "wide"]),
+    ("crowsetta_forest", "crowsetta_forest.wav", None, ["birdclef", "panns", "wide"], "soundfile"),
+    ("opensoundscape_birds_10s", "opensoundscape_birds_10s.wav", None, ["birdclef", "panns", "wide"],
+     "soundfile"),
+    ("soundscape_1min_first10s", "soundscape_1min.ogg", 10.0, ["birdclef", "panns", "wide"], "soundfile"),
     # 7 s: one full window + a 2 s tail that is zero-padded to 5 s (exercises the tail rule).
-    ("crowsetta_forest_first7s", "crowsetta_forest.wav", 7.0, ["birdclef"]),
+    ("crowsetta_forest_first7s", "crowsetta_forest.wav", 7.0, ["birdclef"], "soundfile"),
+    # The crowsetta clip through lossy codecs at 32 kHz (no resampling): MP3 via
+    # libsndfile/mpg123, AAC-LC/MP4 via ffmpeg (librosa's audioread fallback).
+    ("crowsetta_forest_32k_mp3", "crowsetta_forest_32k.mp3", None, ["birdclef"], "soundfile"),
+    ("crowsetta_forest_32k_m4a", "crowsetta_forest_32k.m4a", None, ["birdclef"], "ffmpeg"),
+    # FLAC through libsndfile, so every container has its own reference.
+    ("crowsetta_forest_flac", "crowsetta_forest.flac", None, ["birdclef"], "soundfile"),
 ]
+
+# The exact command of the "ffmpeg" decoder (the input path goes after -i).
+FFMPEG_DECODE = ["ffmpeg", "-v", "error", "-i", None, "-f", "f32le", "-ac", "1", "-"]
 
 DB_ATOL = 1e-3
 MELBANK_RTOL = 1e-9
 
 
-def load_mono(path, seconds):
-    y, sr = sf.read(str(path), dtype="float64", always_2d=True)
+def ffprobe_rate_channels(path):
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+         "stream=sample_rate,channels", "-of", "json", str(path)],
+        check=True, capture_output=True, stdin=subprocess.DEVNULL,
+    ).stdout
+    st = json.loads(out)["streams"][0]
+    return int(st["sample_rate"]), int(st["channels"])
+
+
+def ffmpeg_version():
+    try:
+        out = subprocess.run(["ffmpeg", "-version"], check=True, capture_output=True,
+                             stdin=subprocess.DEVNULL, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    first = out.splitlines()[0].split()
+    return first[2] if len(first) > 2 else None
+
+
+def decode(path, decoder):
+    """Mono float64 samples of the whole file, as librosa.load(sr=None) would decode them."""
+    if decoder == "soundfile":
+        y, sr = sf.read(str(path), dtype="float64", always_2d=True)
+        ch = y.shape[1]
+    elif decoder == "ffmpeg":
+        sr, ch = ffprobe_rate_channels(path)
+        cmd = [str(path) if a is None else a for a in FFMPEG_DECODE]
+        raw = subprocess.run(cmd, check=True, capture_output=True, stdin=subprocess.DEVNULL).stdout
+        if len(raw) % 4:
+            raise SystemExit(f"{path}: ffmpeg wrote {len(raw)} bytes, not a whole number of f32 samples")
+        y = np.frombuffer(raw, dtype="<f4").astype(np.float64)[:, None]
+    else:
+        raise ValueError(decoder)
     if sr != SR:
         raise SystemExit(f"{path}: sample rate {sr}, expected {SR}")
-    if y.shape[1] != 1:
-        raise SystemExit(f"{path}: {y.shape[1]} channels, expected mono")
-    y = y[:, 0]
+    if ch != 1:
+        raise SystemExit(f"{path}: {ch} channels, expected mono")
+    return y[:, 0]
+
+
+def load_mono(path, seconds, decoder):
+    """(samples cut to `seconds`, number of samples the decoder produced)"""
+    y = decode(path, decoder)
+    decoded = len(y)
     if seconds is not None:
         y = y[: int(round(seconds * SR))]
-    return y
+    return y, decoded
 
 
 def windows(y):
@@ -118,8 +187,8 @@ def generate(out_dir):
         np.save(out_dir / fname, fb)
         arrays.append({"file": fname, "kind": "melbank", "recipe": name,
                        "shape": list(fb.shape), "dtype": "float64"})
-    for stem, src, seconds, recipes in CLIPS:
-        y = load_mono(AUDIO / src, seconds)
+    for stem, src, seconds, recipes, decoder in CLIPS:
+        y, decoded = load_mono(AUDIO / src, seconds, decoder)
         wins = windows(y)
         for name in recipes:
             r = RECIPES[name]
@@ -130,6 +199,7 @@ def generate(out_dir):
                 "file": fname, "kind": "logmel", "recipe": name,
                 "source": f"datasets/fixtures/audio/{src}",
                 "source_seconds": seconds, "source_samples": int(len(y)),
+                "decoder": decoder, "decoded_samples": int(decoded),
                 "shape": list(a.shape), "dtype": "float32",
             })
     manifest = {
@@ -138,13 +208,19 @@ def generate(out_dir):
             "librosa": librosa.__version__, "numpy": np.__version__,
             "scipy": scipy.__version__, "soundfile": sf.__version__,
             "libsndfile": sf.__libsndfile_version__,
+            "ffmpeg": ffmpeg_version(),
             "python": ".".join(map(str, sys.version_info[:3])),
         },
         "sample_rate": SR,
         "window_samples": WIN,
         "hop_samples": HOP,
         "min_tail_samples": MIN_TAIL,
-        "decode": "soundfile.read(dtype='float64'); int16 PCM / 32768",
+        "decode": {
+            "soundfile": "soundfile.read(dtype='float64'); int16 PCM / 32768 for WAV/FLAC; "
+                         "libsndfile's float32 Vorbis/MP3 (mpg123, gapless) output widened",
+            "ffmpeg": " ".join("FILE" if a is None else a for a in FFMPEG_DECODE)
+                      + " (librosa.load's audioread fallback, as f32le instead of audioread's s16le)",
+        },
         "melspectrogram": {"window": "hann", "center": True, "pad_mode": "constant",
                            "power": 2.0, "htk": False, "norm": "slaney",
                            "win_length": "n_fft"},
@@ -173,6 +249,11 @@ def check():
             path = HERE / f
             if not path.exists():
                 print(f"MISSING  {f}")
+                ok = False
+                continue
+            if have[f].get("decoded_samples") != want[f].get("decoded_samples"):
+                print(f"MISMATCH {f}: decoded samples {have[f].get('decoded_samples')} committed, "
+                      f"{want[f].get('decoded_samples')} now")
                 ok = False
                 continue
             a, b = np.load(path), np.load(pathlib.Path(tmp) / f)
