@@ -114,7 +114,7 @@ fn decode_source(
     trim: Option<Mp4Trim>,
     opts: &DecodeOptions,
 ) -> Result<Decoded> {
-    if !(opts.max_duration_s > 0.0) {
+    if opts.max_duration_s.is_nan() || opts.max_duration_s <= 0.0 {
         return Err(Error::InvalidConfig("max_duration_s must be > 0".into()));
     }
     // symphonia is safe Rust but can still panic on hostile streams (index or arithmetic
@@ -145,7 +145,12 @@ fn decode_inner(
 ) -> Result<Decoded> {
     let mss = MediaSourceStream::new(src, Default::default());
     let mut format: Box<dyn FormatReader> = symphonia::default::get_probe()
-        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
         .map_err(|e| match e {
             SymError::Unsupported(_) => Error::UnsupportedFormat(
                 "not a recognised container (supported: WAV, OGG, FLAC, MP3, MP4/M4A)".into(),
@@ -158,6 +163,7 @@ fn decode_inner(
         .default_track(TrackType::Audio)
         .ok_or_else(|| Error::UnsupportedCodec(format!("{container}: no audio track")))?;
     let track_id = track.id;
+    let n_frames = track.num_frames;
     let params = track
         .codec_params
         .as_ref()
@@ -167,9 +173,7 @@ fn decode_inner(
     let mut decoder: Box<dyn AudioDecoder> = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| match e {
-            SymError::Unsupported(what) => {
-                Error::UnsupportedCodec(format!("{container}: {what}"))
-            }
+            SymError::Unsupported(what) => Error::UnsupportedCodec(format!("{container}: {what}")),
             other => sym_err("codec", other),
         })?;
     let codec = decoder.codec_info().short_name.to_string();
@@ -223,7 +227,15 @@ fn decode_inner(
                 }
                 st
             }
-            None => state.insert(Stream::new(spec_rate, spec_channels, trim, opts)?),
+            None => {
+                let mut st = Stream::new(spec_rate, spec_channels, trim, opts)?;
+                // Bounded by max_duration so a lying header cannot make us allocate more.
+                let cap = (opts.max_duration_s * spec_rate as f64) as u64;
+                if let Some(n) = n_frames {
+                    st.resampler.reserve_for(n.min(cap));
+                }
+                state.insert(st)
+            }
         };
         interleaved.resize(frames * spec_channels, 0.0);
         buf.copy_to_slice_interleaved(&mut interleaved[..]);
@@ -257,7 +269,9 @@ fn decode_inner(
         sample_rate: st.rate,
         channels: st.channels,
         bits_per_sample: params.bits_per_sample,
-        sample_format: params.sample_format.map(|f| format!("{f:?}").to_lowercase()),
+        sample_format: params
+            .sample_format
+            .map(|f| format!("{f:?}").to_lowercase()),
         frames: st.frames,
         duration_s: st.frames as f64 / st.rate as f64,
         skipped_packets: skipped,
@@ -295,7 +309,12 @@ impl Stream {
         drop..end
     }
 
-    fn new(rate: u32, channels: usize, trim: Option<Mp4Trim>, opts: &DecodeOptions) -> Result<Self> {
+    fn new(
+        rate: u32,
+        channels: usize,
+        trim: Option<Mp4Trim>,
+        opts: &DecodeOptions,
+    ) -> Result<Self> {
         if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
             return Err(Error::UnsupportedSampleRate {
                 rate,

@@ -90,7 +90,11 @@ impl FeatureConfig {
             return bad("hop_length must be > 0".into());
         }
         if self.n_mels == 0 || self.n_mels > self.n_fft / 2 + 1 {
-            return bad(format!("n_mels {} outside 1..={}", self.n_mels, self.n_fft / 2 + 1));
+            return bad(format!(
+                "n_mels {} outside 1..={}",
+                self.n_mels,
+                self.n_fft / 2 + 1
+            ));
         }
         if !(self.f_min >= 0.0 && self.f_min < self.f_max && self.f_max <= nyquist) {
             return bad(format!(
@@ -278,13 +282,21 @@ impl LogMel {
         for (t, row) in (t0..t1).zip(out.chunks_exact_mut(self.cfg.n_mels)) {
             // Frame t covers x[t·hop − n/2 .. t·hop + n/2) of the zero-padded signal.
             let first = (t * hop) as isize - pad as isize;
-            for (k, v) in s.frame.iter_mut().enumerate() {
-                let i = first + k as isize;
-                *v = if i >= 0 && (i as usize) < x.len() {
-                    x[i as usize] * self.hann[k]
-                } else {
-                    0.0
-                };
+            if first >= 0 && first as usize + n <= x.len() {
+                // Interior frame: a straight multiply the compiler vectorises.
+                let src = &x[first as usize..first as usize + n];
+                for ((v, &a), &w) in s.frame.iter_mut().zip(src).zip(&self.hann) {
+                    *v = a * w;
+                }
+            } else {
+                for (k, v) in s.frame.iter_mut().enumerate() {
+                    let i = first + k as isize;
+                    *v = if i >= 0 && (i as usize) < x.len() {
+                        x[i as usize] * self.hann[k]
+                    } else {
+                        0.0
+                    };
+                }
             }
             // Lengths match the plan by construction, so this cannot fail.
             let _ = self
@@ -320,7 +332,18 @@ impl LogMel {
         let win_len = self.cfg.window.length_samples(self.cfg.sample_rate);
         let frames = self.cfg.frames_for(win_len);
         let mels = self.cfg.n_mels;
-        let padded: Vec<Vec<f32>> = windows.iter().map(|w| w.extract(samples, win_len)).collect();
+        // Full windows are borrowed; only a short last one is copied and zero-padded.
+        let padded: Vec<std::borrow::Cow<'_, [f32]>> = windows
+            .iter()
+            .map(|w| {
+                let s = w.start_sample;
+                if w.valid_samples == win_len {
+                    std::borrow::Cow::Borrowed(&samples[s..s + win_len])
+                } else {
+                    std::borrow::Cow::Owned(w.extract(samples, win_len))
+                }
+            })
+            .collect();
         let tasks: Vec<(usize, usize)> = (0..windows.len())
             .flat_map(|w| (0..frames).step_by(FRAMES_PER_TASK).map(move |t| (w, t)))
             .collect();
@@ -373,7 +396,12 @@ mod tests {
         for r in RECIPES {
             FeatureConfig::recipe(r).unwrap().validate().unwrap();
         }
-        assert_eq!(FeatureConfig::recipe("birdclef").unwrap().frames_per_window(), 313);
+        assert_eq!(
+            FeatureConfig::recipe("birdclef")
+                .unwrap()
+                .frames_per_window(),
+            313
+        );
         assert!(matches!(
             FeatureConfig::recipe("nope"),
             Err(Error::UnknownRecipe { .. })

@@ -22,8 +22,12 @@ pub struct Mp4Trim {
 impl Mp4Trim {
     /// Frames to skip and frames to keep at `sample_rate`.
     pub fn frames(&self, sample_rate: u32) -> (u64, u64) {
-        let conv = |t: u64| (t as u128 * sample_rate as u128 / self.timescale.max(1) as u128) as u64;
-        (conv(self.skip), conv(self.duration.saturating_sub(self.skip)))
+        let conv =
+            |t: u64| (t as u128 * sample_rate as u128 / self.timescale.max(1) as u128) as u64;
+        (
+            conv(self.skip),
+            conv(self.duration.saturating_sub(self.skip)),
+        )
     }
 }
 
@@ -139,7 +143,10 @@ mod tests {
 
     #[test]
     fn not_mp4_or_truncated_gives_none() {
-        assert_eq!(read_trim(&mut Cursor::new(b"RIFF....WAVEfmt ".to_vec())), None);
+        assert_eq!(
+            read_trim(&mut Cursor::new(b"RIFF....WAVEfmt ".to_vec())),
+            None
+        );
         assert_eq!(read_trim(&mut Cursor::new(vec![0u8; 3])), None);
         // A box claiming to be larger than the file.
         let mut b = vec![0, 0, 0, 200];

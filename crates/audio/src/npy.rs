@@ -12,8 +12,7 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
     // Magic (6) + version (2) + header length (2) + header, padded to a multiple of 64 with
     // spaces and ended by a newline, as NumPy writes it.
     let unpadded = 10 + header.len() + 1;

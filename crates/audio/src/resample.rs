@@ -81,6 +81,13 @@ impl StreamResampler {
         (n_in * self.out_rate as u64).div_ceil(self.in_rate as u64)
     }
 
+    /// Reserves room for the output of `n_in` more input frames (when the container says how
+    /// long it is), so a long recording is not copied on every growth of the buffer.
+    pub fn reserve_for(&mut self, n_in: u64) {
+        let n = self.expected_len(n_in).min(1 << 28) as usize;
+        self.out.reserve(n.saturating_sub(self.out.len()));
+    }
+
     /// Frames pushed so far (at the input rate).
     pub fn frames_in(&self) -> u64 {
         self.n_in

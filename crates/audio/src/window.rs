@@ -49,13 +49,19 @@ impl WindowConfig {
         let len = self.length_s * sample_rate as f64;
         let hop = self.hop_s * sample_rate as f64;
         if !(len.is_finite() && len >= 1.0) {
-            return Err(Error::InvalidConfig(format!("window length {} s", self.length_s)));
+            return Err(Error::InvalidConfig(format!(
+                "window length {} s",
+                self.length_s
+            )));
         }
         if !(hop.is_finite() && hop >= 1.0) {
             return Err(Error::InvalidConfig(format!("window hop {} s", self.hop_s)));
         }
         if !(self.min_tail_s.is_finite() && self.min_tail_s >= 0.0) {
-            return Err(Error::InvalidConfig(format!("min tail {} s", self.min_tail_s)));
+            return Err(Error::InvalidConfig(format!(
+                "min tail {} s",
+                self.min_tail_s
+            )));
         }
         Ok(())
     }
@@ -159,7 +165,11 @@ mod tests {
             ..WindowConfig::default()
         };
         let starts = |n: usize| -> Vec<f64> {
-            cfg.windows(n, SR).unwrap().iter().map(|w| w.start_s).collect()
+            cfg.windows(n, SR)
+                .unwrap()
+                .iter()
+                .map(|w| w.start_s)
+                .collect()
         };
         // 10 s: the window at 5 s already reaches the end; no redundant tail.
         assert_eq!(starts(10 * 32_000), vec![0.0, 2.5, 5.0]);

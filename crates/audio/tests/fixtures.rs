@@ -30,11 +30,24 @@ fn every_fixture_decodes_with_ffprobe_facts() {
             other => other,
         };
         assert_eq!(i.container, container, "{name}");
-        formats.insert(format!("{}/{}", i.container, e["sample_format"].as_str().unwrap_or("-")));
-        assert_eq!(i.sample_rate as u64, e["sample_rate"].as_u64().expect("rate"), "{name}");
-        assert_eq!(i.channels as u64, e["channels"].as_u64().expect("channels"), "{name}");
+        formats.insert(format!(
+            "{}/{}",
+            i.container,
+            e["sample_format"].as_str().unwrap_or("-")
+        ));
+        assert_eq!(
+            i.sample_rate as u64,
+            e["sample_rate"].as_u64().expect("rate"),
+            "{name}"
+        );
+        assert_eq!(
+            i.channels as u64,
+            e["channels"].as_u64().expect("channels"),
+            "{name}"
+        );
         // 8/16/24/32-bit integer PCM and FLAC report their depth (float WAV has none).
-        let integer = i.codec.starts_with("pcm_s") || i.codec.starts_with("pcm_u") || i.codec == "flac";
+        let integer =
+            i.codec.starts_with("pcm_s") || i.codec.starts_with("pcm_u") || i.codec == "flac";
         if let (Some(bits), true) = (e["bits"].as_u64(), integer) {
             assert_eq!(i.bits_per_sample.map(u64::from), Some(bits), "{name}");
         }
@@ -44,13 +57,26 @@ fn every_fixture_decodes_with_ffprobe_facts() {
             // (at most one codec frame).
             None => {
                 let f = e["frames_ffmpeg"].as_u64().expect("frames_ffmpeg");
-                assert!(i.frames.abs_diff(f) <= 2048, "{name}: {} vs ffmpeg {f}", i.frames);
+                assert!(
+                    i.frames.abs_diff(f) <= 2048,
+                    "{name}: {} vs ffmpeg {f}",
+                    i.frames
+                );
             }
         }
         let dur = e["duration_s"].as_f64().expect("duration");
-        assert!((i.duration_s - dur).abs() < 0.06, "{name}: {} vs {dur}", i.duration_s);
+        assert!(
+            (i.duration_s - dur).abs() < 0.06,
+            "{name}: {} vs {dur}",
+            i.duration_s
+        );
         assert_eq!(i.skipped_packets, 0, "{name}");
-        assert!(d.samples.iter().all(|s| s.is_finite() && s.abs() <= 1.0 + 1e-6), "{name}");
+        assert!(
+            d.samples
+                .iter()
+                .all(|s| s.is_finite() && s.abs() <= 1.0 + 1e-6),
+            "{name}"
+        );
 
         // The same file at 32 kHz: exactly ceil(frames · 32000 / rate) samples.
         let r = decode_path(&path, &DecodeOptions::default()).expect("resampled");
@@ -58,7 +84,9 @@ fn every_fixture_decodes_with_ffprobe_facts() {
         let want = (i.frames * 32_000).div_ceil(i.sample_rate as u64);
         assert_eq!(r.samples.len() as u64, want, "{name}");
     }
-    for f in ["wave/u8", "wave/s16", "wave/s24", "wave/s32", "wave/f32", "wave/f64"] {
+    for f in [
+        "wave/u8", "wave/s16", "wave/s24", "wave/s32", "wave/f32", "wave/f64",
+    ] {
         assert!(formats.contains(f), "missing WAV layout {f}: {formats:?}");
     }
     for c in ["ogg", "flac", "mp3", "isomp4"] {
@@ -92,10 +120,16 @@ fn resampled_stereo_matches_the_32k_source_spectrally() {
     use silencio_audio::{FeatureConfig, LogMel};
     let cfg = FeatureConfig::recipe("birdclef").expect("recipe");
     let lm = LogMel::new(&cfg).expect("logmel");
-    let src = decode_path(common::fixture("crowsetta_forest.wav"), &DecodeOptions::default())
-        .expect("src");
-    let st = decode_path(common::fixture("wav_s16_44k1_stereo.wav"), &DecodeOptions::default())
-        .expect("stereo");
+    let src = decode_path(
+        common::fixture("crowsetta_forest.wav"),
+        &DecodeOptions::default(),
+    )
+    .expect("src");
+    let st = decode_path(
+        common::fixture("wav_s16_44k1_stereo.wav"),
+        &DecodeOptions::default(),
+    )
+    .expect("stereo");
     // The stereo variant is 1 s from 5.5 s, left = 16x, right = 8x: mean gain 12.
     let a = lm.compute(&st.samples);
     let b = lm.compute(

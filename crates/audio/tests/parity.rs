@@ -14,7 +14,8 @@ use silencio_audio::{DecodeOptions, FeatureConfig, LogMel, decode_path};
 
 #[test]
 fn filterbanks_equal_librosa() {
-    let manifest = common::read_json(&common::root().join("crates/audio/tests/reference/manifest.json"));
+    let manifest =
+        common::read_json(&common::root().join("crates/audio/tests/reference/manifest.json"));
     let mut checked = 0;
     for a in manifest["arrays"].as_array().expect("arrays") {
         if a["kind"] != "melbank" {
@@ -51,14 +52,22 @@ fn logmel_matches_librosa_on_real_clips_in_all_containers() {
         let src = common::root().join(a["source"].as_str().expect("source"));
         let cfg = FeatureConfig::recipe(recipe).expect("recipe");
         let d = decode_path(&src, &DecodeOptions::default()).expect("decode");
-        assert_eq!(d.info.sample_rate, 32_000, "{}: parity clips are already at 32 kHz", src.display());
+        assert_eq!(
+            d.info.sample_rate,
+            32_000,
+            "{}: parity clips are already at 32 kHz",
+            src.display()
+        );
         containers.insert(d.info.container.clone());
         let mut samples = d.samples;
         if let Some(n) = a["source_samples"].as_u64() {
             // The reference cut the decoded audio to this many samples (e.g. first 10 s).
             samples.truncate(n as usize);
         }
-        let f = LogMel::new(&cfg).expect("logmel").features(&samples).expect("features");
+        let f = LogMel::new(&cfg)
+            .expect("logmel")
+            .features(&samples)
+            .expect("features");
         let (shape, want) = common::read_npy(&dir.join(a["file"].as_str().expect("file")));
         assert_eq!(shape, f.shape().to_vec(), "{}", a["file"]);
 

@@ -146,13 +146,22 @@ fn typed_errors_for_bad_input() {
     use silencio_audio::Error;
     let real = std::fs::read(common::fixture("crowsetta_forest.wav")).unwrap();
     // Too long: the limit is a parameter.
-    let short = DecodeOptions { max_duration_s: 2.0, ..DecodeOptions::default() };
-    assert!(matches!(decode_bytes(real.clone(), &short), Err(Error::TooLong { .. })));
+    let short = DecodeOptions {
+        max_duration_s: 2.0,
+        ..DecodeOptions::default()
+    };
+    assert!(matches!(
+        decode_bytes(real.clone(), &short),
+        Err(Error::TooLong { .. })
+    ));
     // A WAV header with no sample data.
     let mut empty = real[..44].to_vec();
     empty[40..44].copy_from_slice(&0u32.to_le_bytes());
     let e = decode_bytes(empty, &DecodeOptions::default());
-    assert!(matches!(e, Err(Error::Empty(_)) | Err(Error::Corrupt(_))), "{e:?}");
+    assert!(
+        matches!(e, Err(Error::Empty(_)) | Err(Error::Corrupt(_))),
+        "{e:?}"
+    );
     // Not audio.
     assert!(matches!(
         decode_bytes(b"%PDF-1.7 not audio".to_vec(), &DecodeOptions::default()),
@@ -167,7 +176,10 @@ fn nan_in_float_wav_is_rejected() {
     let data = b.windows(4).position(|w| w == b"data").unwrap() + 8;
     b[data + 400..data + 404].copy_from_slice(&f32::NAN.to_le_bytes());
     let e = decode_bytes(b, &DecodeOptions::default());
-    assert!(matches!(e, Err(silencio_audio::Error::NonFinite { frame: 100 })), "{e:?}");
+    assert!(
+        matches!(e, Err(silencio_audio::Error::NonFinite { frame: 100 })),
+        "{e:?}"
+    );
 }
 
 /// A WAV at 4 kHz is outside the supported 8–384 kHz range.
@@ -178,5 +190,24 @@ fn unsupported_rate_is_typed() {
     b[fmt + 4..fmt + 8].copy_from_slice(&4000u32.to_le_bytes());
     b[fmt + 8..fmt + 12].copy_from_slice(&4000u32.to_le_bytes());
     let e = decode_bytes(b, &DecodeOptions::default());
-    assert!(matches!(e, Err(silencio_audio::Error::UnsupportedSampleRate { rate: 4000, .. })), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Err(silencio_audio::Error::UnsupportedSampleRate { rate: 4000, .. })
+        ),
+        "{e:?}"
+    );
+}
+
+/// The fuzz target's committed seed corpus, run as a regression test on every `cargo test`.
+#[test]
+fn fuzz_seed_corpus_decodes_without_panic() {
+    let dir = common::root().join("crates/audio/fuzz/seeds/decode_bytes");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("seeds") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("seed");
+        let _ = decode_bytes(bytes, &DecodeOptions::default());
+        n += 1;
+    }
+    assert!(n >= 10, "seed corpus has {n} files");
 }

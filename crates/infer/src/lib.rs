@@ -131,17 +131,28 @@ mod tests {
     #[test]
     fn device_names_parse_or_fail_typed() {
         assert!(parse_device("flex").is_ok());
-        assert!(matches!(parse_device("tpu"), Err(Error::UnknownDevice { .. })));
-        assert!(matches!(parse_device("wgpu:x"), Err(Error::UnknownDevice { .. })));
+        assert!(matches!(
+            parse_device("tpu"),
+            Err(Error::UnknownDevice { .. })
+        ));
+        assert!(matches!(
+            parse_device("wgpu:x"),
+            Err(Error::UnknownDevice { .. })
+        ));
         if !cfg!(feature = "cuda") {
-            assert!(matches!(parse_device("cuda:1"), Err(Error::NotCompiled { .. })));
+            assert!(matches!(
+                parse_device("cuda:1"),
+                Err(Error::NotCompiled { .. })
+            ));
         }
     }
 
     #[test]
     fn features_become_nchw_tensor_with_same_values() {
         let cfg = FeatureConfig::recipe("panns").unwrap();
-        let x: Vec<f32> = (0..6 * 32_000).map(|i| (i as f32 * 0.05).sin() * 0.1).collect();
+        let x: Vec<f32> = (0..6 * 32_000)
+            .map(|i| (i as f32 * 0.05).sin() * 0.1)
+            .collect();
         let f = LogMel::new(&cfg).unwrap().features(&x).unwrap();
         let device = parse_device("flex").unwrap();
         let t = features_to_tensor(&f, &device);
