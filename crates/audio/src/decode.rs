@@ -26,6 +26,10 @@ pub const MIN_SAMPLE_RATE: u32 = 8_000;
 /// Highest input sample rate we accept (ultrasonic bat recorders use up to 384 kHz).
 pub const MAX_SAMPLE_RATE: u32 = 384_000;
 
+/// Largest accepted |sample|. Integer formats give [-1, 1]; float formats may exceed full
+/// scale a little, but 60 dB above it is garbage, and squares of ~1e19 overflow f32 power.
+pub const MAX_SAMPLE_MAGNITUDE: f32 = 1000.0;
+
 /// How to decode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecodeOptions {
@@ -242,9 +246,19 @@ fn decode_inner(
         mono.clear();
         downmix(&interleaved, spec_channels, &mut mono);
         let kept = st.trim(&mut mono);
-        if let Some(bad) = mono[kept.clone()].iter().position(|s| !s.is_finite()) {
-            return Err(Error::NonFinite {
-                frame: st.frames + bad as u64,
+        if let Some(bad) = mono[kept.clone()]
+            .iter()
+            .position(|s| !s.is_finite() || s.abs() > MAX_SAMPLE_MAGNITUDE)
+        {
+            let (frame, value) = (st.frames + bad as u64, mono[kept.start + bad]);
+            return Err(if value.is_finite() {
+                Error::OutOfRange {
+                    frame,
+                    value,
+                    limit: MAX_SAMPLE_MAGNITUDE,
+                }
+            } else {
+                Error::NonFinite { frame }
             });
         }
         st.frames += kept.len() as u64;

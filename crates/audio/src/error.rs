@@ -31,6 +31,17 @@ pub enum Error {
         /// Index of the first offending frame at the original rate.
         frame: u64,
     },
+    /// A decoded float sample is far beyond full scale (garbage in a float WAV): it would
+    /// overflow the power spectrum.
+    #[error("sample {value:e} at frame {frame} is beyond ±{limit} (corrupt float audio)")]
+    OutOfRange {
+        /// Index of the first offending frame at the original rate.
+        frame: u64,
+        /// The value found.
+        value: f32,
+        /// The accepted magnitude.
+        limit: f32,
+    },
     /// The sample rate is outside the supported range.
     #[error("unsupported sample rate {rate} Hz (supported: {min}..={max} Hz)")]
     UnsupportedSampleRate {
@@ -76,6 +87,7 @@ impl Error {
             Error::Empty(_) => "empty_audio",
             Error::TooLong { .. } => "too_long",
             Error::NonFinite { .. } => "non_finite_samples",
+            Error::OutOfRange { .. } => "sample_out_of_range",
             Error::UnsupportedSampleRate { .. } => "unsupported_sample_rate",
             Error::InvalidConfig(_) => "invalid_config",
             Error::UnknownRecipe { .. } => "unknown_recipe",

@@ -182,6 +182,20 @@ fn nan_in_float_wav_is_rejected() {
     );
 }
 
+/// The fuzzer's first finding: a float WAV holding finite but absurd values (1e38) made the
+/// features non-finite; it is now a typed error.
+#[test]
+fn huge_float_samples_are_rejected() {
+    let mut b = std::fs::read(common::fixture("wav_f32_22k05_mono.wav")).unwrap();
+    let data = b.windows(4).position(|w| w == b"data").unwrap() + 8;
+    b[data + 40..data + 44].copy_from_slice(&1e38f32.to_le_bytes());
+    let e = decode_bytes(b, &DecodeOptions::default());
+    assert!(
+        matches!(e, Err(silencio_audio::Error::OutOfRange { frame: 10, .. })),
+        "{e:?}"
+    );
+}
+
 /// A WAV at 4 kHz is outside the supported 8–384 kHz range.
 #[test]
 fn unsupported_rate_is_typed() {
