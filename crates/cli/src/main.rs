@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use silencio_audio::{DecodeOptions, FeatureConfig, LogMel, RECIPES};
+use silencio_audio::{DecodeOptions, FeatureConfig, RECIPES};
 
 #[derive(Parser)]
 #[command(name = "silencio", version, about = "El Silencio Acoustic Explorer")]
@@ -99,10 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(m) = min_tail_s {
                 cfg.window.min_tail_s = m;
             }
-            let lm = LogMel::new(&cfg)?;
-            let opts = silencio_audio::decode_options_for(&cfg, max_duration_s);
-            let d = silencio_audio::decode_path(&audio, &opts)?;
-            let f = lm.features(&d.samples)?;
+            let (info, f) = silencio_audio::features_from_path(&audio, &cfg, max_duration_s)?;
             silencio_audio::npy::write_f32(&out, &f.shape(), &f.data)?;
             if let Some(p) = windows_json {
                 let body = serde_json::to_vec_pretty(&f.windows)?;
@@ -113,10 +110,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!(
                 "{}: {} {} Hz {} ch {:.2} s -> {} [{w}, {m}, {t}] ({recipe})",
                 audio.display(),
-                d.info.codec,
-                d.info.sample_rate,
-                d.info.channels,
-                d.info.duration_s,
+                info.codec,
+                info.sample_rate,
+                info.channels,
+                info.duration_s,
                 out.display()
             );
         }
