@@ -84,8 +84,21 @@ pub struct Decoded {
     pub info: AudioInfo,
 }
 
+/// Called during decoding with all output produced so far (at the target rate), so that work on
+/// the first windows can start while later packets are still being decoded.
+pub type Progress<'a> = &'a mut dyn FnMut(&[f32]);
+
 /// Decodes a file. The extension is used only as a hint; content decides.
 pub fn decode_path(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<Decoded> {
+    decode_path_with(path, opts, &mut |_| {})
+}
+
+/// [`decode_path`], reporting progress.
+pub fn decode_path_with(
+    path: impl AsRef<Path>,
+    opts: &DecodeOptions,
+    progress: Progress<'_>,
+) -> Result<Decoded> {
     let path = path.as_ref();
     let io = |source| Error::Io {
         path: path.to_path_buf(),
@@ -98,18 +111,27 @@ pub fn decode_path(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<Decod
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
-    decode_source(Box::new(file), hint, trim, opts)
+    decode_source(Box::new(file), hint, trim, opts, progress)
 }
 
 /// Decodes bytes held in memory (an HTTP upload, a fuzz input).
 pub fn decode_bytes(bytes: Vec<u8>, opts: &DecodeOptions) -> Result<Decoded> {
+    decode_bytes_with(bytes, opts, &mut |_| {})
+}
+
+/// [`decode_bytes`], reporting progress.
+pub fn decode_bytes_with(
+    bytes: Vec<u8>,
+    opts: &DecodeOptions,
+    progress: Progress<'_>,
+) -> Result<Decoded> {
     if bytes.is_empty() {
         return Err(Error::Empty("zero bytes".into()));
     }
     let mut cursor = Cursor::new(bytes);
     let trim = mp4::read_trim(&mut cursor);
     cursor.set_position(0);
-    decode_source(Box::new(cursor), Hint::new(), trim, opts)
+    decode_source(Box::new(cursor), Hint::new(), trim, opts, progress)
 }
 
 fn decode_source(
@@ -117,13 +139,17 @@ fn decode_source(
     hint: Hint,
     trim: Option<Mp4Trim>,
     opts: &DecodeOptions,
+    progress: Progress<'_>,
 ) -> Result<Decoded> {
     if opts.max_duration_s.is_nan() || opts.max_duration_s <= 0.0 {
         return Err(Error::InvalidConfig("max_duration_s must be > 0".into()));
     }
     // symphonia is safe Rust but can still panic on hostile streams (index or arithmetic
     // overflow checks); the contract of this crate is "no panic on any bytes".
-    catch_unwind(AssertUnwindSafe(|| decode_inner(src, hint, trim, opts))).unwrap_or_else(|panic| {
+    catch_unwind(AssertUnwindSafe(|| {
+        decode_inner(src, hint, trim, opts, progress)
+    }))
+    .unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -146,6 +172,7 @@ fn decode_inner(
     hint: Hint,
     trim: Option<Mp4Trim>,
     opts: &DecodeOptions,
+    progress: Progress<'_>,
 ) -> Result<Decoded> {
     let mss = MediaSourceStream::new(src, Default::default());
     let mut format: Box<dyn FormatReader> = symphonia::default::get_probe()
@@ -268,6 +295,7 @@ fn decode_inner(
             });
         }
         st.resampler.push(&mono[kept])?;
+        progress(st.resampler.output());
     }
 
     let Some(st) = state else {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod mel;
 pub mod mp4;
 pub mod npy;
+mod pipeline;
 pub mod resample;
 pub mod window;
 
@@ -25,24 +26,29 @@ pub fn decode_options_for(cfg: &FeatureConfig, max_duration_s: f64) -> DecodeOpt
     }
 }
 
-/// The whole front-end on a file: decode at the recipe's rate, window, log-mel.
+/// The whole front-end on a file: decode at the recipe's rate, window, log-mel; the log-mel of
+/// each full window starts on another core as soon as decoding has produced it.
 pub fn features_from_path(
     path: impl AsRef<std::path::Path>,
     cfg: &FeatureConfig,
     max_duration_s: f64,
 ) -> Result<(AudioInfo, Features)> {
     let lm = LogMel::new(cfg)?;
-    let d = decode_path(path, &decode_options_for(cfg, max_duration_s))?;
-    Ok((d.info, lm.features(&d.samples)?))
+    let opts = decode_options_for(cfg, max_duration_s);
+    pipeline::overlapped(&lm, |progress| {
+        decode::decode_path_with(path, &opts, progress)
+    })
 }
 
-/// The whole front-end on bytes in memory.
+/// The whole front-end on bytes in memory (an upload), overlapped as [`features_from_path`].
 pub fn features_from_bytes(
     bytes: Vec<u8>,
     cfg: &FeatureConfig,
     max_duration_s: f64,
 ) -> Result<(AudioInfo, Features)> {
     let lm = LogMel::new(cfg)?;
-    let d = decode_bytes(bytes, &decode_options_for(cfg, max_duration_s))?;
-    Ok((d.info, lm.features(&d.samples)?))
+    let opts = decode_options_for(cfg, max_duration_s);
+    pipeline::overlapped(&lm, |progress| {
+        decode::decode_bytes_with(bytes, &opts, progress)
+    })
 }

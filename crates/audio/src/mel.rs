@@ -20,6 +20,8 @@ use crate::window::{Window, WindowConfig};
 
 /// Floor of the power spectrum before the log (librosa's `amin`).
 pub const AMIN: f32 = 1e-10;
+/// `10 / ln(10)`: dB per natural-log unit of power.
+const DB_PER_NEPER: f32 = 10.0 / std::f32::consts::LN_10;
 /// The dB value of silence: `10·log10(AMIN)`.
 pub const DB_FLOOR: f32 = -100.0;
 
@@ -308,7 +310,12 @@ impl LogMel {
             for (m, f) in row.iter_mut().zip(&self.filters) {
                 let bins = &s.power[f.start..f.start + f.weights.len()];
                 let e: f32 = bins.iter().zip(&f.weights).map(|(p, w)| p * w).sum();
-                *m = 10.0 * e.max(AMIN).log10();
+                // 10·log10(x) as (10/ln 10)·ln(x): one libm call instead of two.
+                *m = if e > AMIN {
+                    DB_PER_NEPER * e.ln()
+                } else {
+                    DB_FLOOR
+                };
             }
         }
     }

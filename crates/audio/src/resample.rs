@@ -105,6 +105,11 @@ impl StreamResampler {
         self.n_in
     }
 
+    /// Output produced so far (delay already trimmed); it only ever grows.
+    pub fn output(&self) -> &[f32] {
+        &self.out
+    }
+
     /// Frames produced so far (at the output rate).
     pub fn frames_out(&self) -> usize {
         self.out.len()
