@@ -48,13 +48,14 @@ impl WindowConfig {
     pub fn validate(&self, sample_rate: u32) -> Result<()> {
         let len = self.length_s * sample_rate as f64;
         let hop = self.hop_s * sample_rate as f64;
-        if !(len.is_finite() && len >= 1.0) {
+        // Upper bounds keep a typo from allocating gigabytes per window.
+        if !(len.is_finite() && len >= 1.0 && self.length_s <= 600.0) {
             return Err(Error::InvalidConfig(format!(
                 "window length {} s",
                 self.length_s
             )));
         }
-        if !(hop.is_finite() && hop >= 1.0) {
+        if !(hop.is_finite() && hop >= 1.0 && self.hop_s <= 3600.0) {
             return Err(Error::InvalidConfig(format!("window hop {} s", self.hop_s)));
         }
         if !(self.min_tail_s.is_finite() && self.min_tail_s >= 0.0) {
@@ -184,5 +185,10 @@ mod tests {
             ..WindowConfig::default()
         };
         assert!(matches!(cfg.windows(100, SR), Err(Error::InvalidConfig(_))));
+        let huge = WindowConfig {
+            length_s: 1e12,
+            ..WindowConfig::default()
+        };
+        assert!(matches!(huge.windows(100, SR), Err(Error::InvalidConfig(_))));
     }
 }
