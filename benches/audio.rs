@@ -71,5 +71,28 @@ fn logmel(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, resample, logmel);
+fn frontend(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cpu/frontend");
+    g.sample_size(10);
+    let ogg = fixture("soundscape_1min.ogg");
+    let cfg = FeatureConfig::recipe("birdclef").expect("recipe");
+    // Decode and log-mel overlapped, as `silencio features` and the server run them.
+    g.bench_function("ogg_60s_birdclef_overlapped/bs12", |b| {
+        b.iter(|| {
+            silencio_audio::features_from_bytes(black_box(ogg.clone()), &cfg, 3600.0).expect("fe")
+        })
+    });
+    // The same work one stage after the other, for comparison.
+    let lm = LogMel::new(&cfg).expect("logmel");
+    g.bench_function("ogg_60s_birdclef_sequential/bs12", |b| {
+        b.iter(|| {
+            let d =
+                decode_bytes(black_box(ogg.clone()), &DecodeOptions::default()).expect("decode");
+            lm.features(&d.samples).expect("features")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, resample, logmel, frontend);
 criterion_main!(benches);

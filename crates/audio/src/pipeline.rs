@@ -94,28 +94,11 @@ mod tests {
 
     #[test]
     fn overlapped_equals_decode_then_features() {
-        // Synthesised WAV (13.3 s, so full windows plus a padded tail), decoded from bytes.
-        let sr = 32_000u32;
-        let n = 425_600usize;
-        let mut wav = Vec::new();
-        wav.extend_from_slice(b"RIFF");
-        wav.extend_from_slice(&((36 + n * 2) as u32).to_le_bytes());
-        wav.extend_from_slice(b"WAVEfmt ");
-        for v in [16u32] {
-            wav.extend_from_slice(&v.to_le_bytes());
-        }
-        wav.extend_from_slice(&1u16.to_le_bytes());
-        wav.extend_from_slice(&1u16.to_le_bytes());
-        wav.extend_from_slice(&sr.to_le_bytes());
-        wav.extend_from_slice(&(sr * 2).to_le_bytes());
-        wav.extend_from_slice(&2u16.to_le_bytes());
-        wav.extend_from_slice(&16u16.to_le_bytes());
-        wav.extend_from_slice(b"data");
-        wav.extend_from_slice(&((n * 2) as u32).to_le_bytes());
-        for i in 0..n {
-            let v = ((i as f32 * 0.031).sin() * 8000.0 + (i as f32 * 0.0007).cos() * 3000.0) as i16;
-            wav.extend_from_slice(&v.to_le_bytes());
-        }
+        // Real AAC at 44.1 kHz stereo (resampled on the way), 10 s: with a 2.5 s hop it has
+        // full windows and a zero-padded tail.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../datasets/fixtures/audio/crowsetta_forest.m4a");
+        let wav = std::fs::read(path).unwrap();
         for recipe in ["birdclef", "panns"] {
             let mut cfg = FeatureConfig::recipe(recipe).unwrap();
             cfg.window.hop_s = 2.5;

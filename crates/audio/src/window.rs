@@ -189,6 +189,9 @@ mod tests {
             length_s: 1e12,
             ..WindowConfig::default()
         };
-        assert!(matches!(huge.windows(100, SR), Err(Error::InvalidConfig(_))));
+        assert!(matches!(
+            huge.windows(100, SR),
+            Err(Error::InvalidConfig(_))
+        ));
     }
 }
