@@ -272,7 +272,7 @@ fn decode_inner(
         buf.copy_to_slice_interleaved(&mut interleaved[..]);
         mono.clear();
         downmix(&interleaved, spec_channels, &mut mono);
-        let kept = st.trim(&mut mono);
+        let kept = st.trim(mono.len());
         if let Some(bad) = mono[kept.clone()]
             .iter()
             .position(|s| !s.is_finite() || s.abs() > MAX_SAMPLE_MAGNITUDE)
@@ -339,11 +339,12 @@ struct Stream {
 }
 
 impl Stream {
-    /// The range of `mono` that is playable audio, after priming and end padding.
-    fn trim(&mut self, mono: &mut [f32]) -> std::ops::Range<usize> {
-        let drop = (self.skip.min(mono.len() as u64)) as usize;
+    /// The range of the next `n` decoded frames that is playable audio, after priming and
+    /// end padding.
+    fn trim(&mut self, n: usize) -> std::ops::Range<usize> {
+        let drop = (self.skip.min(n as u64)) as usize;
         self.skip -= drop as u64;
-        let mut end = mono.len();
+        let mut end = n;
         if let Some(keep) = self.keep {
             let room = keep.saturating_sub(self.frames) as usize;
             end = end.min(drop + room);
