@@ -148,6 +148,54 @@ fn bad_input_gives_one_line_error_and_nonzero_exit_and_no_file() {
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error[too_long]"));
 }
 
+#[test]
+fn validate_reports_problems_writes_json_and_succeeds() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path();
+    std::fs::write(
+        root.join("taxonomy.csv"),
+        "primary_label,inat_taxon_id,scientific_name,common_name,class_name\n\
+         grekis,1,Pitangus sulphuratus,Great Kiskadee,Aves\n",
+    )
+    .expect("write");
+    std::fs::create_dir_all(root.join("train_audio/grekis")).expect("mkdir");
+    std::fs::copy(
+        fixture("crowsetta_forest.ogg"),
+        root.join("train_audio/grekis/XC1.ogg"),
+    )
+    .expect("copy");
+    std::fs::write(
+        root.join("train.csv"),
+        "primary_label,secondary_labels,type,filename,collection,rating\n\
+         grekis,[],['song'],grekis/XC1.ogg,XC,5\n\
+         nosuch,[],[],nosuch/XC2.ogg,XC,5\n",
+    )
+    .expect("write");
+    let o = silencio()
+        .args(["validate", "--data"])
+        .arg(root)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("2 rows, 1 usable"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("validation_report.json")).expect("report"),
+    )
+    .expect("json");
+    assert_eq!(report["unknown_labels"][0]["label"], "nosuch");
+    assert_eq!(report["per_class"][0]["primary"], 1);
+    // No taxonomy: a one-line typed error, non-zero exit.
+    std::fs::remove_file(root.join("taxonomy.csv")).expect("rm");
+    let o = silencio()
+        .args(["validate", "--data"])
+        .arg(root)
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error[data]"));
+}
+
 fn tempdir() -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "silencio-e2e-{}-{:?}",

@@ -51,6 +51,22 @@ enum Command {
         #[arg(long)]
         windows_json: Option<PathBuf>,
     },
+    /// Check a BirdCLEF-layout dataset (taxonomy.csv, train.csv, train_audio/,
+    /// train_soundscapes/) and report every problem; bad rows are reported, never fatal.
+    Validate {
+        /// Dataset root.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the JSON report (default: <data>/validation_report.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only check that clips exist (no decoding): fast on the full 7.8 GB set.
+        #[arg(long)]
+        no_decode: bool,
+        /// Clips shorter than this many seconds are reported.
+        #[arg(long, default_value_t = 1.0)]
+        min_duration_s: f64,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -117,6 +133,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        Command::Validate {
+            data,
+            out,
+            no_decode,
+            min_duration_s,
+        } => {
+            let opts = silencio_data::ValidateOptions {
+                decode: !no_decode,
+                min_duration_s,
+                ..Default::default()
+            };
+            let report = silencio_data::validate(&data, &opts)?;
+            let out = out.unwrap_or_else(|| data.join("validation_report.json"));
+            silencio_audio::npy::write_atomic(&out, &serde_json::to_vec_pretty(&report)?)?;
+            println!("{}", report.summary());
+            println!("report: {}", out.display());
+        }
     }
     Ok(())
 }
@@ -127,10 +160,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, with the typed kind first when the audio crate raised it.
-            let kind = e
-                .downcast_ref::<silencio_audio::Error>()
-                .map(|a| a.kind())
-                .unwrap_or("error");
+            let kind = match (
+                e.downcast_ref::<silencio_audio::Error>(),
+                e.downcast_ref::<silencio_data::Error>(),
+            ) {
+                (Some(a), _) => a.kind(),
+                (_, Some(_)) => "data",
+                _ => "error",
+            };
             eprintln!("error[{kind}]: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::from(2)
         }

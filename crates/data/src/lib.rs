@@ -1,0 +1,15 @@
+//! BirdCLEF 2025 data layout for El Silencio Acoustic Explorer: `taxonomy.csv` (its row order is
+//! the class order everywhere), `train.csv` (secondary labels as Python-list strings),
+//! `train_audio/`, `train_soundscapes/`, and a validation report that lists every problem and
+//! skips bad rows instead of failing the run.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod taxonomy;
+pub mod train;
+pub mod validate;
+
+pub use error::{Error, Result};
+pub use taxonomy::{Species, Taxonomy};
+pub use train::{RowProblem, TrainRecord, parse_py_list, read_train_csv};
+pub use validate::{ValidateOptions, ValidationReport, validate};
