@@ -1,6 +1,6 @@
 //! `validate` on a BirdCLEF-layout tree built from the committed real fixtures, with one of
-#![allow(clippy::unwrap_used)] // test helpers
 //! every problem planted: each is reported, bad rows are skipped, the rest is counted.
+#![allow(clippy::unwrap_used)] // test helpers
 
 use std::path::{Path, PathBuf};
 
