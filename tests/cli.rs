@@ -185,6 +185,27 @@ fn validate_reports_problems_writes_json_and_succeeds() {
     .expect("json");
     assert_eq!(report["unknown_labels"][0]["label"], "nosuch");
     assert_eq!(report["per_class"][0]["primary"], 1);
+    // Splits: the one usable recording, deterministic by seed.
+    let split = root.join("splits.csv");
+    let run = || {
+        silencio()
+            .args(["split", "--data"])
+            .arg(root)
+            .arg("--out")
+            .arg(&split)
+            .output()
+            .expect("run")
+    };
+    assert!(run().status.success());
+    let table = std::fs::read_to_string(&split).expect("splits");
+    assert_eq!(
+        table.lines().next(),
+        Some("filename,primary_label,collection,split,period")
+    );
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(table.contains("grekis/XC1.ogg,grekis,XC,"), "{table}");
+    assert!(run().status.success());
+    assert_eq!(std::fs::read_to_string(&split).expect("again"), table);
     // No taxonomy: a one-line typed error, non-zero exit.
     std::fs::remove_file(root.join("taxonomy.csv")).expect("rm");
     let o = silencio()

@@ -67,6 +67,25 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         min_duration_s: f64,
     },
+    /// Split recordings into train/validation (multi-label iterative stratification) and
+    /// initial/retrain (older 70 % / newer 30 % by catalogue number per collection).
+    Split {
+        /// Dataset root (taxonomy.csv, train.csv).
+        #[arg(long)]
+        data: PathBuf,
+        /// Output CSV (filename, primary_label, collection, split, period).
+        #[arg(long)]
+        out: PathBuf,
+        /// Share of recordings held out for validation.
+        #[arg(long, default_value_t = 0.2)]
+        valid_fraction: f64,
+        /// Share of each collection, oldest first, for initial training.
+        #[arg(long, default_value_t = 0.7)]
+        initial_fraction: f64,
+        /// Seed of the stratification's tie-breaks.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -149,6 +168,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             silencio_audio::npy::write_atomic(&out, &serde_json::to_vec_pretty(&report)?)?;
             println!("{}", report.summary());
             println!("report: {}", out.display());
+        }
+        Command::Split {
+            data,
+            out,
+            valid_fraction,
+            initial_fraction,
+            seed,
+        } => {
+            anyhow::ensure!(
+                (0.0..1.0).contains(&valid_fraction) && (0.0..=1.0).contains(&initial_fraction),
+                "fractions must lie in [0, 1)"
+            );
+            let taxonomy = silencio_data::Taxonomy::from_csv(&data.join("taxonomy.csv"))?;
+            let (records, bad) = silencio_data::read_train_csv(&data.join("train.csv"))?;
+            let table = silencio_data::split_table(
+                &records,
+                &taxonomy,
+                valid_fraction,
+                initial_fraction,
+                seed,
+            );
+            silencio_audio::npy::write_atomic(&out, table.as_bytes())?;
+            eprintln!(
+                "{}: {} recordings split ({} malformed rows skipped; see `silencio validate`)",
+                out.display(),
+                table.lines().count() - 1,
+                bad.len()
+            );
         }
     }
     Ok(())

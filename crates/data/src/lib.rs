@@ -5,11 +5,13 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod splits;
 pub mod taxonomy;
 pub mod train;
 pub mod validate;
 
 pub use error::{Error, Result};
+pub use splits::{Period, Split, split_table, temporal_split, train_valid_split};
 pub use taxonomy::{Species, Taxonomy};
 pub use train::{RowProblem, TrainRecord, parse_py_list, read_train_csv};
 pub use validate::{ValidateOptions, ValidationReport, validate};

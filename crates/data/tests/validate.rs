@@ -164,3 +164,34 @@ fn missing_taxonomy_or_columns_are_typed_errors() {
         Err(silencio_data::Error::Io { .. })
     ));
 }
+
+#[test]
+fn split_table_leaves_out_unknown_labels_and_duplicates() {
+    let dir = tree();
+    let tax = silencio_data::Taxonomy::from_csv(&dir.path().join("taxonomy.csv")).unwrap();
+    let (records, bad) = silencio_data::read_train_csv(&dir.path().join("train.csv")).unwrap();
+    assert_eq!(bad.len(), 1);
+    let t = silencio_data::split_table(&records, &tax, 0.2, 0.7, 3);
+    let files: Vec<&str> = t
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    // Line 8 (unknown primary) and line 9 (duplicate of XC1) are left out.
+    assert_eq!(
+        files,
+        vec![
+            "grekis/XC1.ogg",
+            "grekis/XC2.ogg",
+            "bkmtou1/iNat3.ogg",
+            "41970/CSA4.ogg",
+            "bkmtou1/XC5.ogg",
+            "grekis/XC9.ogg"
+        ]
+    );
+    assert_eq!(t, silencio_data::split_table(&records, &tax, 0.2, 0.7, 3));
+    // XC has 4 recordings: ceil(2.8) = 3 oldest initial, XC9 (newest) retrain.
+    assert!(
+        t.contains("grekis/XC9.ogg,grekis,XC,") && t.lines().last().unwrap().ends_with(",retrain")
+    );
+}

@@ -1,0 +1,356 @@
+//! Splits, always by recording (a recording is one item, so its windows can never sit in two
+//! splits), deterministic by seed:
+//! - train/validation: iterative stratification for multi-label data (Sechidis, Tsoumakas &
+//!   Vlahavas, "On the stratification of multi-label data", ECML PKDD 2011), as
+//!   scikit-multilearn's `IterativeStratification` implements it for one level;
+//! - temporal: within each collection, the older 70 % by catalogue number (XC, iNat and CSA ids
+//!   grow with upload time) for initial training and the newer 30 % for retraining.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::taxonomy::Taxonomy;
+use crate::train::TrainRecord;
+
+/// SplitMix64: a tiny, well-mixed, seedable generator (no dependency for a shuffle).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Assigns each item (its label indices in `0..n_labels`) to a fold so that every label's
+/// examples are spread over the folds in the proportions `fractions` (which sum to 1).
+/// Returns the fold index of each item.
+pub fn iterative_stratification(
+    labels: &[Vec<usize>],
+    n_labels: usize,
+    fractions: &[f64],
+    seed: u64,
+) -> Vec<usize> {
+    let mut rng = SplitMix64::new(seed);
+    let n = labels.len();
+    let folds = fractions.len();
+    // Desired items per fold, and desired examples of each label per fold.
+    let mut want: Vec<f64> = fractions.iter().map(|r| r * n as f64).collect();
+    let mut per_label = vec![0usize; n_labels];
+    for ls in labels {
+        for &l in ls {
+            per_label[l] += 1;
+        }
+    }
+    let mut want_label: Vec<Vec<f64>> = (0..n_labels)
+        .map(|l| fractions.iter().map(|r| r * per_label[l] as f64).collect())
+        .collect();
+    let mut fold = vec![usize::MAX; n];
+    let mut remaining_of: Vec<Vec<usize>> = vec![Vec::new(); n_labels];
+    for (i, ls) in labels.iter().enumerate() {
+        for &l in ls {
+            remaining_of[l].push(i);
+        }
+    }
+    let mut left = vec![0usize; n_labels];
+    for l in 0..n_labels {
+        left[l] = remaining_of[l].len();
+    }
+
+    // Picks the fold wanting most of `label` (then most items overall, then at random).
+    let pick = |want_l: &[f64], want: &[f64], rng: &mut SplitMix64| -> usize {
+        let best = want_l.iter().cloned().fold(f64::MIN, f64::max);
+        let c1: Vec<usize> = (0..folds).filter(|&j| want_l[j] == best).collect();
+        let best2 = c1.iter().map(|&j| want[j]).fold(f64::MIN, f64::max);
+        let c2: Vec<usize> = c1.into_iter().filter(|&j| want[j] == best2).collect();
+        c2[rng.below(c2.len())]
+    };
+
+    loop {
+        // The label with the fewest examples still unassigned (ties at random).
+        let min = left.iter().filter(|&&c| c > 0).min().copied();
+        let Some(min) = min else { break };
+        let ties: Vec<usize> = (0..n_labels).filter(|&l| left[l] == min).collect();
+        let l = ties[rng.below(ties.len())];
+        let mut items: Vec<usize> = remaining_of[l]
+            .iter()
+            .copied()
+            .filter(|&i| fold[i] == usize::MAX)
+            .collect();
+        rng.shuffle(&mut items);
+        for i in items {
+            let j = pick(&want_label[l], &want, &mut rng);
+            fold[i] = j;
+            want[j] -= 1.0;
+            for &m in &labels[i] {
+                want_label[m][j] -= 1.0;
+                left[m] -= 1;
+            }
+        }
+    }
+    // Items without labels: wherever most items are still wanted.
+    let mut unlabelled: Vec<usize> = (0..n).filter(|&i| fold[i] == usize::MAX).collect();
+    rng.shuffle(&mut unlabelled);
+    for i in unlabelled {
+        let best = want.iter().cloned().fold(f64::MIN, f64::max);
+        let c: Vec<usize> = (0..folds).filter(|&j| want[j] == best).collect();
+        let j = c[rng.below(c.len())];
+        fold[i] = j;
+        want[j] -= 1.0;
+    }
+    fold
+}
+
+/// Train or validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Used for training.
+    Train,
+    /// Held out for validation.
+    Valid,
+}
+
+/// Stratified train/validation split of recordings, by their primary and secondary labels
+/// (labels not in the taxonomy are ignored). `valid_fraction` in (0, 1).
+pub fn train_valid_split(
+    records: &[TrainRecord],
+    taxonomy: &Taxonomy,
+    valid_fraction: f64,
+    seed: u64,
+) -> Vec<Split> {
+    let labels: Vec<Vec<usize>> = records
+        .iter()
+        .map(|r| {
+            let mut ls: Vec<usize> = std::iter::once(&r.primary_label)
+                .chain(&r.secondary_labels)
+                .filter_map(|l| taxonomy.index_of(l))
+                .collect();
+            ls.sort_unstable();
+            ls.dedup();
+            ls
+        })
+        .collect();
+    let f = valid_fraction.clamp(0.0, 1.0);
+    iterative_stratification(&labels, taxonomy.len(), &[1.0 - f, f], seed)
+        .into_iter()
+        .map(|j| if j == 1 { Split::Valid } else { Split::Train })
+        .collect()
+}
+
+/// Older or newer part of a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// The older share, for initial training.
+    Initial,
+    /// The newer share, for retraining.
+    Retrain,
+}
+
+/// The catalogue number of `grekis/XC123456.ogg` (123456), `iNat1234` or `CSA36389`: the
+/// digits of the file stem. `None` when the stem has none.
+pub fn catalogue_number(filename: &str) -> Option<u64> {
+    let stem = filename.rsplit('/').next()?.split('.').next()?;
+    let digits: String = stem.chars().filter(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// Within each collection, the oldest `ceil(initial_fraction · n)` recordings by catalogue
+/// number are [`Period::Initial`], the rest [`Period::Retrain`]. Recordings without a number
+/// count as oldest; ties break by filename, so the result is deterministic.
+pub fn temporal_split(records: &[TrainRecord], initial_fraction: f64) -> Vec<Period> {
+    let mut by_collection: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        by_collection
+            .entry(r.collection.as_str())
+            .or_default()
+            .push(i);
+    }
+    let mut out = vec![Period::Initial; records.len()];
+    for idx in by_collection.values_mut() {
+        idx.sort_by(|&a, &b| {
+            let key = |i: usize| (catalogue_number(&records[i].filename), &records[i].filename);
+            key(a).cmp(&key(b))
+        });
+        let keep = (initial_fraction.clamp(0.0, 1.0) * idx.len() as f64).ceil() as usize;
+        for &i in &idx[keep..] {
+            out[i] = Period::Retrain;
+        }
+    }
+    out
+}
+
+/// The split table of a dataset: `filename,primary_label,collection,split,period` per usable
+/// recording (unknown primary labels and duplicate filenames left out), in `train.csv` order.
+pub fn split_table(
+    records: &[TrainRecord],
+    taxonomy: &Taxonomy,
+    valid_fraction: f64,
+    initial_fraction: f64,
+    seed: u64,
+) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let usable: Vec<TrainRecord> = records
+        .iter()
+        .filter(|r| taxonomy.index_of(&r.primary_label).is_some() && seen.insert(&r.filename))
+        .cloned()
+        .collect();
+    let splits = train_valid_split(&usable, taxonomy, valid_fraction, seed);
+    let periods = temporal_split(&usable, initial_fraction);
+    let mut out = String::from("filename,primary_label,collection,split,period\n");
+    for ((r, s), p) in usable.iter().zip(splits).zip(periods) {
+        let s = if s == Split::Valid { "valid" } else { "train" };
+        let p = if p == Period::Retrain {
+            "retrain"
+        } else {
+            "initial"
+        };
+        out += &format!(
+            "{},{},{},{s},{p}\n",
+            r.filename, r.primary_label, r.collection
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 600 items, 30 labels with Zipf-like frequencies, 1–3 labels each: BirdCLEF-like skew.
+    fn synthetic(seed: u64) -> Vec<Vec<usize>> {
+        let mut rng = SplitMix64::new(seed);
+        (0..600)
+            .map(|_| {
+                let k = 1 + rng.below(3);
+                let mut ls: Vec<usize> = (0..k)
+                    .map(|_| {
+                        // P(label l) ∝ 1 / (l + 1)
+                        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                        let h: f64 = (1..=30).map(|l| 1.0 / l as f64).sum();
+                        let mut acc = 0.0;
+                        (0..30)
+                            .find(|&l| {
+                                acc += 1.0 / (l + 1) as f64 / h;
+                                u < acc
+                            })
+                            .unwrap_or(29)
+                    })
+                    .collect();
+                ls.sort_unstable();
+                ls.dedup();
+                ls
+            })
+            .collect()
+    }
+
+    fn worst_label_deviation(labels: &[Vec<usize>], folds: &[usize], frac: f64) -> f64 {
+        let mut n = [0usize; 30];
+        let mut v = [0usize; 30];
+        for (ls, &f) in labels.iter().zip(folds) {
+            for &l in ls {
+                n[l] += 1;
+                v[l] += usize::from(f == 1);
+            }
+        }
+        (0..30)
+            .map(|l| (v[l] as f64 - frac * n[l] as f64).abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn stratification_is_deterministic_and_balanced() {
+        let labels = synthetic(7);
+        let a = iterative_stratification(&labels, 30, &[0.8, 0.2], 42);
+        assert_eq!(a, iterative_stratification(&labels, 30, &[0.8, 0.2], 42));
+        assert_ne!(a, iterative_stratification(&labels, 30, &[0.8, 0.2], 43));
+        let valid = a.iter().filter(|&&f| f == 1).count();
+        // Label balance comes first; the item total stays within 1 % of N of the target.
+        assert!((valid as f64 - 120.0).abs() <= 6.0, "valid {valid}");
+        let strat = worst_label_deviation(&labels, &a, 0.2);
+        // A plain random 20 % split of the same items, for comparison.
+        let mut rng = SplitMix64::new(42);
+        let mut idx: Vec<usize> = (0..labels.len()).collect();
+        rng.shuffle(&mut idx);
+        let mut random = vec![0; labels.len()];
+        for &i in &idx[..120] {
+            random[i] = 1;
+        }
+        let rand_dev = worst_label_deviation(&labels, &random, 0.2);
+        eprintln!("worst label deviation: stratified {strat}, random {rand_dev}");
+        assert!(strat <= 2.0, "stratified worst deviation {strat} examples");
+        assert!(strat < rand_dev, "stratified {strat} vs random {rand_dev}");
+    }
+
+    #[test]
+    fn temporal_split_is_per_collection_and_ordered() {
+        let rec = |f: &str, c: &str| TrainRecord {
+            line: 0,
+            primary_label: "x".into(),
+            secondary_labels: vec![],
+            call_types: vec![],
+            filename: f.into(),
+            collection: c.into(),
+            rating: None,
+            latitude: None,
+            longitude: None,
+            author: String::new(),
+            license: String::new(),
+        };
+        let records: Vec<TrainRecord> = [
+            ("a/XC900.ogg", "XC"),
+            ("a/XC100.ogg", "XC"),
+            ("b/XC500.ogg", "XC"),
+            ("a/iNat50.ogg", "iNat"),
+            ("a/iNat7.ogg", "iNat"),
+            ("b/XC300.ogg", "XC"),
+            ("c/XC700.ogg", "XC"),
+            ("c/XC800.ogg", "XC"),
+            ("c/XC200.ogg", "XC"),
+            ("c/XC400.ogg", "XC"),
+            ("c/XC600.ogg", "XC"),
+        ]
+        .iter()
+        .map(|(f, c)| rec(f, c))
+        .collect();
+        let p = temporal_split(&records, 0.7);
+        // XC: 9 recordings, ceil(6.3) = 7 oldest (100..700) initial; 800, 900 retrain.
+        // iNat: 2 recordings, ceil(1.4) = 2 initial.
+        for (r, p) in records.iter().zip(&p) {
+            let n = catalogue_number(&r.filename).unwrap();
+            let want = if r.collection == "XC" && n >= 800 {
+                Period::Retrain
+            } else {
+                Period::Initial
+            };
+            assert_eq!(*p, want, "{}", r.filename);
+        }
+        assert_eq!(catalogue_number("grekis/XC123456.ogg"), Some(123_456));
+        assert_eq!(catalogue_number("CSA36389.ogg"), Some(36_389));
+        assert_eq!(catalogue_number("x/nodigits.ogg"), None);
+    }
+}
