@@ -221,7 +221,10 @@ pub fn split_table(
         .collect();
     let splits = train_valid_split(&usable, taxonomy, valid_fraction, seed);
     let periods = temporal_split(&usable, initial_fraction);
-    let mut out = String::from("filename,primary_label,collection,split,period\n");
+    // The csv writer quotes fields that need it (a filename with a comma stays one field).
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let header = ["filename", "primary_label", "collection", "split", "period"];
+    let mut rows = vec![header.map(String::from)];
     for ((r, s), p) in usable.iter().zip(splits).zip(periods) {
         let s = if s == Split::Valid { "valid" } else { "train" };
         let p = if p == Period::Retrain {
@@ -229,12 +232,19 @@ pub fn split_table(
         } else {
             "initial"
         };
-        out += &format!(
-            "{},{},{},{s},{p}\n",
-            r.filename, r.primary_label, r.collection
-        );
+        rows.push([
+            r.filename.clone(),
+            r.primary_label.clone(),
+            r.collection.clone(),
+            s.into(),
+            p.into(),
+        ]);
     }
-    out
+    for row in rows {
+        // Writing to memory cannot fail.
+        let _ = w.write_record(&row);
+    }
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
 #[cfg(test)]
