@@ -340,16 +340,9 @@ impl LogMel {
         let frames = self.cfg.frames_for(win_len);
         let mels = self.cfg.n_mels;
         // Full windows are borrowed; only a short last one is copied and zero-padded.
-        let padded: Vec<std::borrow::Cow<'_, [f32]>> = windows
+        let padded: Vec<_> = windows
             .iter()
-            .map(|w| {
-                let s = w.start_sample;
-                if w.valid_samples == win_len {
-                    std::borrow::Cow::Borrowed(&samples[s..s + win_len])
-                } else {
-                    std::borrow::Cow::Owned(w.extract(samples, win_len))
-                }
-            })
+            .map(|w| w.extract(samples, win_len))
             .collect();
         let tasks: Vec<(usize, usize)> = (0..windows.len())
             .flat_map(|w| (0..frames).step_by(FRAMES_PER_TASK).map(move |t| (w, t)))

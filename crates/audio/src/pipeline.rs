@@ -47,7 +47,7 @@ pub(crate) fn overlapped(
     let sr = cfg.sample_rate;
     cfg.window.validate(sr)?;
     let win_len = cfg.window.length_samples(sr);
-    let hop = (cfg.window.hop_s * sr as f64).round() as usize;
+    let hop = cfg.window.hop_samples(sr);
     let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
     let jobs = Mutex::new(rx);
 
@@ -84,15 +84,7 @@ pub(crate) fn overlapped(
             .par_iter()
             .enumerate()
             .filter(|(k, _)| !have[*k])
-            .map(|(k, w)| {
-                let s = w.start_sample;
-                let block = if w.valid_samples == win_len {
-                    lm.compute(&d.samples[s..s + win_len])
-                } else {
-                    lm.compute(&w.extract(&d.samples, win_len))
-                };
-                (k, block)
-            })
+            .map(|(k, w)| (k, lm.compute(&w.extract(&d.samples, win_len))))
             .collect();
         for (k, block) in rest {
             data[k * mels * frames..(k + 1) * mels * frames].copy_from_slice(&block);

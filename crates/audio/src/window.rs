@@ -1,5 +1,7 @@
 //! Cutting a recording into fixed-length analysis windows (5 s for BirdCLEF).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -72,12 +74,17 @@ impl WindowConfig {
         (self.length_s * sample_rate as f64).round() as usize
     }
 
+    /// Step between window starts in samples at `sample_rate`.
+    pub fn hop_samples(&self, sample_rate: u32) -> usize {
+        (self.hop_s * sample_rate as f64).round() as usize
+    }
+
     /// The windows of a recording of `n` samples.
     pub fn windows(&self, n: usize, sample_rate: u32) -> Result<Vec<Window>> {
         self.validate(sample_rate)?;
         let sr = sample_rate as f64;
         let len = self.length_samples(sample_rate);
-        let hop = (self.hop_s * sr).round() as usize;
+        let hop = self.hop_samples(sample_rate);
         let min_tail = (self.min_tail_s * sr).round() as usize;
         let make = |index: usize, start: usize| Window {
             index,
@@ -107,13 +114,17 @@ impl WindowConfig {
 }
 
 impl Window {
-    /// Copies the window out of `samples`, zero-padded to `len` samples.
-    pub fn extract(&self, samples: &[f32], len: usize) -> Vec<f32> {
-        let mut w = vec![0.0; len];
+    /// The window's `len` samples out of `samples`: borrowed when the window is full, copied
+    /// and zero-padded when it is a short last one.
+    pub fn extract<'a>(&self, samples: &'a [f32], len: usize) -> Cow<'a, [f32]> {
         let end = (self.start_sample + self.valid_samples).min(samples.len());
         let src = &samples[self.start_sample.min(end)..end];
+        if src.len() == len {
+            return Cow::Borrowed(src);
+        }
+        let mut w = vec![0.0; len];
         w[..src.len()].copy_from_slice(src);
-        w
+        Cow::Owned(w)
     }
 }
 

@@ -222,9 +222,9 @@ pub fn split_table(
     let splits = train_valid_split(&usable, taxonomy, valid_fraction, seed);
     let periods = temporal_split(&usable, initial_fraction);
     // The csv writer quotes fields that need it (a filename with a comma stays one field).
+    // Writing to memory cannot fail.
     let mut w = csv::Writer::from_writer(Vec::new());
-    let header = ["filename", "primary_label", "collection", "split", "period"];
-    let mut rows = vec![header.map(String::from)];
+    let _ = w.write_record(["filename", "primary_label", "collection", "split", "period"]);
     for ((r, s), p) in usable.iter().zip(splits).zip(periods) {
         let s = if s == Split::Valid { "valid" } else { "train" };
         let p = if p == Period::Retrain {
@@ -232,17 +232,7 @@ pub fn split_table(
         } else {
             "initial"
         };
-        rows.push([
-            r.filename.clone(),
-            r.primary_label.clone(),
-            r.collection.clone(),
-            s.into(),
-            p.into(),
-        ]);
-    }
-    for row in rows {
-        // Writing to memory cannot fail.
-        let _ = w.write_record(&row);
+        let _ = w.write_record([&r.filename, &r.primary_label, &r.collection, s, p]);
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
