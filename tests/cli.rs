@@ -214,7 +214,7 @@ fn validate_reports_problems_writes_json_and_succeeds() {
         .output()
         .expect("run");
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error[data]"));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error[io]"));
 }
 
 fn tempdir() -> PathBuf {

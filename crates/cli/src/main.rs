@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use silencio_audio::{DecodeOptions, FeatureConfig, RECIPES};
 
+mod progress;
+
 #[derive(Parser)]
 #[command(name = "silencio", version, about = "El Silencio Acoustic Explorer")]
 struct Cli {
@@ -86,6 +88,98 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Decode every clip of a BirdCLEF-layout dataset, cut windows, compute log-mel features
+    /// and write safetensors shards plus a manifest (resumable: a re-run continues after the
+    /// last complete shard and gives byte-identical output).
+    Etl(EtlArgs),
+    /// Mix 1-minute 32 kHz soundscapes: real calls placed on real backgrounds at chosen SNRs,
+    /// with the BirdCLEF solution CSV, Raven selection tables and the mixing metadata.
+    Mix(MixArgs),
+}
+
+#[derive(clap::Args)]
+struct MixArgs {
+    /// BirdCLEF-layout root lending the calls (taxonomy.csv, train.csv, train_audio/).
+    #[arg(long)]
+    calls: PathBuf,
+    /// Directory of background recordings (any supported format).
+    #[arg(long)]
+    backgrounds: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of 1-minute soundscapes.
+    #[arg(long, default_value_t = 10)]
+    minutes: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// SNR range in dB, `low:high`.
+    #[arg(long, default_value = "-20:10", allow_hyphen_values = true)]
+    snr_db: String,
+    /// Most calls in one 5 s window.
+    #[arg(long, default_value_t = 4)]
+    max_overlap: usize,
+    /// Share of windows with background only.
+    #[arg(long, default_value_t = 0.25)]
+    background_only: f64,
+    /// Recordings that lend calls: `valid` (held out of training; for test sets), `train`,
+    /// or `all` (demos only).
+    #[arg(long, default_value = "valid", value_parser = ["valid", "train", "all"])]
+    pool: String,
+    /// Validation share of the split (use the ETL's value so the held-out set matches).
+    #[arg(long, default_value_t = 0.2)]
+    valid_fraction: f64,
+    /// Seed of the split (use the ETL's value).
+    #[arg(long, default_value_t = 0)]
+    split_seed: u64,
+}
+
+#[derive(clap::Args)]
+struct EtlArgs {
+    /// Dataset root: a path, file://, or s3://bucket/prefix (taxonomy.csv, train.csv,
+    /// train_audio/).
+    #[arg(long)]
+    data: String,
+    /// Output location: a path, file:// or s3://bucket/prefix (AWS_* variables for S3).
+    #[arg(long)]
+    out: String,
+    /// Feature recipe.
+    #[arg(long, default_value = "birdclef", value_parser = clap::builder::PossibleValuesParser::new(RECIPES))]
+    recipe: String,
+    /// Storage type of the features.
+    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    dtype: String,
+    /// Target size of each shard in MB (MiB).
+    #[arg(long, default_value_t = 256.0)]
+    shard_mb: f64,
+    /// Keep at most this many windows per clip, the first ones (0 = all).
+    #[arg(long, default_value_t = 0)]
+    max_windows_per_clip: usize,
+    /// Target value of secondary labels (primary labels are 1.0).
+    #[arg(long, default_value_t = 0.5)]
+    secondary_weight: f32,
+    /// Share of recordings held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    valid_fraction: f64,
+    /// Share of each collection, oldest first, for initial training.
+    #[arg(long, default_value_t = 0.7)]
+    initial_fraction: f64,
+    /// Seed of the split.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Longest clip decoded, in seconds (longer clips are skipped and reported).
+    #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 3600.0)]
+    max_duration_s: f64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Clips decoded at once (default: twice the threads); bounds memory.
+    #[arg(long, default_value_t = 0)]
+    clips_in_flight: usize,
+    /// Progress: a bar on a terminal, JSON lines on stdout otherwise.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "bar", "json", "none"])]
+    progress: String,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -197,7 +291,87 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bad.len()
             );
         }
+        Command::Etl(args) => etl(args)?,
+        Command::Mix(args) => mix(args)?,
     }
+    Ok(())
+}
+
+fn etl(a: EtlArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let mut opts = silencio_data::EtlOptions::new(FeatureConfig::recipe(&a.recipe)?);
+    opts.dtype = silencio_data::Dtype::parse(&a.dtype)?;
+    anyhow::ensure!(
+        a.shard_mb.is_finite() && a.shard_mb > 0.0,
+        "--shard-mb must be > 0"
+    );
+    opts.shard_bytes = (a.shard_mb * 1_048_576.0).ceil() as u64;
+    opts.max_windows_per_clip = a.max_windows_per_clip;
+    opts.secondary_weight = a.secondary_weight;
+    opts.valid_fraction = a.valid_fraction;
+    opts.initial_fraction = a.initial_fraction;
+    opts.seed = a.seed;
+    opts.max_duration_s = a.max_duration_s;
+    if let Some(t) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let data = silencio_data::Store::open(&a.data)?;
+    let out = silencio_data::Store::open(&a.out)?;
+    let mode = match a.progress.as_str() {
+        "auto" if std::io::stderr().is_terminal() => "bar",
+        "auto" => "json",
+        m => m,
+    };
+    let mut progress = progress::EtlProgress::new(mode);
+    let r = silencio_data::etl::run(&data, &out, &opts, a.clips_in_flight, &mut |e| {
+        progress.event(e)
+    })?;
+    progress.finish(&r, &a.out);
+    Ok(())
+}
+
+fn mix(a: MixArgs) -> anyhow::Result<()> {
+    use silencio_data::mix::{CallPool, MixOptions};
+    let (lo, hi) = a
+        .snr_db
+        .split_once(':')
+        .and_then(|(l, h)| Some((l.trim().parse().ok()?, h.trim().parse().ok()?)))
+        .context("--snr-db must look like -20:10")?;
+    let opts = MixOptions {
+        minutes: a.minutes,
+        seed: a.seed,
+        snr_db: (lo, hi),
+        max_overlap: a.max_overlap,
+        background_only: a.background_only,
+        pool: match a.pool.as_str() {
+            "train" => CallPool::Train,
+            "all" => CallPool::All,
+            _ => CallPool::Valid,
+        },
+        valid_fraction: a.valid_fraction,
+        split_seed: a.split_seed,
+        ..MixOptions::default()
+    };
+    let set = silencio_data::mix::load_calls(&a.calls, &opts)?;
+    let backgrounds = silencio_data::mix::load_backgrounds(&a.backgrounds)?;
+    let report = silencio_data::mix::mix(&set, &backgrounds, &opts, &a.out)?;
+    let with_calls = report.windows.iter().filter(|w| w.calls > 0).count();
+    eprintln!(
+        "{}: {} soundscape(s), {} windows ({} with calls, {} background only), {} calls placed \
+         from {} recordings of {} species; {} recording(s) lent no call",
+        a.out.display(),
+        report.soundscapes.len(),
+        report.windows.len(),
+        with_calls,
+        report.windows.len() - with_calls,
+        report.placed.len(),
+        report.calls_available,
+        report.species_available,
+        report.calls_skipped.len(),
+    );
     Ok(())
 }
 
@@ -212,7 +386,7 @@ fn main() -> ExitCode {
                 e.downcast_ref::<silencio_data::Error>(),
             ) {
                 (Some(a), _) => a.kind(),
-                (_, Some(_)) => "data",
+                (_, Some(d)) => d.kind(),
                 _ => "error",
             };
             eprintln!("error[{kind}]: {}", format!("{e:#}").replace('\n', " "));

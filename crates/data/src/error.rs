@@ -25,6 +25,42 @@ pub enum Error {
     /// The taxonomy is unusable (empty, or a code listed twice).
     #[error("taxonomy: {0}")]
     Taxonomy(String),
+    /// A storage location cannot be opened, read or written.
+    #[error("{url}: {message}")]
+    Store {
+        /// The location.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A required object (taxonomy.csv, train.csv) is absent from the data location.
+    #[error("{0} not found")]
+    Missing(String),
+    /// Options that cannot work (a shard size of zero, a fraction outside [0, 1]).
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// The output location holds another run's shards (different data or options).
+    #[error("{0}")]
+    Conflict(String),
+    /// A shard or manifest already stored does not match what it claims.
+    #[error("corrupt output: {0}")]
+    CorruptOutput(String),
+}
+
+impl Error {
+    /// A short machine-readable name of the error's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io",
+            Self::Csv { .. } => "csv",
+            Self::Taxonomy(_) => "taxonomy",
+            Self::Store { .. } => "store",
+            Self::Missing(_) => "missing",
+            Self::InvalidOptions(_) => "invalid_options",
+            Self::Conflict(_) => "conflict",
+            Self::CorruptOutput(_) => "corrupt_output",
+        }
+    }
 }
 
 /// Result alias of this crate.

@@ -1,17 +1,23 @@
 //! BirdCLEF 2025 data layout for El Silencio Acoustic Explorer: `taxonomy.csv` (its row order is
 //! the class order everywhere), `train.csv` (secondary labels as Python-list strings),
-//! `train_audio/`, `train_soundscapes/`, and a validation report that lists every problem and
-//! skips bad rows instead of failing the run.
+//! `train_audio/`, `train_soundscapes/`, a validation report that lists every problem and
+//! skips bad rows instead of failing the run, deterministic splits, and the resumable ETL to
+//! feature shards on any object store.
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod etl;
+pub mod mix;
 pub mod splits;
+pub mod store;
 pub mod taxonomy;
 pub mod train;
 pub mod validate;
 
 pub use error::{Error, Result};
+pub use etl::{Dtype, EtlEvent, EtlOptions, EtlOutcome, Manifest};
 pub use splits::{Period, Split, split_table, temporal_split, train_valid_split};
+pub use store::Store;
 pub use taxonomy::{Species, Taxonomy};
 pub use train::{RowProblem, TrainRecord, parse_py_list, read_train_csv};
-pub use validate::{ValidateOptions, ValidationReport, validate};
+pub use validate::{Screened, ValidateOptions, ValidationReport, screen_rows, validate};

@@ -51,7 +51,12 @@ impl Taxonomy {
     /// Reads `taxonomy.csv` (columns primary_label, inat_taxon_id, scientific_name,
     /// common_name, class_name; others ignored).
     pub fn from_csv(path: &Path) -> Result<Self> {
-        let mut rdr = crate::train::open_csv(path)?;
+        Self::from_reader(crate::train::open_file(path)?, path)
+    }
+
+    /// [`Taxonomy::from_csv`] from any reader; `path` names the source in errors.
+    pub fn from_reader<R: std::io::Read>(reader: R, path: &Path) -> Result<Self> {
+        let mut rdr = crate::train::csv_reader(reader);
         let cols = crate::train::Columns::new(
             path,
             rdr.headers().map_err(|e| crate::train::csv_err(path, e))?,

@@ -51,12 +51,15 @@ pub(crate) fn csv_err(path: &Path, e: csv::Error) -> Error {
     }
 }
 
-pub(crate) fn open_csv(path: &Path) -> Result<csv::Reader<std::fs::File>> {
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+pub(crate) fn open_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(csv::ReaderBuilder::new().flexible(true).from_reader(file))
+    })
+}
+
+pub(crate) fn csv_reader<R: std::io::Read>(r: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new().flexible(true).from_reader(r)
 }
 
 /// Column positions by header name.
@@ -141,7 +144,16 @@ pub fn parse_py_list(s: &str) -> std::result::Result<Vec<String>, String> {
 
 /// Reads `train.csv`: the usable rows, and the rows that were not (with reasons).
 pub fn read_train_csv(path: &Path) -> Result<(Vec<TrainRecord>, Vec<RowProblem>)> {
-    let mut rdr = open_csv(path)?;
+    read_train_csv_from(open_file(path)?, path)
+}
+
+/// [`read_train_csv`] from any reader (bytes fetched from an object store); `path` names the
+/// source in errors.
+pub fn read_train_csv_from<R: std::io::Read>(
+    reader: R,
+    path: &Path,
+) -> Result<(Vec<TrainRecord>, Vec<RowProblem>)> {
+    let mut rdr = csv_reader(reader);
     let headers = rdr.headers().map_err(|e| csv_err(path, e))?.clone();
     let cols = Columns::new(path, &headers, &["primary_label", "filename"])?;
     let mut rows = Vec::new();

@@ -197,21 +197,26 @@ fn check_clip(path: &Path, opts: &ValidateOptions) -> ClipCheck {
     }
 }
 
-/// Validates the tree at `root` (`taxonomy.csv`, `train.csv`, `train_audio/`,
-/// `train_soundscapes/`). Fails only when `taxonomy.csv` or `train.csv` cannot be read.
-pub fn validate(root: &Path, opts: &ValidateOptions) -> Result<ValidationReport> {
-    let taxonomy = Taxonomy::from_csv(&root.join("taxonomy.csv"))?;
-    let (records, malformed_rows) = read_train_csv(&root.join("train.csv"))?;
-    let rows = records.len() + malformed_rows.len();
+/// Rows screened against the taxonomy, the same way for validation and ETL.
+#[derive(Debug, Clone, Default)]
+pub struct Screened<'a> {
+    /// Rows to use: first occurrence of a filename, primary label in the taxonomy.
+    pub usable: Vec<&'a TrainRecord>,
+    /// Labels not in the taxonomy (a primary one skips the row, a secondary one is ignored).
+    pub unknown_labels: Vec<UnknownLabel>,
+    /// Repeated filenames (the later rows are skipped).
+    pub duplicate_rows: Vec<Duplicate>,
+    /// Ratings outside 0–5 (reported; the row is kept).
+    pub rating_outliers: Vec<RowProblem>,
+}
 
-    let mut unknown_labels = Vec::new();
-    let mut duplicate_rows = Vec::new();
-    let mut rating_outliers = Vec::new();
+/// Screens `records`: duplicates and unknown primary labels are skipped, the rest reported.
+pub fn screen_rows<'a>(records: &'a [TrainRecord], taxonomy: &Taxonomy) -> Screened<'a> {
+    let mut out = Screened::default();
     let mut first_seen: HashMap<&str, u64> = HashMap::new();
-    let mut candidates: Vec<&TrainRecord> = Vec::new();
-    for r in &records {
+    for r in records {
         if let Some(&first) = first_seen.get(r.filename.as_str()) {
-            duplicate_rows.push(Duplicate {
+            out.duplicate_rows.push(Duplicate {
                 line: r.line,
                 first_line: first,
                 filename: r.filename.clone(),
@@ -224,28 +229,44 @@ pub fn validate(root: &Path, opts: &ValidateOptions) -> Result<ValidationReport>
             .iter()
             .filter(|s| taxonomy.index_of(s).is_none())
         {
-            unknown_labels.push(UnknownLabel {
+            out.unknown_labels.push(UnknownLabel {
                 line: r.line,
                 label: s.clone(),
                 field: "secondary".into(),
             });
         }
         if let Some(v) = r.rating.filter(|v| !(0.0..=5.0).contains(v)) {
-            rating_outliers.push(RowProblem {
+            out.rating_outliers.push(RowProblem {
                 line: r.line,
                 reason: format!("rating {v} outside 0-5"),
             });
         }
         if taxonomy.index_of(&r.primary_label).is_none() {
-            unknown_labels.push(UnknownLabel {
+            out.unknown_labels.push(UnknownLabel {
                 line: r.line,
                 label: r.primary_label.clone(),
                 field: "primary".into(),
             });
             continue;
         }
-        candidates.push(r);
+        out.usable.push(r);
     }
+    out
+}
+
+/// Validates the tree at `root` (`taxonomy.csv`, `train.csv`, `train_audio/`,
+/// `train_soundscapes/`). Fails only when `taxonomy.csv` or `train.csv` cannot be read.
+pub fn validate(root: &Path, opts: &ValidateOptions) -> Result<ValidationReport> {
+    let taxonomy = Taxonomy::from_csv(&root.join("taxonomy.csv"))?;
+    let (records, malformed_rows) = read_train_csv(&root.join("train.csv"))?;
+    let rows = records.len() + malformed_rows.len();
+
+    let Screened {
+        usable: candidates,
+        unknown_labels,
+        duplicate_rows,
+        rating_outliers,
+    } = screen_rows(&records, &taxonomy);
 
     let audio = root.join("train_audio");
     let checked: Vec<(&TrainRecord, ClipCheck)> = candidates

@@ -1,0 +1,1126 @@
+//! ETL: a BirdCLEF-layout dataset → log-mel windows in safetensors shards plus a manifest, the
+//! form the trainer streams.
+//!
+//! Determinism is what makes the run resumable: the usable rows (train.csv order), their
+//! splits and the options fix a *fingerprint*; windows are emitted in clip order and a shard
+//! closes after exactly `ceil(shard_bytes / window_bytes)` windows, so shard `k` holds the
+//! same windows whatever happened before. Each shard is followed by a small sidecar JSON
+//! (written after it, both atomically) that records where the shard ends; a re-run trusts
+//! every complete shard + sidecar pair with the same fingerprint, restarts at the end of the
+//! last one, and so produces byte-identical shards and manifest whether or not it was killed.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+use safetensors::tensor::TensorView;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use silencio_audio::FeatureConfig;
+
+use crate::error::{Error, Result};
+use crate::splits::{Period, Split, temporal_split, train_valid_split};
+use crate::store::Store;
+use crate::taxonomy::Taxonomy;
+use crate::train::{RowProblem, TrainRecord, read_train_csv_from};
+use crate::validate::{Duplicate, UnknownLabel, screen_rows};
+
+/// Version of the shard and manifest layout.
+pub const FORMAT_VERSION: u32 = 1;
+/// The manifest's name under the output location.
+pub const MANIFEST: &str = "manifest.json";
+const SHARD_DIR: &str = "shards";
+
+/// Storage type of the features in the shards (labels are always f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// IEEE half precision: half the bytes; dB values keep ~3 significant digits.
+    F16,
+    /// IEEE single precision.
+    F32,
+}
+
+impl Dtype {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F16 => 2,
+            Self::F32 => 4,
+        }
+    }
+
+    /// Parses `f16` / `f32`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f16" => Ok(Self::F16),
+            "f32" => Ok(Self::F32),
+            _ => Err(Error::InvalidOptions(format!(
+                "dtype {s:?} (use f16 or f32)"
+            ))),
+        }
+    }
+}
+
+/// Everything that decides the output; all of it is part of the run's fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EtlOptions {
+    /// Feature recipe (sample rate, FFT, mels, windows).
+    pub features: FeatureConfig,
+    /// Storage type of the features.
+    pub dtype: Dtype,
+    /// Target bytes of features per shard (~256 MB by default).
+    pub shard_bytes: u64,
+    /// Keep at most this many windows per clip, the first ones (0 = all).
+    pub max_windows_per_clip: usize,
+    /// Target of each secondary label (the primary one is 1.0).
+    pub secondary_weight: f32,
+    /// Share of recordings held out for validation (iterative stratification).
+    pub valid_fraction: f64,
+    /// Share of each collection, oldest first, marked for initial training.
+    pub initial_fraction: f64,
+    /// Seed of the split.
+    pub seed: u64,
+    /// Longest clip decoded, in seconds; longer ones are skipped and reported.
+    pub max_duration_s: f64,
+}
+
+impl EtlOptions {
+    /// The defaults of `silencio etl` for a recipe.
+    pub fn new(features: FeatureConfig) -> Self {
+        Self {
+            features,
+            dtype: Dtype::F16,
+            shard_bytes: 256 << 20,
+            max_windows_per_clip: 0,
+            secondary_weight: 0.5,
+            valid_fraction: 0.2,
+            initial_fraction: 0.7,
+            seed: 0,
+            max_duration_s: 3600.0,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidOptions(m.into()));
+        if self.shard_bytes == 0 {
+            return bad("shard size must be > 0");
+        }
+        if !(0.0..1.0).contains(&self.valid_fraction) {
+            return bad("valid fraction must lie in [0, 1)");
+        }
+        if !(0.0..=1.0).contains(&self.initial_fraction) {
+            return bad("initial fraction must lie in [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.secondary_weight) {
+            return bad("secondary weight must lie in [0, 1]");
+        }
+        self.features
+            .validate()
+            .map_err(|e| Error::InvalidOptions(e.to_string()))
+    }
+}
+
+/// A position in the stream of windows: clip `clip` (index into the usable rows), its window
+/// `window` (index among the kept windows).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Usable-row index.
+    pub clip: usize,
+    /// Kept-window index within the clip.
+    pub window: usize,
+}
+
+/// One window of the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowRecord {
+    /// Usable-row index (see [`ClipRecord`]).
+    pub clip: usize,
+    /// Window index within the clip.
+    pub window: usize,
+    /// Start, seconds from the clip's start.
+    pub start_s: f64,
+    /// Nominal end (start + window length).
+    pub end_s: f64,
+    /// Seconds of real audio (the rest is zero padding).
+    pub valid_s: f64,
+    /// Non-zero targets as `[class, weight]`, classes in taxonomy order.
+    pub labels: Vec<(usize, f32)>,
+    /// Train or validation (the clip's).
+    pub split: Split,
+    /// Initial or retraining period (the clip's).
+    pub period: Period,
+    /// Shard index.
+    pub shard: usize,
+    /// Row in the shard's tensors.
+    pub row: usize,
+    /// Byte offset of this window's features in the shard file.
+    pub offset: u64,
+}
+
+/// One clip that produced windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipRecord {
+    /// Usable-row index.
+    pub clip: usize,
+    /// `train.csv` line.
+    pub line: u64,
+    /// Path under `train_audio/`.
+    pub filename: String,
+    /// Primary label.
+    pub primary_label: String,
+    /// Train or validation.
+    pub split: Split,
+    /// Initial or retraining period.
+    pub period: Period,
+    /// Decoded duration in seconds.
+    pub duration_s: f64,
+    /// Windows the recording gives (before the per-clip cap).
+    pub windows_total: usize,
+    /// Windows kept.
+    pub windows: usize,
+}
+
+/// A clip that could not be used, and why (the run goes on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedClip {
+    /// Usable-row index.
+    pub clip: usize,
+    /// `train.csv` line.
+    pub line: u64,
+    /// Path under `train_audio/`.
+    pub filename: String,
+    /// `missing`, or the audio error's kind (`corrupt`, `unsupported_format`, `too_long`, …).
+    pub kind: String,
+    /// The error message.
+    pub detail: String,
+}
+
+/// What a shard's sidecar records: enough to trust and resume from the shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Sidecar {
+    format: u32,
+    fingerprint: String,
+    shard: ShardRecord,
+    start: Cursor,
+    end: Cursor,
+    windows: Vec<WindowRecord>,
+    clips: Vec<ClipRecord>,
+    skipped_clips: Vec<SkippedClip>,
+}
+
+/// One shard in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// Shard index.
+    pub index: usize,
+    /// Path under the output location.
+    pub file: String,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// File size.
+    pub bytes: u64,
+    /// Windows in it.
+    pub windows: usize,
+}
+
+/// Rows of `train.csv` that were not used, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RowReport {
+    /// Rows that could not be parsed.
+    pub malformed_rows: Vec<RowProblem>,
+    /// Labels not in the taxonomy (primary: row skipped; secondary: label dropped).
+    pub unknown_labels: Vec<UnknownLabel>,
+    /// Repeated filenames (later rows skipped).
+    pub duplicate_rows: Vec<Duplicate>,
+    /// Ratings outside 0–5 (kept).
+    pub rating_outliers: Vec<RowProblem>,
+}
+
+/// Totals of a finished run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Rows of train.csv (parsed or not).
+    pub rows: usize,
+    /// Rows that passed screening.
+    pub usable_rows: usize,
+    /// Clips that produced windows.
+    pub clips: usize,
+    /// Clips skipped (missing, undecodable, too long).
+    pub skipped_clips: usize,
+    /// Windows written.
+    pub windows: usize,
+    /// Windows per split.
+    pub train_windows: usize,
+    /// Validation windows.
+    pub valid_windows: usize,
+    /// Decoded audio of the used clips, seconds.
+    pub audio_s: f64,
+    /// Shards written.
+    pub shards: usize,
+    /// Bytes of all shards.
+    pub shard_bytes: u64,
+}
+
+/// The manifest: how to find every window, and what was left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Layout version ([`FORMAT_VERSION`]).
+    pub format: u32,
+    /// Hash of everything that determines the output.
+    pub fingerprint: String,
+    /// The options of the run.
+    pub options: EtlOptions,
+    /// Class order of the label columns (taxonomy codes).
+    pub classes: Vec<String>,
+    /// `[n_mels, n_frames]` of each window's features.
+    pub feature_shape: [usize; 2],
+    /// Totals.
+    pub totals: Totals,
+    /// Shards in order.
+    pub shards: Vec<ShardRecord>,
+    /// Clips that produced windows, in train.csv order.
+    pub clips: Vec<ClipRecord>,
+    /// Every window, in shard order.
+    pub windows: Vec<WindowRecord>,
+    /// Clips that failed.
+    pub skipped_clips: Vec<SkippedClip>,
+    /// Rows that were not used.
+    pub rows: RowReport,
+}
+
+/// Progress, reported as the run goes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EtlEvent {
+    /// Screening done; `done_clips` were already covered by shards of an earlier run.
+    Started {
+        /// Usable clips.
+        clips: usize,
+        /// Clips already covered by stored shards.
+        done_clips: usize,
+        /// Shards kept from an earlier run.
+        resumed_shards: usize,
+    },
+    /// One clip processed.
+    Clip {
+        /// Clips processed so far (including resumed ones).
+        done_clips: usize,
+        /// Usable clips.
+        clips: usize,
+        /// Windows kept from it (0 when skipped).
+        windows: usize,
+        /// Its decoded seconds (0 when skipped).
+        audio_s: f64,
+        /// Whether it was skipped.
+        skipped: bool,
+    },
+    /// One shard and its sidecar written.
+    Shard {
+        /// Shard index.
+        index: usize,
+        /// Windows in it.
+        windows: usize,
+        /// File size.
+        bytes: u64,
+    },
+    /// The manifest is written (or was already there).
+    Finished {
+        /// Totals of the whole output.
+        windows: usize,
+        /// Shards.
+        shards: usize,
+        /// Clips skipped.
+        skipped_clips: usize,
+        /// True when the output was already complete and nothing was done.
+        already_complete: bool,
+    },
+}
+
+/// What `run` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtlOutcome {
+    /// The manifest (read back when the output was already complete).
+    pub manifest: Manifest,
+    /// Shards kept from an earlier run.
+    pub resumed_shards: usize,
+    /// Shards written now.
+    pub new_shards: usize,
+    /// Audio seconds decoded now (for throughput).
+    pub decoded_audio_s: f64,
+    /// Windows computed now.
+    pub new_windows: usize,
+    /// Nothing was done: the manifest was already there.
+    pub already_complete: bool,
+}
+
+/// A usable clip with everything fixed before decoding.
+struct Planned<'a> {
+    record: &'a TrainRecord,
+    split: Split,
+    period: Period,
+    labels: Vec<(usize, f32)>,
+}
+
+/// Runs the ETL from `data` (BirdCLEF layout: taxonomy.csv, train.csv, train_audio/) to `out`.
+/// Clips are processed `clips_in_flight` at a time over the rayon pool (0 = twice its size),
+/// so memory is bounded by that and one shard, whatever the number of clips.
+pub fn run(
+    data: &Store,
+    out: &Store,
+    opts: &EtlOptions,
+    clips_in_flight: usize,
+    progress: &mut dyn FnMut(&EtlEvent),
+) -> Result<EtlOutcome> {
+    opts.check()?;
+    let taxonomy = Taxonomy::from_reader(
+        fetch_required(data, "taxonomy.csv")?.as_ref(),
+        Path::new("taxonomy.csv"),
+    )?;
+    let (records, malformed_rows) = read_train_csv_from(
+        fetch_required(data, "train.csv")?.as_ref(),
+        Path::new("train.csv"),
+    )?;
+    let screened = screen_rows(&records, &taxonomy);
+    let usable: Vec<TrainRecord> = screened.usable.iter().map(|r| (*r).clone()).collect();
+    let rows = RowReport {
+        malformed_rows,
+        unknown_labels: screened.unknown_labels,
+        duplicate_rows: screened.duplicate_rows,
+        rating_outliers: screened.rating_outliers,
+    };
+    let splits = train_valid_split(&usable, &taxonomy, opts.valid_fraction, opts.seed);
+    let periods = temporal_split(&usable, opts.initial_fraction);
+    let plan: Vec<Planned> = usable
+        .iter()
+        .zip(splits)
+        .zip(periods)
+        .map(|((r, split), period)| Planned {
+            record: r,
+            split,
+            period,
+            labels: targets(r, &taxonomy, opts.secondary_weight),
+        })
+        .collect();
+    let fingerprint = fingerprint(opts, &taxonomy, &plan);
+
+    if let Some(m) = out.get(MANIFEST)? {
+        let m: Manifest = serde_json::from_slice(&m)
+            .map_err(|e| Error::CorruptOutput(format!("{MANIFEST}: {e}")))?;
+        if m.fingerprint != fingerprint {
+            return Err(conflict(out));
+        }
+        progress(&EtlEvent::Finished {
+            windows: m.totals.windows,
+            shards: m.totals.shards,
+            skipped_clips: m.totals.skipped_clips,
+            already_complete: true,
+        });
+        return Ok(EtlOutcome {
+            resumed_shards: m.shards.len(),
+            manifest: m,
+            new_shards: 0,
+            decoded_audio_s: 0.0,
+            new_windows: 0,
+            already_complete: true,
+        });
+    }
+
+    out.sweep_staging(SHARD_DIR)?;
+    let mut done = load_sidecars(out, &fingerprint)?;
+    let resumed_shards = done.len();
+    let cursor = done.last().map(|s| s.end).unwrap_or_default();
+    progress(&EtlEvent::Started {
+        clips: plan.len(),
+        done_clips: cursor.clip,
+        resumed_shards,
+    });
+
+    let lm = silencio_audio::LogMel::new(&opts.features)
+        .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+    let [n_mels, n_frames] = [opts.features.n_mels, opts.features.frames_per_window()];
+    let window_bytes = (n_mels * n_frames * opts.dtype.size()) as u64;
+    let per_shard = opts.shard_bytes.div_ceil(window_bytes).max(1) as usize;
+    let mut shard = ShardBuilder::new(done.len(), cursor, n_mels * n_frames, taxonomy.len());
+    let mut trailing_skips = Vec::new();
+    let (mut decoded_audio_s, mut new_windows) = (0.0, 0);
+    let in_flight = if clips_in_flight == 0 {
+        2 * rayon::current_num_threads()
+    } else {
+        clips_in_flight
+    };
+    let audio = data.child("train_audio");
+
+    for (batch_no, batch) in plan[cursor.clip..].chunks(in_flight).enumerate() {
+        let first_pos = cursor.clip + batch_no * in_flight;
+        let names: Vec<&str> = batch.iter().map(|p| p.record.filename.as_str()).collect();
+        let fetched = audio.get_many(&names);
+        let results: Vec<std::result::Result<silencio_audio::Features, (String, String)>> = batch
+            .par_iter()
+            .zip(fetched)
+            .map(|(_, bytes)| match bytes {
+                Ok(Some(b)) => {
+                    let dopts =
+                        silencio_audio::decode_options_for(&opts.features, opts.max_duration_s);
+                    silencio_audio::decode_bytes(b.to_vec(), &dopts)
+                        .and_then(|d| lm.features(&d.samples))
+                        .map_err(|e| (e.kind().to_string(), e.to_string()))
+                }
+                Ok(None) => Err(("missing".into(), "no such file in train_audio/".into())),
+                Err(e) => Err(("unreadable".into(), e.to_string())),
+            })
+            .collect();
+        for (i, (p, res)) in batch.iter().zip(results).enumerate() {
+            let pos = first_pos + i;
+            let f = match res {
+                Ok(f) => f,
+                Err((kind, detail)) => {
+                    trailing_skips.push(SkippedClip {
+                        clip: pos,
+                        line: p.record.line,
+                        filename: p.record.filename.clone(),
+                        kind,
+                        detail,
+                    });
+                    progress(&EtlEvent::Clip {
+                        done_clips: pos + 1,
+                        clips: plan.len(),
+                        windows: 0,
+                        audio_s: 0.0,
+                        skipped: true,
+                    });
+                    continue;
+                }
+            };
+            let total = f.windows.len();
+            let keep = match opts.max_windows_per_clip {
+                0 => total,
+                cap => total.min(cap),
+            };
+            let duration_s = f.windows.last().map_or(0.0, |w| {
+                (w.start_sample + w.valid_samples) as f64 / f64::from(opts.features.sample_rate)
+            });
+            decoded_audio_s += duration_s;
+            let start = if pos == cursor.clip { cursor.window } else { 0 };
+            for w in start..keep {
+                let win = &f.windows[w];
+                shard.push(
+                    WindowRecord {
+                        clip: pos,
+                        window: w,
+                        start_s: win.start_s,
+                        end_s: win.end_s,
+                        valid_s: win.valid_samples as f64 / f64::from(opts.features.sample_rate),
+                        labels: p.labels.clone(),
+                        split: p.split,
+                        period: p.period,
+                        shard: 0,
+                        row: 0,
+                        offset: 0,
+                    },
+                    f.window(w),
+                    opts.dtype,
+                );
+                new_windows += 1;
+                if w + 1 == keep {
+                    shard.clips.push(ClipRecord {
+                        clip: pos,
+                        line: p.record.line,
+                        filename: p.record.filename.clone(),
+                        primary_label: p.record.primary_label.clone(),
+                        split: p.split,
+                        period: p.period,
+                        duration_s,
+                        windows_total: total,
+                        windows: keep,
+                    });
+                }
+                // Skips seen so far belong to the shard that is open when they happen.
+                shard.skipped.append(&mut trailing_skips);
+                if shard.rows() == per_shard {
+                    let next = if w + 1 == keep {
+                        Cursor {
+                            clip: pos + 1,
+                            window: 0,
+                        }
+                    } else {
+                        Cursor {
+                            clip: pos,
+                            window: w + 1,
+                        }
+                    };
+                    let sc =
+                        shard.finish(out, &fingerprint, next, opts.dtype, [n_mels, n_frames])?;
+                    progress(&EtlEvent::Shard {
+                        index: sc.shard.index,
+                        windows: sc.shard.windows,
+                        bytes: sc.shard.bytes,
+                    });
+                    shard = ShardBuilder::new(
+                        sc.shard.index + 1,
+                        next,
+                        n_mels * n_frames,
+                        taxonomy.len(),
+                    );
+                    done.push(sc);
+                }
+            }
+            progress(&EtlEvent::Clip {
+                done_clips: pos + 1,
+                clips: plan.len(),
+                windows: keep.saturating_sub(start),
+                audio_s: duration_s,
+                skipped: false,
+            });
+        }
+    }
+    if shard.rows() > 0 {
+        let end = Cursor {
+            clip: plan.len(),
+            window: 0,
+        };
+        let sc = shard.finish(out, &fingerprint, end, opts.dtype, [n_mels, n_frames])?;
+        progress(&EtlEvent::Shard {
+            index: sc.shard.index,
+            windows: sc.shard.windows,
+            bytes: sc.shard.bytes,
+        });
+        done.push(sc);
+    }
+
+    let manifest = assemble(
+        fingerprint,
+        opts,
+        &taxonomy,
+        [n_mels, n_frames],
+        records.len() + rows.malformed_rows.len(),
+        plan.len(),
+        done,
+        trailing_skips,
+        rows,
+    );
+    let body = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| Error::CorruptOutput(format!("manifest: {e}")))?;
+    out.put(MANIFEST, body)?;
+    progress(&EtlEvent::Finished {
+        windows: manifest.totals.windows,
+        shards: manifest.totals.shards,
+        skipped_clips: manifest.totals.skipped_clips,
+        already_complete: false,
+    });
+    Ok(EtlOutcome {
+        resumed_shards,
+        new_shards: manifest.shards.len() - resumed_shards,
+        manifest,
+        decoded_audio_s,
+        new_windows,
+        already_complete: false,
+    })
+}
+
+fn fetch_required(data: &Store, name: &str) -> Result<bytes::Bytes> {
+    data.get(name)?
+        .ok_or_else(|| Error::Missing(format!("{}/{name}", data.url().trim_end_matches('/'))))
+}
+
+fn conflict(out: &Store) -> Error {
+    Error::Conflict(format!(
+        "{} holds the output of a different ETL run (other data or options); \
+         choose another --out or empty it",
+        out.url()
+    ))
+}
+
+/// Multi-hot targets: primary 1.0, each known secondary label `secondary_weight`.
+fn targets(r: &TrainRecord, taxonomy: &Taxonomy, secondary_weight: f32) -> Vec<(usize, f32)> {
+    let mut t: Vec<(usize, f32)> = Vec::new();
+    if let Some(i) = taxonomy.index_of(&r.primary_label) {
+        t.push((i, 1.0));
+    }
+    for s in &r.secondary_labels {
+        if let Some(i) = taxonomy.index_of(s)
+            && !t.iter().any(|&(j, _)| j == i)
+            && secondary_weight > 0.0
+        {
+            t.push((i, secondary_weight));
+        }
+    }
+    t.sort_by_key(|&(i, _)| i);
+    t
+}
+
+fn fingerprint(opts: &EtlOptions, taxonomy: &Taxonomy, plan: &[Planned]) -> String {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        format: u32,
+        producer: &'a str,
+        options: &'a EtlOptions,
+        classes: Vec<&'a str>,
+        clips: Vec<ClipKey<'a>>,
+    }
+    #[derive(Serialize)]
+    struct ClipKey<'a>(&'a str, &'a [(usize, f32)], Split, Period);
+    let key = Key {
+        format: FORMAT_VERSION,
+        producer: concat!("silencio-data ", env!("CARGO_PKG_VERSION")),
+        options: opts,
+        classes: taxonomy
+            .species()
+            .iter()
+            .map(|s| s.primary_label.as_str())
+            .collect(),
+        clips: plan
+            .iter()
+            .map(|p| ClipKey(p.record.filename.as_str(), &p.labels[..], p.split, p.period))
+            .collect(),
+    };
+    // Serialising plain structs and vectors cannot fail.
+    let bytes = serde_json::to_vec(&key).unwrap_or_default();
+    hex(&Sha256::digest(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn shard_name(index: usize) -> String {
+    format!("{SHARD_DIR}/shard-{index:05}.safetensors")
+}
+
+fn sidecar_name(index: usize) -> String {
+    format!("{SHARD_DIR}/shard-{index:05}.json")
+}
+
+/// The complete shards of an earlier run with the same fingerprint, in order. A sidecar
+/// whose shard is missing or of the wrong size ends the list (that shard is redone); a
+/// sidecar of another run is a conflict.
+fn load_sidecars(out: &Store, fingerprint: &str) -> Result<Vec<Sidecar>> {
+    let mut done: Vec<Sidecar> = Vec::new();
+    loop {
+        let index = done.len();
+        let Some(body) = out.get(&sidecar_name(index))? else {
+            break;
+        };
+        let sc: Sidecar = serde_json::from_slice(&body)
+            .map_err(|e| Error::CorruptOutput(format!("{}: {e}", sidecar_name(index))))?;
+        if sc.fingerprint != fingerprint {
+            return Err(conflict(out));
+        }
+        let expected_start = done.last().map(|s| s.end).unwrap_or_default();
+        if sc.format != FORMAT_VERSION || sc.shard.index != index || sc.start != expected_start {
+            return Err(Error::CorruptOutput(format!(
+                "{} does not continue shard {}",
+                sidecar_name(index),
+                index.wrapping_sub(1)
+            )));
+        }
+        if out.size(&sc.shard.file)? != Some(sc.shard.bytes) {
+            break;
+        }
+        done.push(sc);
+    }
+    // Anything after the last trusted pair is redone; stale later sidecars must not survive.
+    for name in out.list(SHARD_DIR)? {
+        let index = name
+            .rsplit('-')
+            .next()
+            .and_then(|t| t.split('.').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if index.is_some_and(|i| i >= done.len()) {
+            out.delete(&name)?;
+        }
+    }
+    Ok(done)
+}
+
+/// Windows of the shard being filled.
+struct ShardBuilder {
+    index: usize,
+    start: Cursor,
+    window_len: usize,
+    n_classes: usize,
+    features: Vec<u8>,
+    labels: Vec<u8>,
+    windows: Vec<WindowRecord>,
+    clips: Vec<ClipRecord>,
+    skipped: Vec<SkippedClip>,
+}
+
+impl ShardBuilder {
+    fn new(index: usize, start: Cursor, window_len: usize, n_classes: usize) -> Self {
+        Self {
+            index,
+            start,
+            window_len,
+            n_classes,
+            features: Vec::new(),
+            labels: Vec::new(),
+            windows: Vec::new(),
+            clips: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.windows.len()
+    }
+
+    fn push(&mut self, mut w: WindowRecord, features: &[f32], dtype: Dtype) {
+        debug_assert_eq!(features.len(), self.window_len);
+        match dtype {
+            Dtype::F32 => self
+                .features
+                .extend(features.iter().flat_map(|v| v.to_le_bytes())),
+            Dtype::F16 => self.features.extend(
+                features
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes()),
+            ),
+        }
+        let mut row = vec![0f32; self.n_classes];
+        for &(c, v) in &w.labels {
+            row[c] = v;
+        }
+        self.labels.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+        w.shard = self.index;
+        w.row = self.windows.len();
+        self.windows.push(w);
+    }
+
+    /// Writes the shard, then its sidecar (the sidecar's presence marks the shard complete).
+    fn finish(
+        mut self,
+        out: &Store,
+        fingerprint: &str,
+        end: Cursor,
+        dtype: Dtype,
+        [n_mels, n_frames]: [usize; 2],
+    ) -> Result<Sidecar> {
+        let n = self.windows.len();
+        let st_dtype = match dtype {
+            Dtype::F16 => safetensors::Dtype::F16,
+            Dtype::F32 => safetensors::Dtype::F32,
+        };
+        let corrupt = |e: safetensors::SafeTensorError| Error::CorruptOutput(e.to_string());
+        let fv = TensorView::new(st_dtype, vec![n, n_mels, n_frames], &self.features)
+            .map_err(corrupt)?;
+        let lv = TensorView::new(
+            safetensors::Dtype::F32,
+            vec![n, self.n_classes],
+            &self.labels,
+        )
+        .map_err(corrupt)?;
+        let meta = HashMap::from([(
+            "format".to_string(),
+            format!("silencio-etl-v{FORMAT_VERSION}"),
+        )]);
+        let bytes = safetensors::serialize([("features", fv), ("labels", lv)], Some(meta))
+            .map_err(corrupt)?;
+        drop((
+            std::mem::take(&mut self.features),
+            std::mem::take(&mut self.labels),
+        ));
+        let (header, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
+        let base = 8 + header as u64 + meta.info("features").map_or(0, |i| i.data_offsets.0 as u64);
+        let window_bytes = (n_mels * n_frames * dtype.size()) as u64;
+        for w in &mut self.windows {
+            w.offset = base + w.row as u64 * window_bytes;
+        }
+        let record = ShardRecord {
+            index: self.index,
+            file: shard_name(self.index),
+            sha256: hex(&Sha256::digest(&bytes)),
+            bytes: bytes.len() as u64,
+            windows: n,
+        };
+        out.put(&record.file, bytes)?;
+        let sc = Sidecar {
+            format: FORMAT_VERSION,
+            fingerprint: fingerprint.to_string(),
+            shard: record,
+            start: self.start,
+            end,
+            windows: self.windows,
+            clips: self.clips,
+            skipped_clips: self.skipped,
+        };
+        let body =
+            serde_json::to_vec(&sc).map_err(|e| Error::CorruptOutput(format!("sidecar: {e}")))?;
+        out.put(&sidecar_name(sc.shard.index), body)?;
+        Ok(sc)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    fingerprint: String,
+    opts: &EtlOptions,
+    taxonomy: &Taxonomy,
+    feature_shape: [usize; 2],
+    n_rows: usize,
+    usable_rows: usize,
+    shards: Vec<Sidecar>,
+    trailing_skips: Vec<SkippedClip>,
+    rows: RowReport,
+) -> Manifest {
+    let mut m = Manifest {
+        format: FORMAT_VERSION,
+        fingerprint,
+        options: opts.clone(),
+        classes: taxonomy
+            .species()
+            .iter()
+            .map(|s| s.primary_label.clone())
+            .collect(),
+        feature_shape,
+        totals: Totals {
+            rows: n_rows,
+            usable_rows,
+            ..Totals::default()
+        },
+        shards: Vec::new(),
+        clips: Vec::new(),
+        windows: Vec::new(),
+        skipped_clips: Vec::new(),
+        rows,
+    };
+    for sc in shards {
+        m.totals.shard_bytes += sc.shard.bytes;
+        m.shards.push(sc.shard);
+        m.clips.extend(sc.clips);
+        m.windows.extend(sc.windows);
+        m.skipped_clips.extend(sc.skipped_clips);
+    }
+    m.skipped_clips.extend(trailing_skips);
+    let t = &mut m.totals;
+    t.shards = m.shards.len();
+    t.clips = m.clips.len();
+    t.skipped_clips = m.skipped_clips.len();
+    t.windows = m.windows.len();
+    t.train_windows = m.windows.iter().filter(|w| w.split == Split::Train).count();
+    t.valid_windows = t.windows - t.train_windows;
+    t.audio_s = m.clips.iter().map(|c| c.duration_s).sum();
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAXONOMY: &str = "primary_label,inat_taxon_id,scientific_name,common_name,class_name\n\
+        aaa,,A a,A,Aves\nbbb,,B b,B,Aves\nccc,,C c,C,Amphibia\n";
+
+    fn tone(seconds: f64, hz: f64) -> Vec<u8> {
+        let rate = 32_000u32;
+        let n = (seconds * f64::from(rate)) as usize;
+        let mut wav = Vec::new();
+        let data_len = (n * 2) as u32;
+        wav.extend(b"RIFF");
+        wav.extend((36 + data_len).to_le_bytes());
+        wav.extend(b"WAVEfmt ");
+        wav.extend(16u32.to_le_bytes());
+        wav.extend(1u16.to_le_bytes());
+        wav.extend(1u16.to_le_bytes());
+        wav.extend(rate.to_le_bytes());
+        wav.extend((rate * 2).to_le_bytes());
+        wav.extend(2u16.to_le_bytes());
+        wav.extend(16u16.to_le_bytes());
+        wav.extend(b"data");
+        wav.extend(data_len.to_le_bytes());
+        for i in 0..n {
+            let v = (0.3
+                * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin()
+                * 32767.0) as i16;
+            wav.extend(v.to_le_bytes());
+        }
+        wav
+    }
+
+    fn dataset() -> Store {
+        let s = Store::open("memory://").unwrap();
+        s.put("taxonomy.csv", TAXONOMY.as_bytes().to_vec()).unwrap();
+        let mut csv =
+            String::from("primary_label,secondary_labels,type,filename,collection,rating\n");
+        for (i, (label, sec, secs)) in [
+            ("aaa", "['bbb']", 12.0),
+            ("bbb", "[]", 3.0),
+            ("ccc", "['zzz']", 7.0),
+            ("aaa", "[]", 5.0),
+            ("zzz", "[]", 5.0),
+            ("bbb", "[]", 0.0),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let name = format!("{label}/XC{}.wav", 100 + i);
+            csv.push_str(&format!("{label},\"{sec}\",[],{name},XC,4.0\n"));
+            if *secs > 0.0 {
+                s.put(
+                    &format!("train_audio/{name}"),
+                    tone(*secs, 440.0 * (i + 1) as f64),
+                )
+                .unwrap();
+            }
+        }
+        s.put("train.csv", csv.into_bytes()).unwrap();
+        s
+    }
+
+    fn small_opts() -> EtlOptions {
+        let mut o = EtlOptions::new(FeatureConfig::recipe("birdclef").unwrap());
+        o.features.n_mels = 16;
+        o.features.n_fft = 512;
+        o.features.hop_length = 4000;
+        // 16 mels × 41 frames × 2 bytes: three windows per shard.
+        o.shard_bytes = 3 * 16 * 41 * 2;
+        o
+    }
+
+    #[test]
+    fn windows_labels_shards_and_report() {
+        let data = dataset();
+        let out = Store::open("memory://").unwrap();
+        let mut events = Vec::new();
+        let r = run(&data, &out, &small_opts(), 2, &mut |e| {
+            events.push(e.clone())
+        })
+        .unwrap();
+        let m = &r.manifest;
+        // 12 s → 3 windows (2 full + 2 s tail ≥ 1 s), 3 s → 1, 7 s → 2, 5 s → 1.
+        assert_eq!(m.totals.windows, 7);
+        assert_eq!(m.totals.clips, 4);
+        assert_eq!(m.shards.len(), 3);
+        assert_eq!(
+            m.shards.iter().map(|s| s.windows).collect::<Vec<_>>(),
+            [3, 3, 1]
+        );
+        assert_eq!(m.skipped_clips.len(), 1);
+        assert_eq!(m.skipped_clips[0].kind, "missing");
+        assert!(
+            m.rows
+                .unknown_labels
+                .iter()
+                .any(|u| u.label == "zzz" && u.field == "primary")
+        );
+        assert!(
+            m.rows
+                .unknown_labels
+                .iter()
+                .any(|u| u.label == "zzz" && u.field == "secondary")
+        );
+        assert_eq!(m.windows[0].labels, vec![(0, 1.0), (1, 0.5)]);
+        assert_eq!(m.windows[5].labels, vec![(2, 1.0)]);
+        assert!((m.windows[2].valid_s - 2.0).abs() < 1e-9);
+        // The offsets point at each window's features in the file.
+        let bytes = out.get(&m.shards[1].file).unwrap().unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let f = st.tensor("features").unwrap();
+        assert_eq!(f.shape(), [3, 16, 41]);
+        let w = &m.windows[4];
+        assert_eq!((w.shard, w.row), (1, 1));
+        let one = 16 * 41 * 2;
+        assert_eq!(
+            &bytes[w.offset as usize..w.offset as usize + one],
+            &f.data()[one..2 * one]
+        );
+        let l = st.tensor("labels").unwrap();
+        assert_eq!(l.shape(), [3, 3]);
+        assert_eq!(hex(&Sha256::digest(&bytes)), m.shards[1].sha256);
+        assert!(matches!(
+            events.last(),
+            Some(EtlEvent::Finished { windows: 7, .. })
+        ));
+
+        // A re-run does nothing and keeps every byte.
+        let before: Vec<_> = out
+            .list("")
+            .unwrap()
+            .iter()
+            .map(|n| out.get(n).unwrap())
+            .collect();
+        let again = run(&data, &out, &small_opts(), 2, &mut |_| {}).unwrap();
+        assert!(again.already_complete);
+        let after: Vec<_> = out
+            .list("")
+            .unwrap()
+            .iter()
+            .map(|n| out.get(n).unwrap())
+            .collect();
+        assert_eq!(before, after);
+
+        // Other options on the same output are refused, nothing is touched.
+        let mut other = small_opts();
+        other.secondary_weight = 0.3;
+        let e = run(&data, &out, &other, 2, &mut |_| {}).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+    }
+
+    #[test]
+    fn resuming_from_any_prefix_of_shards_gives_identical_output() {
+        let data = dataset();
+        let full = Store::open("memory://").unwrap();
+        run(&data, &full, &small_opts(), 3, &mut |_| {}).unwrap();
+        let names = full.list("").unwrap();
+        for keep in 0..3 {
+            let out = Store::open("memory://").unwrap();
+            for n in &names {
+                let index: Option<usize> = n
+                    .strip_prefix("shards/shard-")
+                    .and_then(|t| t[..5].parse().ok());
+                // Keep shards < keep with sidecars, plus shard `keep` without its sidecar
+                // (killed between the two writes).
+                match index {
+                    Some(i) if i < keep || (i == keep && n.ends_with(".safetensors")) => {
+                        out.put(n, full.get(n).unwrap().unwrap().to_vec()).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            let r = run(&data, &out, &small_opts(), 1, &mut |_| {}).unwrap();
+            assert_eq!(r.resumed_shards, keep);
+            assert_eq!(out.list("").unwrap(), names);
+            for n in &names {
+                assert_eq!(
+                    out.get(n).unwrap(),
+                    full.get(n).unwrap(),
+                    "{n} after keeping {keep}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn window_cap_and_f32() {
+        let data = dataset();
+        let out = Store::open("memory://").unwrap();
+        let mut o = small_opts();
+        o.max_windows_per_clip = 1;
+        o.dtype = Dtype::F32;
+        let m = run(&data, &out, &o, 0, &mut |_| {}).unwrap().manifest;
+        assert_eq!(m.totals.windows, 4);
+        assert_eq!(m.clips[0].windows_total, 3);
+        let bytes = out.get(&m.shards[0].file).unwrap().unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(
+            st.tensor("features").unwrap().dtype(),
+            safetensors::Dtype::F32
+        );
+    }
+
+    #[test]
+    fn bad_options_and_missing_csv_are_typed_errors() {
+        let data = dataset();
+        let out = Store::open("memory://").unwrap();
+        let mut o = small_opts();
+        o.shard_bytes = 0;
+        assert!(matches!(
+            run(&data, &out, &o, 0, &mut |_| {}),
+            Err(Error::InvalidOptions(_))
+        ));
+        let empty = Store::open("memory://").unwrap();
+        assert!(matches!(
+            run(&empty, &out, &small_opts(), 0, &mut |_| {}),
+            Err(Error::Missing(_))
+        ));
+    }
+}
