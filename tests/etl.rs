@@ -248,6 +248,23 @@ fn etl_of_a_missing_dataset_is_a_typed_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
+        err.starts_with("error[missing]") && err.contains("nothing"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("nothing").exists(),
+        "reading must not create the directory"
+    );
+    // A directory without taxonomy.csv.
+    let out = silencio()
+        .args(["etl", "--data"])
+        .arg(tmp.path())
+        .args(["--out"])
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
         err.starts_with("error[missing]") && err.contains("taxonomy.csv"),
         "{err}"
     );
@@ -335,7 +352,7 @@ fn etl_reads_and_writes_s3_on_a_loopback_server() {
     ];
 
     // Upload the demo set, then ETL from S3 to S3.
-    let bucket_data = Store::open_with("s3://silencio/demo", &s3_opts).unwrap();
+    let bucket_data = Store::open_with("s3://silencio/demo", &s3_opts, true).unwrap();
     for (rel, bytes) in tree(&demo()) {
         bucket_data.put(&rel, bytes).unwrap();
     }
@@ -353,7 +370,7 @@ fn etl_reads_and_writes_s3_on_a_loopback_server() {
     run_s3(demo().to_str().unwrap(), local.to_str().unwrap());
 
     // The S3 output is the local output, object for object.
-    let bucket_out = Store::open_with("s3://silencio/etl", &s3_opts).unwrap();
+    let bucket_out = Store::open_with("s3://silencio/etl", &s3_opts, false).unwrap();
     let local_files = tree(&local);
     assert_eq!(
         bucket_out.list("").unwrap(),

@@ -207,6 +207,21 @@ impl Features {
     }
 }
 
+/// Dot product in eight lanes, so that the compiler can vectorise it (a plain float sum must
+/// keep its order and cannot be); the lane order is fixed, so results are deterministic.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (ca, ra) = a.as_chunks::<8>();
+    let (cb, rb) = b.as_chunks::<8>();
+    let mut acc = [0f32; 8];
+    for (x, y) in ca.iter().zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Frames computed per parallel task: small enough to spread one 5 s window over both cores,
 /// large enough to amortise the task overhead.
 const FRAMES_PER_TASK: usize = 64;
@@ -309,7 +324,7 @@ impl LogMel {
             }
             for (m, f) in row.iter_mut().zip(&self.filters) {
                 let bins = &s.power[f.start..f.start + f.weights.len()];
-                let e: f32 = bins.iter().zip(&f.weights).map(|(p, w)| p * w).sum();
+                let e = dot(bins, &f.weights);
                 // 10·log10(x) as (10/ln 10)·ln(x): one libm call instead of two.
                 *m = if e > AMIN {
                     DB_PER_NEPER * e.ln()
@@ -332,6 +347,17 @@ impl LogMel {
     /// Cuts `samples` (mono at `config().sample_rate`) into windows and computes all of them,
     /// spread over the rayon pool.
     pub fn features(&self, samples: &[f32]) -> Result<Features> {
+        self.features_impl(samples, true)
+    }
+
+    /// [`LogMel::features`] computed on the calling thread: for callers that already run many
+    /// recordings in parallel (the ETL), where splitting each one again only adds overhead.
+    /// Bit-identical to [`LogMel::features`].
+    pub fn features_on_this_thread(&self, samples: &[f32]) -> Result<Features> {
+        self.features_impl(samples, false)
+    }
+
+    fn features_impl(&self, samples: &[f32], parallel: bool) -> Result<Features> {
         let windows = self
             .cfg
             .window
@@ -347,18 +373,21 @@ impl LogMel {
         let tasks: Vec<(usize, usize)> = (0..windows.len())
             .flat_map(|w| (0..frames).step_by(FRAMES_PER_TASK).map(move |t| (w, t)))
             .collect();
-        let blocks: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map_init(
-                || self.scratch(),
-                |s, &(w, t0)| {
-                    let t1 = (t0 + FRAMES_PER_TASK).min(frames);
-                    let mut out = vec![0.0; (t1 - t0) * mels];
-                    self.frames_into(&padded[w], t0, t1, &mut out, s);
-                    out
-                },
-            )
-            .collect();
+        let block = |s: &mut Scratch, &(w, t0): &(usize, usize)| {
+            let t1 = (t0 + FRAMES_PER_TASK).min(frames);
+            let mut out = vec![0.0; (t1 - t0) * mels];
+            self.frames_into(&padded[w], t0, t1, &mut out, s);
+            out
+        };
+        let blocks: Vec<Vec<f32>> = if parallel {
+            tasks
+                .par_iter()
+                .map_init(|| self.scratch(), |s, t| block(s, t))
+                .collect()
+        } else {
+            let mut s = self.scratch();
+            tasks.iter().map(|t| block(&mut s, t)).collect()
+        };
         let mut data = vec![0.0; windows.len() * mels * frames];
         for (&(w, t0), block) in tasks.iter().zip(&blocks) {
             let dst = &mut data[w * mels * frames..(w + 1) * mels * frames];

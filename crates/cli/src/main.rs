@@ -319,7 +319,7 @@ fn etl(a: EtlArgs) -> anyhow::Result<()> {
             .context("setting the thread count")?;
     }
     let data = silencio_data::Store::open(&a.data)?;
-    let out = silencio_data::Store::open(&a.out)?;
+    let out = silencio_data::Store::create(&a.out)?;
     let mode = match a.progress.as_str() {
         "auto" if std::io::stderr().is_terminal() => "bar",
         "auto" => "json",

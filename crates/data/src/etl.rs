@@ -30,6 +30,12 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The manifest's name under the output location.
 pub const MANIFEST: &str = "manifest.json";
 const SHARD_DIR: &str = "shards";
+/// Clips decoded per batch by default.
+const DEFAULT_BATCH_CLIPS: usize = 64;
+/// Encoded audio per batch at most (~25 min of BirdCLEF Vorbis): bounds memory with long clips.
+const BATCH_BYTES: usize = 8 << 20;
+/// Objects requested at once while filling a batch.
+const FETCH_GROUP: usize = 8;
 
 /// Storage type of the features in the shards (labels are always f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,8 +369,9 @@ struct Planned<'a> {
 }
 
 /// Runs the ETL from `data` (BirdCLEF layout: taxonomy.csv, train.csv, train_audio/) to `out`.
-/// Clips are processed `clips_in_flight` at a time over the rayon pool (0 = twice its size),
-/// so memory is bounded by that and one shard, whatever the number of clips.
+/// Clips are decoded in batches of at most `clips_in_flight` clips (0 = 64) or 8 MiB of encoded
+/// audio over the rayon pool, one batch ahead of the shard writer, so memory is bounded by a
+/// batch and one shard, whatever the number of clips.
 pub fn run(
     data: &Store,
     out: &Store,
@@ -445,149 +452,192 @@ pub fn run(
     let mut trailing_skips = Vec::new();
     let (mut decoded_audio_s, mut new_windows) = (0.0, 0);
     let in_flight = if clips_in_flight == 0 {
-        2 * rayon::current_num_threads()
+        DEFAULT_BATCH_CLIPS
     } else {
         clips_in_flight
     };
     let audio = data.child("train_audio");
 
-    for (batch_no, batch) in plan[cursor.clip..].chunks(in_flight).enumerate() {
-        let first_pos = cursor.clip + batch_no * in_flight;
-        let names: Vec<&str> = batch.iter().map(|p| p.record.filename.as_str()).collect();
-        let fetched = audio.get_many(&names);
-        let results: Vec<std::result::Result<silencio_audio::Features, (String, String)>> = batch
-            .par_iter()
-            .zip(fetched)
-            .map(|(_, bytes)| match bytes {
-                Ok(Some(b)) => {
-                    let dopts =
-                        silencio_audio::decode_options_for(&opts.features, opts.max_duration_s);
-                    silencio_audio::decode_bytes(b.to_vec(), &dopts)
-                        .and_then(|d| lm.features(&d.samples))
-                        .map_err(|e| (e.kind().to_string(), e.to_string()))
+    type ClipResult = std::result::Result<silencio_audio::Features, (String, String)>;
+    // The pool decodes and computes the next batch while this thread packs and writes the
+    // previous one; at most one batch waits, so memory stays bounded.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<ClipResult>)>(1);
+    let (plan_ref, audio_ref, lm_ref) = (&plan, &audio, &lm);
+    std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(move || {
+            let mut pos = cursor.clip;
+            while pos < plan_ref.len() {
+                // A batch: up to `in_flight` clips or BATCH_BYTES of encoded audio, whichever
+                // comes first (many short clips keep both cores busy; long ones bound memory).
+                let first_pos = pos;
+                let mut fetched = Vec::new();
+                let mut size = 0;
+                while pos < plan_ref.len() && fetched.len() < in_flight && size < BATCH_BYTES {
+                    let take = (plan_ref.len() - pos)
+                        .min(FETCH_GROUP)
+                        .min(in_flight - fetched.len());
+                    let names: Vec<&str> = plan_ref[pos..pos + take]
+                        .iter()
+                        .map(|p| p.record.filename.as_str())
+                        .collect();
+                    for r in audio_ref.get_many(&names) {
+                        size += r
+                            .as_ref()
+                            .ok()
+                            .and_then(|b| b.as_ref())
+                            .map_or(0, |b| b.len());
+                        fetched.push(r);
+                    }
+                    pos += take;
                 }
-                Ok(None) => Err(("missing".into(), "no such file in train_audio/".into())),
-                Err(e) => Err(("unreadable".into(), e.to_string())),
-            })
-            .collect();
-        for (i, (p, res)) in batch.iter().zip(results).enumerate() {
-            let pos = first_pos + i;
-            let f = match res {
-                Ok(f) => f,
-                Err((kind, detail)) => {
-                    trailing_skips.push(SkippedClip {
-                        clip: pos,
-                        line: p.record.line,
-                        filename: p.record.filename.clone(),
-                        kind,
-                        detail,
-                    });
-                    progress(&EtlEvent::Clip {
-                        done_clips: pos + 1,
-                        clips: plan.len(),
-                        windows: 0,
-                        audio_s: 0.0,
-                        skipped: true,
-                    });
-                    continue;
-                }
-            };
-            let total = f.windows.len();
-            let keep = match opts.max_windows_per_clip {
-                0 => total,
-                cap => total.min(cap),
-            };
-            let duration_s = f.windows.last().map_or(0.0, |w| {
-                (w.start_sample + w.valid_samples) as f64 / f64::from(opts.features.sample_rate)
-            });
-            decoded_audio_s += duration_s;
-            let start = if pos == cursor.clip { cursor.window } else { 0 };
-            for w in start..keep {
-                let win = &f.windows[w];
-                shard.push(
-                    WindowRecord {
-                        clip: pos,
-                        window: w,
-                        start_s: win.start_s,
-                        end_s: win.end_s,
-                        valid_s: win.valid_samples as f64 / f64::from(opts.features.sample_rate),
-                        labels: p.labels.clone(),
-                        split: p.split,
-                        period: p.period,
-                        shard: 0,
-                        row: 0,
-                        offset: 0,
-                    },
-                    f.window(w),
-                    opts.dtype,
-                );
-                new_windows += 1;
-                if w + 1 == keep {
-                    shard.clips.push(ClipRecord {
-                        clip: pos,
-                        line: p.record.line,
-                        filename: p.record.filename.clone(),
-                        primary_label: p.record.primary_label.clone(),
-                        split: p.split,
-                        period: p.period,
-                        duration_s,
-                        windows_total: total,
-                        windows: keep,
-                    });
-                }
-                // Skips seen so far belong to the shard that is open when they happen.
-                shard.skipped.append(&mut trailing_skips);
-                if shard.rows() == per_shard {
-                    let next = if w + 1 == keep {
-                        Cursor {
-                            clip: pos + 1,
-                            window: 0,
+                let results: Vec<ClipResult> = fetched
+                    .into_par_iter()
+                    .map(|bytes| match bytes {
+                        Ok(Some(b)) => {
+                            let dopts = silencio_audio::decode_options_for(
+                                &opts.features,
+                                opts.max_duration_s,
+                            );
+                            silencio_audio::decode_bytes(b.to_vec(), &dopts)
+                                .and_then(|d| lm_ref.features_on_this_thread(&d.samples))
+                                .map_err(|e| (e.kind().to_string(), e.to_string()))
                         }
-                    } else {
-                        Cursor {
-                            clip: pos,
-                            window: w + 1,
-                        }
-                    };
-                    let sc =
-                        shard.finish(out, &fingerprint, next, opts.dtype, [n_mels, n_frames])?;
-                    progress(&EtlEvent::Shard {
-                        index: sc.shard.index,
-                        windows: sc.shard.windows,
-                        bytes: sc.shard.bytes,
-                    });
-                    shard = ShardBuilder::new(
-                        sc.shard.index + 1,
-                        next,
-                        n_mels * n_frames,
-                        taxonomy.len(),
-                    );
-                    done.push(sc);
+                        Ok(None) => Err(("missing".into(), "no such file in train_audio/".into())),
+                        Err(e) => Err(("unreadable".into(), e.to_string())),
+                    })
+                    .collect();
+                if tx.send((first_pos, results)).is_err() {
+                    break; // the consumer stopped (an error): stop too
                 }
             }
-            progress(&EtlEvent::Clip {
-                done_clips: pos + 1,
-                clips: plan.len(),
-                windows: keep.saturating_sub(start),
-                audio_s: duration_s,
-                skipped: false,
-            });
-        }
-    }
-    if shard.rows() > 0 {
-        let end = Cursor {
-            clip: plan.len(),
-            window: 0,
-        };
-        let sc = shard.finish(out, &fingerprint, end, opts.dtype, [n_mels, n_frames])?;
-        progress(&EtlEvent::Shard {
-            index: sc.shard.index,
-            windows: sc.shard.windows,
-            bytes: sc.shard.bytes,
         });
-        done.push(sc);
-    }
-
+        for (first_pos, results) in rx {
+            let batch = &plan[first_pos..first_pos + results.len()];
+            for (i, (p, res)) in batch.iter().zip(results).enumerate() {
+                let pos = first_pos + i;
+                let f = match res {
+                    Ok(f) => f,
+                    Err((kind, detail)) => {
+                        trailing_skips.push(SkippedClip {
+                            clip: pos,
+                            line: p.record.line,
+                            filename: p.record.filename.clone(),
+                            kind,
+                            detail,
+                        });
+                        progress(&EtlEvent::Clip {
+                            done_clips: pos + 1,
+                            clips: plan.len(),
+                            windows: 0,
+                            audio_s: 0.0,
+                            skipped: true,
+                        });
+                        continue;
+                    }
+                };
+                let total = f.windows.len();
+                let keep = match opts.max_windows_per_clip {
+                    0 => total,
+                    cap => total.min(cap),
+                };
+                let duration_s = f.windows.last().map_or(0.0, |w| {
+                    (w.start_sample + w.valid_samples) as f64 / f64::from(opts.features.sample_rate)
+                });
+                decoded_audio_s += duration_s;
+                let start = if pos == cursor.clip { cursor.window } else { 0 };
+                for w in start..keep {
+                    let win = &f.windows[w];
+                    shard.push(
+                        WindowRecord {
+                            clip: pos,
+                            window: w,
+                            start_s: win.start_s,
+                            end_s: win.end_s,
+                            valid_s: win.valid_samples as f64
+                                / f64::from(opts.features.sample_rate),
+                            labels: p.labels.clone(),
+                            split: p.split,
+                            period: p.period,
+                            shard: 0,
+                            row: 0,
+                            offset: 0,
+                        },
+                        f.window(w),
+                        opts.dtype,
+                    );
+                    new_windows += 1;
+                    if w + 1 == keep {
+                        shard.clips.push(ClipRecord {
+                            clip: pos,
+                            line: p.record.line,
+                            filename: p.record.filename.clone(),
+                            primary_label: p.record.primary_label.clone(),
+                            split: p.split,
+                            period: p.period,
+                            duration_s,
+                            windows_total: total,
+                            windows: keep,
+                        });
+                    }
+                    // Skips seen so far belong to the shard that is open when they happen.
+                    shard.skipped.append(&mut trailing_skips);
+                    if shard.rows() == per_shard {
+                        let next = if w + 1 == keep {
+                            Cursor {
+                                clip: pos + 1,
+                                window: 0,
+                            }
+                        } else {
+                            Cursor {
+                                clip: pos,
+                                window: w + 1,
+                            }
+                        };
+                        let sc = shard.finish(
+                            out,
+                            &fingerprint,
+                            next,
+                            opts.dtype,
+                            [n_mels, n_frames],
+                        )?;
+                        progress(&EtlEvent::Shard {
+                            index: sc.shard.index,
+                            windows: sc.shard.windows,
+                            bytes: sc.shard.bytes,
+                        });
+                        shard = ShardBuilder::new(
+                            sc.shard.index + 1,
+                            next,
+                            n_mels * n_frames,
+                            taxonomy.len(),
+                        );
+                        done.push(sc);
+                    }
+                }
+                progress(&EtlEvent::Clip {
+                    done_clips: pos + 1,
+                    clips: plan.len(),
+                    windows: keep.saturating_sub(start),
+                    audio_s: duration_s,
+                    skipped: false,
+                });
+            }
+        }
+        if shard.rows() > 0 {
+            let end = Cursor {
+                clip: plan.len(),
+                window: 0,
+            };
+            let sc = shard.finish(out, &fingerprint, end, opts.dtype, [n_mels, n_frames])?;
+            progress(&EtlEvent::Shard {
+                index: sc.shard.index,
+                windows: sc.shard.windows,
+                bytes: sc.shard.bytes,
+            });
+            done.push(sc);
+        }
+        Ok(())
+    })?;
     let manifest = assemble(
         fingerprint,
         opts,

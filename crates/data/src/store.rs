@@ -30,17 +30,23 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `location`: a plain path or `file://` URL (the directory is created), `s3://bucket/
-    /// prefix` (credentials, region and endpoint from the usual `AWS_*` environment variables:
-    /// `AWS_ENDPOINT` for an S3-compatible server, `AWS_ALLOW_HTTP=true` for plain HTTP), or
-    /// `memory://` (a fresh in-memory store).
+    /// Opens `location` to read: a plain path or `file://` URL (a directory that must exist),
+    /// `s3://bucket/prefix` (credentials, region and endpoint from the usual `AWS_*` environment
+    /// variables: `AWS_ENDPOINT` for an S3-compatible server, `AWS_ALLOW_HTTP=true` for plain
+    /// HTTP), or `memory://` (a fresh in-memory store).
     pub fn open(location: &str) -> Result<Self> {
-        Self::open_with(location, &[])
+        Self::open_with(location, &[], false)
     }
 
-    /// [`Store::open`] with S3 settings given explicitly (`aws_endpoint`, `aws_allow_http`,
-    /// `aws_access_key_id`, …, as object_store names them); they override the environment.
-    pub fn open_with(location: &str, s3_options: &[(&str, &str)]) -> Result<Self> {
+    /// [`Store::open`] for writing: a local directory is created when absent.
+    pub fn create(location: &str) -> Result<Self> {
+        Self::open_with(location, &[], true)
+    }
+
+    /// [`Store::open`] / [`Store::create`] with S3 settings given explicitly (`aws_endpoint`,
+    /// `aws_allow_http`, `aws_access_key_id`, …, as object_store names them); they override
+    /// the environment.
+    pub fn open_with(location: &str, s3_options: &[(&str, &str)], create: bool) -> Result<Self> {
         let bad = |message: String| Error::Store {
             url: location.to_string(),
             message,
@@ -50,7 +56,11 @@ impl Store {
                 None | Some(("file", _)) => {
                     let raw = location.strip_prefix("file://").unwrap_or(location);
                     let dir = std::path::PathBuf::from(raw);
-                    std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+                    if create {
+                        std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+                    } else if !dir.is_dir() {
+                        return Err(Error::Missing(format!("directory {raw}")));
+                    }
                     let dir = dir.canonicalize().map_err(|e| bad(e.to_string()))?;
                     let fs = LocalFileSystem::new_with_prefix(&dir)
                         .map_err(|e| bad(e.to_string()))?
@@ -260,7 +270,12 @@ mod tests {
     fn local_dir_is_created_and_staging_files_swept() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("out");
-        let s = Store::open(root.to_str().unwrap()).unwrap();
+        assert!(matches!(
+            Store::open(root.to_str().unwrap()),
+            Err(Error::Missing(_))
+        ));
+        assert!(!root.exists(), "opening to read must not create");
+        let s = Store::create(root.to_str().unwrap()).unwrap();
         s.put("shards/x.bin", vec![1, 2, 3]).unwrap();
         assert_eq!(std::fs::read(root.join("shards/x.bin")).unwrap(), [1, 2, 3]);
         std::fs::write(root.join("shards/x.bin#7"), b"half").unwrap();
