@@ -9,11 +9,9 @@
 //! every complete shard + sidecar pair with the same fingerprint, restarts at the end of the
 //! last one, and so produces byte-identical shards and manifest whether or not it was killed.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use rayon::prelude::*;
-use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use silencio_audio::FeatureConfig;
@@ -30,6 +28,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The manifest's name under the output location.
 pub const MANIFEST: &str = "manifest.json";
 const SHARD_DIR: &str = "shards";
+/// Bytes in front of a shard's data for its safetensors header (length + padded JSON).
+const HEADER_SLOT: usize = 1024;
 /// Clips decoded per batch by default.
 const DEFAULT_BATCH_CLIPS: usize = 64;
 /// Encoded audio per batch at most (~25 min of BirdCLEF Vorbis): bounds memory with long clips.
@@ -448,7 +448,8 @@ pub fn run(
     let [n_mels, n_frames] = [opts.features.n_mels, opts.features.frames_per_window()];
     let window_bytes = (n_mels * n_frames * opts.dtype.size()) as u64;
     let per_shard = opts.shard_bytes.div_ceil(window_bytes).max(1) as usize;
-    let mut shard = ShardBuilder::new(done.len(), cursor, n_mels * n_frames, taxonomy.len());
+    let shard_shape = [n_mels * n_frames, window_bytes as usize, per_shard];
+    let mut shard = ShardBuilder::new(done.len(), cursor, shard_shape, taxonomy.len());
     let mut trailing_skips = Vec::new();
     let (mut decoded_audio_s, mut new_windows) = (0.0, 0);
     let in_flight = if clips_in_flight == 0 {
@@ -608,7 +609,7 @@ pub fn run(
                         shard = ShardBuilder::new(
                             sc.shard.index + 1,
                             next,
-                            n_mels * n_frames,
+                            shard_shape,
                             taxonomy.len(),
                         );
                         done.push(sc);
@@ -797,13 +798,23 @@ struct ShardBuilder {
 }
 
 impl ShardBuilder {
-    fn new(index: usize, start: Cursor, window_len: usize, n_classes: usize) -> Self {
+    /// `rows`: windows the shard will hold at most, `window_bytes`: stored bytes of one.
+    fn new(
+        index: usize,
+        start: Cursor,
+        [window_len, window_bytes, rows]: [usize; 3],
+        n_classes: usize,
+    ) -> Self {
+        // The file is built in place: header slot, then features, then labels; reserving
+        // it all at once (pages are only touched as they fill) avoids regrowth copies.
+        let mut features = Vec::with_capacity(HEADER_SLOT + rows * window_bytes);
+        features.resize(HEADER_SLOT, b' ');
         Self {
             index,
             start,
             window_len,
             n_classes,
-            features: Vec::new(),
+            features,
             labels: Vec::new(),
             windows: Vec::new(),
             clips: Vec::new(),
@@ -818,20 +829,25 @@ impl ShardBuilder {
     fn push(&mut self, mut w: WindowRecord, features: &[f32], dtype: Dtype) {
         debug_assert_eq!(features.len(), self.window_len);
         match dtype {
-            Dtype::F32 => self
-                .features
-                .extend(features.iter().flat_map(|v| v.to_le_bytes())),
-            Dtype::F16 => self.features.extend(
-                features
-                    .iter()
-                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes()),
-            ),
+            Dtype::F32 => {
+                for v in features {
+                    self.features.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            Dtype::F16 => {
+                for &v in features {
+                    self.features
+                        .extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+                }
+            }
         }
         let mut row = vec![0f32; self.n_classes];
         for &(c, v) in &w.labels {
             row[c] = v;
         }
-        self.labels.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+        for v in row {
+            self.labels.extend_from_slice(&v.to_le_bytes());
+        }
         w.shard = self.index;
         w.row = self.windows.len();
         self.windows.push(w);
@@ -847,31 +863,33 @@ impl ShardBuilder {
         [n_mels, n_frames]: [usize; 2],
     ) -> Result<Sidecar> {
         let n = self.windows.len();
-        let st_dtype = match dtype {
-            Dtype::F16 => safetensors::Dtype::F16,
-            Dtype::F32 => safetensors::Dtype::F32,
-        };
-        let corrupt = |e: safetensors::SafeTensorError| Error::CorruptOutput(e.to_string());
-        let fv = TensorView::new(st_dtype, vec![n, n_mels, n_frames], &self.features)
-            .map_err(corrupt)?;
-        let lv = TensorView::new(
-            safetensors::Dtype::F32,
-            vec![n, self.n_classes],
-            &self.labels,
-        )
-        .map_err(corrupt)?;
-        let meta = HashMap::from([(
-            "format".to_string(),
-            format!("silencio-etl-v{FORMAT_VERSION}"),
-        )]);
-        let bytes = safetensors::serialize([("features", fv), ("labels", lv)], Some(meta))
-            .map_err(corrupt)?;
-        drop((
-            std::mem::take(&mut self.features),
-            std::mem::take(&mut self.labels),
-        ));
-        let (header, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
-        let base = 8 + header as u64 + meta.info("features").map_or(0, |i| i.data_offsets.0 as u64);
+        let features_len = self.features.len() - HEADER_SLOT;
+        let labels_end = features_len + self.labels.len();
+        // The safetensors header (format: 8-byte little-endian length, JSON, padded with
+        // spaces), written into the slot kept in front of the features.
+        let header = format!(
+            "{{\"__metadata__\":{{\"format\":\"silencio-etl-v{FORMAT_VERSION}\"}},\
+             \"features\":{{\"dtype\":\"{}\",\"shape\":[{n},{n_mels},{n_frames}],\
+             \"data_offsets\":[0,{features_len}]}},\
+             \"labels\":{{\"dtype\":\"F32\",\"shape\":[{n},{}],\
+             \"data_offsets\":[{features_len},{labels_end}]}}}}",
+            match dtype {
+                Dtype::F16 => "F16",
+                Dtype::F32 => "F32",
+            },
+            self.n_classes,
+        );
+        if header.len() > HEADER_SLOT - 8 {
+            return Err(Error::CorruptOutput(format!(
+                "shard header of {} bytes exceeds its slot",
+                header.len()
+            )));
+        }
+        let mut bytes = std::mem::take(&mut self.features);
+        bytes[..8].copy_from_slice(&((HEADER_SLOT - 8) as u64).to_le_bytes());
+        bytes[8..8 + header.len()].copy_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&std::mem::take(&mut self.labels));
+        let base = HEADER_SLOT as u64;
         let window_bytes = (n_mels * n_frames * dtype.size()) as u64;
         for w in &mut self.windows {
             w.offset = base + w.row as u64 * window_bytes;
@@ -1075,6 +1093,15 @@ mod tests {
         );
         let l = st.tensor("labels").unwrap();
         assert_eq!(l.shape(), [3, 3]);
+        let row: Vec<f32> = l.data()[12..24]
+            .chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let mut want = vec![0.0; 3];
+        for &(c, v) in &w.labels {
+            want[c] = v;
+        }
+        assert_eq!(row, want);
         assert_eq!(hex(&Sha256::digest(&bytes)), m.shards[1].sha256);
         assert!(matches!(
             events.last(),
