@@ -78,15 +78,8 @@ enum Command {
         /// Output CSV (filename, primary_label, collection, split, period).
         #[arg(long)]
         out: PathBuf,
-        /// Share of recordings held out for validation.
-        #[arg(long, default_value_t = 0.2)]
-        valid_fraction: f64,
-        /// Share of each collection, oldest first, for initial training.
-        #[arg(long, default_value_t = 0.7)]
-        initial_fraction: f64,
-        /// Seed of the stratification's tie-breaks.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        split: SplitArgs,
     },
     /// Decode every clip of a BirdCLEF-layout dataset, cut windows, compute log-mel features
     /// and write safetensors shards plus a manifest (resumable: a re-run continues after the
@@ -135,6 +128,20 @@ struct MixArgs {
     split_seed: u64,
 }
 
+/// How recordings are split; `split` and `etl` share them so that their splits agree.
+#[derive(clap::Args)]
+struct SplitArgs {
+    /// Share of recordings held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    valid_fraction: f64,
+    /// Share of each collection, oldest first, for initial training.
+    #[arg(long, default_value_t = 0.7)]
+    initial_fraction: f64,
+    /// Seed of the stratification's tie-breaks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 #[derive(clap::Args)]
 struct EtlArgs {
     /// Dataset root: a path, file://, or s3://bucket/prefix (taxonomy.csv, train.csv,
@@ -159,15 +166,8 @@ struct EtlArgs {
     /// Target value of secondary labels (primary labels are 1.0).
     #[arg(long, default_value_t = 0.5)]
     secondary_weight: f32,
-    /// Share of recordings held out for validation.
-    #[arg(long, default_value_t = 0.2)]
-    valid_fraction: f64,
-    /// Share of each collection, oldest first, for initial training.
-    #[arg(long, default_value_t = 0.7)]
-    initial_fraction: f64,
-    /// Seed of the split.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    split: SplitArgs,
     /// Longest clip decoded, in seconds (longer clips are skipped and reported).
     #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 3600.0)]
     max_duration_s: f64,
@@ -266,9 +266,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Split {
             data,
             out,
-            valid_fraction,
-            initial_fraction,
-            seed,
+            split:
+                SplitArgs {
+                    valid_fraction,
+                    initial_fraction,
+                    seed,
+                },
         } => {
             anyhow::ensure!(
                 (0.0..1.0).contains(&valid_fraction) && (0.0..=1.0).contains(&initial_fraction),
@@ -308,9 +311,9 @@ fn etl(a: EtlArgs) -> anyhow::Result<()> {
     opts.shard_bytes = (a.shard_mb * 1_048_576.0).ceil() as u64;
     opts.max_windows_per_clip = a.max_windows_per_clip;
     opts.secondary_weight = a.secondary_weight;
-    opts.valid_fraction = a.valid_fraction;
-    opts.initial_fraction = a.initial_fraction;
-    opts.seed = a.seed;
+    opts.valid_fraction = a.split.valid_fraction;
+    opts.initial_fraction = a.split.initial_fraction;
+    opts.seed = a.split.seed;
     opts.max_duration_s = a.max_duration_s;
     if let Some(t) = a.threads {
         rayon::ThreadPoolBuilder::new()

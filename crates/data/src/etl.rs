@@ -215,6 +215,35 @@ struct Sidecar {
     skipped_clips: Vec<SkippedClip>,
 }
 
+/// What stays in memory of a written shard: its record, where it ends, and counts. Its
+/// windows and clips stay in its sidecar, so memory does not grow with the dataset.
+#[derive(Debug, Clone, PartialEq)]
+struct ShardSummary {
+    shard: ShardRecord,
+    end: Cursor,
+    train_windows: usize,
+    clips: usize,
+    audio_s: f64,
+    skipped_clips: Vec<SkippedClip>,
+}
+
+impl From<Sidecar> for ShardSummary {
+    fn from(sc: Sidecar) -> Self {
+        Self {
+            train_windows: sc
+                .windows
+                .iter()
+                .filter(|w| w.split == Split::Train)
+                .count(),
+            clips: sc.clips.len(),
+            audio_s: sc.clips.iter().map(|c| c.duration_s).sum(),
+            shard: sc.shard,
+            end: sc.end,
+            skipped_clips: sc.skipped_clips,
+        }
+    }
+}
+
 /// One shard in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShardRecord {
@@ -295,6 +324,23 @@ pub struct Manifest {
     pub rows: RowReport,
 }
 
+/// The manifest without its per-clip and per-window lists: what a run reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestHead {
+    /// Layout version ([`FORMAT_VERSION`]).
+    pub format: u32,
+    /// Hash of everything that determines the output.
+    pub fingerprint: String,
+    /// Totals.
+    pub totals: Totals,
+    /// Shards in order.
+    pub shards: Vec<ShardRecord>,
+    /// Clips that failed.
+    pub skipped_clips: Vec<SkippedClip>,
+    /// Rows that were not used.
+    pub rows: RowReport,
+}
+
 /// Progress, reported as the run goes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -346,8 +392,8 @@ pub enum EtlEvent {
 /// What `run` did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EtlOutcome {
-    /// The manifest (read back when the output was already complete).
-    pub manifest: Manifest,
+    /// The manifest's head (read back when the output was already complete).
+    pub manifest: ManifestHead,
     /// Shards kept from an earlier run.
     pub resumed_shards: usize,
     /// Shards written now.
@@ -412,7 +458,7 @@ pub fn run(
     let fingerprint = fingerprint(opts, &taxonomy, &plan);
 
     if let Some(m) = out.get(MANIFEST)? {
-        let m: Manifest = serde_json::from_slice(&m)
+        let m: ManifestHead = serde_json::from_slice(&m)
             .map_err(|e| Error::CorruptOutput(format!("{MANIFEST}: {e}")))?;
         if m.fingerprint != fingerprint {
             return Err(conflict(out));
@@ -434,6 +480,7 @@ pub fn run(
     }
 
     out.sweep_staging(SHARD_DIR)?;
+    out.sweep_staging("")?;
     let mut done = load_sidecars(out, &fingerprint)?;
     let resumed_shards = done.len();
     let cursor = done.last().map(|s| s.end).unwrap_or_default();
@@ -612,7 +659,7 @@ pub fn run(
                             shard_shape,
                             taxonomy.len(),
                         );
-                        done.push(sc);
+                        done.push(sc.into());
                     }
                 }
                 progress(&EtlEvent::Clip {
@@ -635,24 +682,29 @@ pub fn run(
                 windows: sc.shard.windows,
                 bytes: sc.shard.bytes,
             });
-            done.push(sc);
+            done.push(sc.into());
         }
         Ok(())
     })?;
-    let manifest = assemble(
-        fingerprint,
+    let manifest = write_manifest(
+        out,
+        ManifestHead {
+            format: FORMAT_VERSION,
+            fingerprint,
+            totals: Totals {
+                rows: records.len() + rows.malformed_rows.len(),
+                usable_rows: plan.len(),
+                ..Totals::default()
+            },
+            shards: Vec::new(),
+            skipped_clips: trailing_skips,
+            rows,
+        },
         opts,
         &taxonomy,
         [n_mels, n_frames],
-        records.len() + rows.malformed_rows.len(),
-        plan.len(),
         done,
-        trailing_skips,
-        rows,
-    );
-    let body = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| Error::CorruptOutput(format!("manifest: {e}")))?;
-    out.put(MANIFEST, body)?;
+    )?;
     progress(&EtlEvent::Finished {
         windows: manifest.totals.windows,
         shards: manifest.totals.shards,
@@ -742,18 +794,25 @@ fn sidecar_name(index: usize) -> String {
     format!("{SHARD_DIR}/shard-{index:05}.json")
 }
 
+fn read_sidecar(out: &Store, index: usize) -> Result<Option<Sidecar>> {
+    let Some(body) = out.get(&sidecar_name(index))? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| Error::CorruptOutput(format!("{}: {e}", sidecar_name(index))))
+}
+
 /// The complete shards of an earlier run with the same fingerprint, in order. A sidecar
 /// whose shard is missing or of the wrong size ends the list (that shard is redone); a
 /// sidecar of another run is a conflict.
-fn load_sidecars(out: &Store, fingerprint: &str) -> Result<Vec<Sidecar>> {
-    let mut done: Vec<Sidecar> = Vec::new();
+fn load_sidecars(out: &Store, fingerprint: &str) -> Result<Vec<ShardSummary>> {
+    let mut done: Vec<ShardSummary> = Vec::new();
     loop {
         let index = done.len();
-        let Some(body) = out.get(&sidecar_name(index))? else {
+        let Some(sc) = read_sidecar(out, index)? else {
             break;
         };
-        let sc: Sidecar = serde_json::from_slice(&body)
-            .map_err(|e| Error::CorruptOutput(format!("{}: {e}", sidecar_name(index))))?;
         if sc.fingerprint != fingerprint {
             return Err(conflict(out));
         }
@@ -768,7 +827,7 @@ fn load_sidecars(out: &Store, fingerprint: &str) -> Result<Vec<Sidecar>> {
         if out.size(&sc.shard.file)? != Some(sc.shard.bytes) {
             break;
         }
-        done.push(sc);
+        done.push(sc.into());
     }
     // Anything after the last trusted pair is redone; stale later sidecars must not survive.
     for name in out.list(SHARD_DIR)? {
@@ -919,56 +978,91 @@ impl ShardBuilder {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn assemble(
-    fingerprint: String,
+/// Streams `manifest.json` (the [`Manifest`] layout) to the store in parts, reading each
+/// shard's windows and clips back from its sidecar, so that no list of every window is ever
+/// held in memory. The upload completes (and the object appears) only at the end.
+fn write_manifest(
+    out: &Store,
+    mut head: ManifestHead,
     opts: &EtlOptions,
     taxonomy: &Taxonomy,
     feature_shape: [usize; 2],
-    n_rows: usize,
-    usable_rows: usize,
-    shards: Vec<Sidecar>,
-    trailing_skips: Vec<SkippedClip>,
-    rows: RowReport,
-) -> Manifest {
-    let mut m = Manifest {
-        format: FORMAT_VERSION,
-        fingerprint,
-        options: opts.clone(),
-        classes: taxonomy
-            .species()
-            .iter()
-            .map(|s| s.primary_label.clone())
-            .collect(),
-        feature_shape,
-        totals: Totals {
-            rows: n_rows,
-            usable_rows,
-            ..Totals::default()
-        },
-        shards: Vec::new(),
-        clips: Vec::new(),
-        windows: Vec::new(),
-        skipped_clips: Vec::new(),
-        rows,
-    };
-    for sc in shards {
-        m.totals.shard_bytes += sc.shard.bytes;
-        m.shards.push(sc.shard);
-        m.clips.extend(sc.clips);
-        m.windows.extend(sc.windows);
-        m.skipped_clips.extend(sc.skipped_clips);
+    shards: Vec<ShardSummary>,
+) -> Result<ManifestHead> {
+    let trailing = std::mem::take(&mut head.skipped_clips);
+    let t = &mut head.totals;
+    for s in shards {
+        t.windows += s.shard.windows;
+        t.train_windows += s.train_windows;
+        t.clips += s.clips;
+        t.audio_s += s.audio_s;
+        t.shard_bytes += s.shard.bytes;
+        head.shards.push(s.shard);
+        head.skipped_clips.extend(s.skipped_clips);
     }
-    m.skipped_clips.extend(trailing_skips);
-    let t = &mut m.totals;
-    t.shards = m.shards.len();
-    t.clips = m.clips.len();
-    t.skipped_clips = m.skipped_clips.len();
-    t.windows = m.windows.len();
-    t.train_windows = m.windows.iter().filter(|w| w.split == Split::Train).count();
+    head.skipped_clips.extend(trailing);
+    t.shards = head.shards.len();
     t.valid_windows = t.windows - t.train_windows;
-    t.audio_s = m.clips.iter().map(|c| c.duration_s).sum();
-    m
+    t.skipped_clips = head.skipped_clips.len();
+
+    let json = |e: serde_json::Error| Error::CorruptOutput(format!("{MANIFEST}: {e}"));
+    let classes: Vec<&str> = taxonomy
+        .species()
+        .iter()
+        .map(|s| s.primary_label.as_str())
+        .collect();
+    let mut w = out.put_streamed(MANIFEST)?;
+    let field = |w: &mut crate::store::PartWriter, name: &str, value: &dyn erased::Json| {
+        w.write_raw(format!(",\"{name}\":").as_bytes())?;
+        value.write(w).map_err(json)
+    };
+    w.write_raw(format!("{{\"format\":{FORMAT_VERSION}").as_bytes())?;
+    field(&mut w, "fingerprint", &head.fingerprint)?;
+    field(&mut w, "options", opts)?;
+    field(&mut w, "classes", &classes)?;
+    field(&mut w, "feature_shape", &feature_shape)?;
+    field(&mut w, "totals", &head.totals)?;
+    field(&mut w, "shards", &head.shards)?;
+    for list in ["clips", "windows"] {
+        w.write_raw(format!(",\"{list}\":[").as_bytes())?;
+        let mut first = true;
+        for s in &head.shards {
+            let sc = read_sidecar(out, s.index)?.ok_or_else(|| {
+                Error::CorruptOutput(format!("{} vanished", sidecar_name(s.index)))
+            })?;
+            let items: Vec<&dyn erased::Json> = if list == "clips" {
+                sc.clips.iter().map(|c| c as &dyn erased::Json).collect()
+            } else {
+                sc.windows.iter().map(|c| c as &dyn erased::Json).collect()
+            };
+            for item in items {
+                if !first {
+                    w.write_raw(b",")?;
+                }
+                first = false;
+                item.write(&mut w).map_err(json)?;
+            }
+        }
+        w.write_raw(b"]")?;
+    }
+    field(&mut w, "skipped_clips", &head.skipped_clips)?;
+    field(&mut w, "rows", &head.rows)?;
+    w.write_raw(b"}")?;
+    w.finish()?;
+    Ok(head)
+}
+
+/// Serialising through `&dyn` (serde's traits are not object safe).
+mod erased {
+    /// A value that can write itself as JSON.
+    pub trait Json {
+        fn write(&self, w: &mut crate::store::PartWriter) -> serde_json::Result<()>;
+    }
+    impl<T: serde::Serialize + ?Sized> Json for T {
+        fn write(&self, w: &mut crate::store::PartWriter) -> serde_json::Result<()> {
+            serde_json::to_writer(w, self)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1053,7 +1147,10 @@ mod tests {
             events.push(e.clone())
         })
         .unwrap();
-        let m = &r.manifest;
+        let m: Manifest = serde_json::from_slice(&out.get(MANIFEST).unwrap().unwrap()).unwrap();
+        assert_eq!(r.manifest.totals, m.totals);
+        assert_eq!(r.manifest.shards, m.shards);
+        assert_eq!(r.manifest.skipped_clips, m.skipped_clips);
         // 12 s → 3 windows (2 full + 2 s tail ≥ 1 s), 3 s → 1, 7 s → 2, 5 s → 1.
         assert_eq!(m.totals.windows, 7);
         assert_eq!(m.totals.clips, 4);
@@ -1173,7 +1270,8 @@ mod tests {
         let mut o = small_opts();
         o.max_windows_per_clip = 1;
         o.dtype = Dtype::F32;
-        let m = run(&data, &out, &o, 0, &mut |_| {}).unwrap().manifest;
+        run(&data, &out, &o, 0, &mut |_| {}).unwrap();
+        let m: Manifest = serde_json::from_slice(&out.get(MANIFEST).unwrap().unwrap()).unwrap();
         assert_eq!(m.totals.windows, 4);
         assert_eq!(m.clips[0].windows_total, 3);
         let bytes = out.get(&m.shards[0].file).unwrap().unwrap();

@@ -15,7 +15,7 @@ pub mod train;
 pub mod validate;
 
 pub use error::{Error, Result};
-pub use etl::{Dtype, EtlEvent, EtlOptions, EtlOutcome, Manifest};
+pub use etl::{Dtype, EtlEvent, EtlOptions, EtlOutcome, Manifest, ManifestHead};
 pub use splits::{Period, Split, split_table, temporal_split, train_valid_split};
 pub use store::Store;
 pub use taxonomy::{Species, Taxonomy};

@@ -15,6 +15,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{Error, Result};
 
+/// Size of the parts of a streamed upload (S3 wants ≥ 5 MiB but for the last).
+const PART_BYTES: usize = 8 << 20;
+
 /// Gets fetched at once when reading many objects.
 const FETCH_CONCURRENCY: usize = 8;
 
@@ -184,6 +187,23 @@ impl Store {
             .map_err(|e| self.err(rel, e))
     }
 
+    /// Writes an object in parts as it is produced (a multipart upload: S3 parts, or a local
+    /// staging file renamed at the end), so a large object never has to sit in memory. The
+    /// object appears only when [`PartWriter::finish`] succeeds.
+    pub fn put_streamed(&self, rel: &str) -> Result<PartWriter<'_>> {
+        let path = self.path(rel);
+        let upload = self
+            .rt
+            .block_on(self.inner.put_multipart(&path))
+            .map_err(|e| self.err(rel, e))?;
+        Ok(PartWriter {
+            store: self,
+            rel: rel.to_string(),
+            upload: Some(upload),
+            buf: Vec::with_capacity(PART_BYTES),
+        })
+    }
+
     /// Removes the object (no error when it is absent).
     pub fn delete(&self, rel: &str) -> Result<()> {
         let path = self.path(rel);
@@ -241,6 +261,75 @@ impl Store {
     }
 }
 
+/// An object being written in parts; see [`Store::put_streamed`]. Dropped without
+/// [`PartWriter::finish`], the upload is aborted and nothing appears.
+pub struct PartWriter<'a> {
+    store: &'a Store,
+    rel: String,
+    upload: Option<Box<dyn object_store::MultipartUpload>>,
+    buf: Vec<u8>,
+}
+
+impl PartWriter<'_> {
+    /// Appends bytes.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= PART_BYTES {
+            self.send_part()?;
+        }
+        Ok(())
+    }
+
+    fn send_part(&mut self) -> Result<()> {
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_BYTES));
+        let Some(upload) = self.upload.as_mut() else {
+            return Err(self.store.err(&self.rel, "upload already finished"));
+        };
+        let fut = upload.put_part(PutPayload::from(part));
+        self.store
+            .rt
+            .block_on(fut)
+            .map_err(|e| self.store.err(&self.rel, e))
+    }
+
+    /// Sends the last part and completes the upload.
+    pub fn finish(mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.send_part()?;
+        }
+        let mut upload = self
+            .upload
+            .take()
+            .ok_or_else(|| self.store.err(&self.rel, "upload already finished"))?;
+        self.store
+            .rt
+            .block_on(upload.complete())
+            .map(|_| ())
+            .map_err(|e| self.store.err(&self.rel, e))
+    }
+}
+
+impl std::io::Write for PartWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.write_raw(bytes)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PartWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(mut upload) = self.upload.take() {
+            // Best effort: an unfinished upload must not leave a visible object.
+            let _ = self.store.rt.block_on(upload.abort());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +374,42 @@ mod tests {
         let url = format!("file://{}", root.display());
         let s2 = Store::open(&url).unwrap();
         assert_eq!(s2.get("shards/x.bin").unwrap().unwrap().as_ref(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn streamed_put_appears_whole_only_when_finished() {
+        use std::io::Write;
+        for loc in ["memory://", "local"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let s = if loc == "local" {
+                Store::create(tmp.path().to_str().unwrap()).unwrap()
+            } else {
+                Store::open(loc).unwrap()
+            };
+            let big: Vec<u8> = (0..PART_BYTES * 2 + 123).map(|i| (i % 251) as u8).collect();
+            let mut w = s.put_streamed("m.json").unwrap();
+            w.write_all(&big[..PART_BYTES + 7]).unwrap();
+            w.write_all(&big[PART_BYTES + 7..]).unwrap();
+            assert_eq!(
+                s.get("m.json").unwrap(),
+                None,
+                "{loc}: visible before finish"
+            );
+            w.finish().unwrap();
+            assert_eq!(
+                s.get("m.json").unwrap().unwrap().as_ref(),
+                &big[..],
+                "{loc}"
+            );
+            let mut dropped = s.put_streamed("n.json").unwrap();
+            dropped.write_all(&big).unwrap();
+            drop(dropped);
+            assert_eq!(
+                s.get("n.json").unwrap(),
+                None,
+                "{loc}: aborted upload visible"
+            );
+        }
     }
 
     #[test]
