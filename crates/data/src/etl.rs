@@ -546,7 +546,7 @@ pub fn run(
                                 &opts.features,
                                 opts.max_duration_s,
                             );
-                            silencio_audio::decode_bytes(b.to_vec(), &dopts)
+                            silencio_audio::decode_bytes(Vec::from(b), &dopts)
                                 .and_then(|d| lm_ref.features_on_this_thread(&d.samples))
                                 .map_err(|e| (e.kind().to_string(), e.to_string()))
                         }
