@@ -92,7 +92,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct MixArgs {
-    /// BirdCLEF-layout root lending the calls (taxonomy.csv, train.csv, train_audio/).
+    /// BirdCLEF-layout root lending the calls (taxonomy.csv, train.csv, train_audio/), or a
+    /// train.csv-format list of calls inside such a root.
     #[arg(long)]
     calls: PathBuf,
     /// Directory of background recordings (any supported format).
@@ -126,6 +127,9 @@ struct MixArgs {
     /// Seed of the split (use the ETL's value).
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
+    /// Take the split from this table (`silencio split`'s CSV) instead of recomputing it.
+    #[arg(long)]
+    splits: Option<PathBuf>,
 }
 
 /// How recordings are split; `split` and `etl` share them so that their splits agree.
@@ -356,6 +360,7 @@ fn mix(a: MixArgs) -> anyhow::Result<()> {
         },
         valid_fraction: a.valid_fraction,
         split_seed: a.split_seed,
+        split_table: a.splits,
         ..MixOptions::default()
     };
     let set = silencio_data::mix::load_calls(&a.calls, &opts)?;

@@ -75,6 +75,9 @@ pub struct MixOptions {
     pub valid_fraction: f64,
     /// Seed of that split.
     pub split_seed: u64,
+    /// A split table (`silencio split`'s CSV: `filename`, `split`) to take the split from
+    /// instead of recomputing it; recordings it does not list lend no call.
+    pub split_table: Option<PathBuf>,
 }
 
 impl Default for MixOptions {
@@ -92,6 +95,7 @@ impl Default for MixOptions {
             pool: CallPool::Valid,
             valid_fraction: 0.2,
             split_seed: 0,
+            split_table: None,
         }
     }
 }
@@ -226,23 +230,44 @@ pub struct CallSet {
     pub skipped: Vec<(String, String)>,
 }
 
-/// Loads calls from a BirdCLEF-layout root: the usable rows of `train.csv` in `pool`
-/// (split as the ETL splits them), each cut to its loudest stretch.
-pub fn load_calls(root: &Path, opts: &MixOptions) -> Result<CallSet> {
+/// Loads calls from a BirdCLEF-layout root (or from a `train.csv`-format list of calls that
+/// sits in such a root, e.g. a hand-picked subset): its usable rows in `pool` (split as the
+/// ETL splits them, or as `split_table` says), each cut to its loudest stretch.
+pub fn load_calls(calls: &Path, opts: &MixOptions) -> Result<CallSet> {
+    let (root, list) = if calls.is_file() {
+        (
+            calls.parent().unwrap_or(Path::new(".")),
+            calls.to_path_buf(),
+        )
+    } else {
+        (calls, calls.join("train.csv"))
+    };
     let taxonomy = Taxonomy::from_csv(&root.join("taxonomy.csv"))?;
-    let (records, _) = read_train_csv(&root.join("train.csv"))?;
+    let (records, _) = read_train_csv(&list)?;
     let usable: Vec<_> = screen_rows(&records, &taxonomy)
         .usable
         .into_iter()
         .cloned()
         .collect();
-    let splits = train_valid_split(&usable, &taxonomy, opts.valid_fraction, opts.split_seed);
+    let splits: Vec<Option<Split>> = match &opts.split_table {
+        Some(path) => {
+            let table = read_split_table(path)?;
+            usable
+                .iter()
+                .map(|r| table.get(&r.filename).copied())
+                .collect()
+        }
+        None => train_valid_split(&usable, &taxonomy, opts.valid_fraction, opts.split_seed)
+            .into_iter()
+            .map(Some)
+            .collect(),
+    };
     let chosen: Vec<_> = usable
         .iter()
         .zip(splits)
         .filter(|(_, s)| match opts.pool {
-            CallPool::Valid => *s == Split::Valid,
-            CallPool::Train => *s == Split::Train,
+            CallPool::Valid => *s == Some(Split::Valid),
+            CallPool::Train => *s == Some(Split::Train),
             CallPool::All => true,
         })
         .map(|(r, _)| r)
@@ -288,6 +313,34 @@ pub fn load_calls(root: &Path, opts: &MixOptions) -> Result<CallSet> {
         calls,
         skipped,
     })
+}
+
+/// `filename → split` from a split table (`silencio split`'s CSV).
+fn read_split_table(path: &Path) -> Result<std::collections::HashMap<String, Split>> {
+    let csv_err = |message: String| Error::Csv {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut rdr = csv::Reader::from_path(path).map_err(|e| csv_err(e.to_string()))?;
+    let headers = rdr.headers().map_err(|e| csv_err(e.to_string()))?.clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| csv_err(format!("missing column {name}")))
+    };
+    let (f, s) = (col("filename")?, col("split")?);
+    let mut out = std::collections::HashMap::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| csv_err(e.to_string()))?;
+        let split = match rec.get(s) {
+            Some("valid") => Split::Valid,
+            Some("train") => Split::Train,
+            other => return Err(csv_err(format!("split {other:?} (want train or valid)"))),
+        };
+        out.insert(rec.get(f).unwrap_or_default().to_string(), split);
+    }
+    Ok(out)
 }
 
 /// Loads every decodable audio file of `dir` (sorted by name) at 32 kHz.

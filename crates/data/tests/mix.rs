@@ -262,3 +262,60 @@ fn an_empty_pool_is_a_clear_error() {
     assert!(e.to_string().contains("no calls"), "{e}");
     assert!(!tmp.path().join("solution.csv").exists());
 }
+
+#[test]
+fn calls_follow_a_given_split_table() {
+    let root = demo().join("birdclef");
+    let taxonomy = Taxonomy::from_csv(&root.join("taxonomy.csv")).unwrap();
+    let (records, _) = read_train_csv(&root.join("train.csv")).unwrap();
+    // A table with half the recordings held out, unlike the default 20 %.
+    let table = silencio_data::split_table(&records, &taxonomy, 0.5, 0.7, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("splits.csv");
+    std::fs::write(&path, &table).unwrap();
+    let held_out: BTreeSet<String> = csv::Reader::from_path(&path)
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap())
+        .filter(|r| &r[3] == "valid")
+        .map(|r| r[0].to_string())
+        .collect();
+    let opts = MixOptions {
+        split_table: Some(path.clone()),
+        ..MixOptions::default()
+    };
+    let set = mix::load_calls(&root, &opts).unwrap();
+    let sources: BTreeSet<String> = set.calls.iter().map(|c| c.source.clone()).collect();
+    assert!(!sources.is_empty());
+    assert!(sources.is_subset(&held_out), "{sources:?}");
+    assert_eq!(sources.len() + set.skipped.len(), held_out.len());
+    // A table with a bad split value is a typed error, not a silent fallback.
+    std::fs::write(&path, table.replacen(",valid,", ",maybe,", 1)).unwrap();
+    let e = mix::load_calls(&root, &opts).unwrap_err();
+    assert!(matches!(e, silencio_data::Error::Csv { .. }), "{e}");
+}
+
+#[test]
+fn calls_can_come_from_a_list_inside_a_root() {
+    let demo_root = demo().join("birdclef");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::copy(demo_root.join("taxonomy.csv"), root.join("taxonomy.csv")).unwrap();
+    std::os::unix::fs::symlink(demo_root.join("train_audio"), root.join("train_audio")).unwrap();
+    // A list of two zebra finch recordings, all lent (pool `all`).
+    let csv = std::fs::read_to_string(demo_root.join("train.csv")).unwrap();
+    let mut lines = csv.lines();
+    let mut list = format!("{}\n", lines.next().unwrap());
+    for l in lines.filter(|l| l.starts_with("zebrafinch,")).take(2) {
+        list.push_str(l);
+        list.push('\n');
+    }
+    std::fs::write(root.join("calls.csv"), list).unwrap();
+    let opts = MixOptions {
+        pool: CallPool::All,
+        ..MixOptions::default()
+    };
+    let set = mix::load_calls(&root.join("calls.csv"), &opts).unwrap();
+    assert_eq!(set.calls.len() + set.skipped.len(), 2);
+    assert!(set.calls.iter().all(|c| c.code == "zebrafinch"));
+}
