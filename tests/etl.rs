@@ -180,6 +180,32 @@ fn etl_reports_bad_clips_and_resumes_after_sigkill_byte_identically() {
         let prev = split_of.insert(w["clip"].as_u64(), w["split"].clone());
         assert!(prev.is_none() || prev.as_ref() == Some(&w["split"]));
     }
+    // `silencio split` with the same flags gives every recording the ETL's split.
+    let table = tmp.path().join("splits.csv");
+    let split = silencio()
+        .args(["split", "--data", data_s, "--out", table.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(split.status.success());
+    let table: BTreeMap<String, String> = csv::Reader::from_path(&table)
+        .unwrap()
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_string(), r[3].to_string())
+        })
+        .collect();
+    let clips = m["clips"].as_array().unwrap();
+    assert!(!clips.is_empty());
+    for c in clips {
+        assert_eq!(
+            table
+                .get(c["filename"].as_str().unwrap())
+                .map(String::as_str),
+            c["split"].as_str(),
+            "{c}"
+        );
+    }
     let summary: serde_json::Value = String::from_utf8_lossy(&run.stdout)
         .lines()
         .rev()

@@ -178,7 +178,7 @@ struct EtlArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Clips decoded at once (default: twice the threads); bounds memory.
+    /// Clips per decoding batch (0: 64); a batch also closes at 8 MiB of encoded audio.
     #[arg(long, default_value_t = 0)]
     clips_in_flight: usize,
     /// Progress: a bar on a terminal, JSON lines on stdout otherwise.

@@ -213,10 +213,10 @@ pub fn split_table(
     initial_fraction: f64,
     seed: u64,
 ) -> String {
-    let mut seen = std::collections::HashSet::new();
-    let usable: Vec<TrainRecord> = records
-        .iter()
-        .filter(|r| taxonomy.index_of(&r.primary_label).is_some() && seen.insert(&r.filename))
+    // Screened exactly as the ETL screens, so that this table and its shards agree.
+    let usable: Vec<TrainRecord> = crate::validate::screen_rows(records, taxonomy)
+        .usable
+        .into_iter()
         .cloned()
         .collect();
     let splits = train_valid_split(&usable, taxonomy, valid_fraction, seed);
