@@ -511,6 +511,8 @@ pub fn run(
     // previous one; at most one batch waits, so memory stays bounded.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<ClipResult>)>(1);
     let (plan_ref, audio_ref, lm_ref) = (&plan, &audio, &lm);
+    let dopts = silencio_audio::decode_options_for(&opts.features, opts.max_duration_s);
+    let dopts = &dopts;
     std::thread::scope(|scope| -> Result<()> {
         scope.spawn(move || {
             let mut pos = cursor.clip;
@@ -541,15 +543,9 @@ pub fn run(
                 let results: Vec<ClipResult> = fetched
                     .into_par_iter()
                     .map(|bytes| match bytes {
-                        Ok(Some(b)) => {
-                            let dopts = silencio_audio::decode_options_for(
-                                &opts.features,
-                                opts.max_duration_s,
-                            );
-                            silencio_audio::decode_bytes(Vec::from(b), &dopts)
-                                .and_then(|d| lm_ref.features_on_this_thread(&d.samples))
-                                .map_err(|e| (e.kind().to_string(), e.to_string()))
-                        }
+                        Ok(Some(b)) => silencio_audio::decode_bytes(Vec::from(b), dopts)
+                            .and_then(|d| lm_ref.features_on_this_thread(&d.samples))
+                            .map_err(|e| (e.kind().to_string(), e.to_string())),
                         Ok(None) => Err(("missing".into(), "no such file in train_audio/".into())),
                         Err(e) => Err(("unreadable".into(), e.to_string())),
                     })

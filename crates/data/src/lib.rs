@@ -20,4 +20,6 @@ pub use splits::{Period, Split, split_table, temporal_split, train_valid_split};
 pub use store::Store;
 pub use taxonomy::{Species, Taxonomy};
 pub use train::{RowProblem, TrainRecord, parse_py_list, read_train_csv};
-pub use validate::{Screened, ValidateOptions, ValidationReport, screen_rows, validate};
+pub use validate::{
+    Screened, ValidateOptions, ValidationReport, screen_rows, usable_records, validate,
+};

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::splits::{Split, SplitMix64, train_valid_split};
 use crate::taxonomy::Taxonomy;
 use crate::train::read_train_csv;
-use crate::validate::screen_rows;
+use crate::validate::usable_records;
 
 /// Output sample rate (BirdCLEF soundscapes).
 pub const SAMPLE_RATE: u32 = 32_000;
@@ -244,11 +244,7 @@ pub fn load_calls(calls: &Path, opts: &MixOptions) -> Result<CallSet> {
     };
     let taxonomy = Taxonomy::from_csv(&root.join("taxonomy.csv"))?;
     let (records, _) = read_train_csv(&list)?;
-    let usable: Vec<_> = screen_rows(&records, &taxonomy)
-        .usable
-        .into_iter()
-        .cloned()
-        .collect();
+    let usable = usable_records(&records, &taxonomy);
     let splits: Vec<Option<Split>> = match &opts.split_table {
         Some(path) => {
             let table = read_split_table(path)?;

@@ -214,11 +214,7 @@ pub fn split_table(
     seed: u64,
 ) -> String {
     // Screened exactly as the ETL screens, so that this table and its shards agree.
-    let usable: Vec<TrainRecord> = crate::validate::screen_rows(records, taxonomy)
-        .usable
-        .into_iter()
-        .cloned()
-        .collect();
+    let usable = crate::validate::usable_records(records, taxonomy);
     let splits = train_valid_split(&usable, taxonomy, valid_fraction, seed);
     let periods = temporal_split(&usable, initial_fraction);
     // The csv writer quotes fields that need it (a filename with a comma stays one field).

@@ -105,13 +105,9 @@ impl Store {
 
     /// The same backing store seen under `sub/` (shares connections and, for memory, data).
     pub fn child(&self, sub: &str) -> Self {
-        let mut prefix = self.prefix.clone();
-        for part in sub.split('/').filter(|p| !p.is_empty()) {
-            prefix = prefix.clone().join(part);
-        }
         Self {
             url: format!("{}/{}", self.url.trim_end_matches('/'), sub),
-            prefix,
+            prefix: self.path(sub),
             local_root: self.local_root.as_ref().map(|r| r.join(sub)),
             ..self.clone()
         }
@@ -135,34 +131,28 @@ impl Store {
         }
     }
 
+    /// The object's bytes, or `None` when it does not exist (async, for [`Store::get`] and
+    /// [`Store::get_many`]).
+    async fn fetch(&self, rel: &str) -> Result<Option<Bytes>> {
+        match self.inner.get(&self.path(rel)).await {
+            Ok(r) => r.bytes().await.map(Some).map_err(|e| self.err(rel, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
     /// The object's bytes, or `None` when it does not exist.
     pub fn get(&self, rel: &str) -> Result<Option<Bytes>> {
-        let path = self.path(rel);
-        self.rt.block_on(async {
-            match self.inner.get(&path).await {
-                Ok(r) => r.bytes().await.map(Some).map_err(|e| self.err(rel, e)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.err(rel, e)),
-            }
-        })
+        self.rt.block_on(self.fetch(rel))
     }
 
     /// Many objects at once (a few requests in flight), in the order asked; each `None` when
     /// missing, or the error for that object alone.
     pub fn get_many(&self, rels: &[&str]) -> Vec<Result<Option<Bytes>>> {
         self.rt.block_on(
-            futures_util::stream::iter(rels.iter().map(|rel| {
-                let path = self.path(rel);
-                async move {
-                    match self.inner.get(&path).await {
-                        Ok(r) => r.bytes().await.map(Some).map_err(|e| self.err(rel, e)),
-                        Err(object_store::Error::NotFound { .. }) => Ok(None),
-                        Err(e) => Err(self.err(rel, e)),
-                    }
-                }
-            }))
-            .buffered(FETCH_CONCURRENCY)
-            .collect(),
+            futures_util::stream::iter(rels.iter().map(|rel| self.fetch(rel)))
+                .buffered(FETCH_CONCURRENCY)
+                .collect(),
         )
     }
 

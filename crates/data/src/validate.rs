@@ -254,6 +254,15 @@ pub fn screen_rows<'a>(records: &'a [TrainRecord], taxonomy: &Taxonomy) -> Scree
     out
 }
 
+/// The usable rows of `records` (see [`screen_rows`]), owned: the input of the splits.
+pub fn usable_records(records: &[TrainRecord], taxonomy: &Taxonomy) -> Vec<TrainRecord> {
+    screen_rows(records, taxonomy)
+        .usable
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
 /// Validates the tree at `root` (`taxonomy.csv`, `train.csv`, `train_audio/`,
 /// `train_soundscapes/`). Fails only when `taxonomy.csv` or `train.csv` cannot be read.
 pub fn validate(root: &Path, opts: &ValidateOptions) -> Result<ValidationReport> {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use silencio_audio::{DecodeOptions, decode_path};
 use silencio_data::mix::{self, CallPool, MixOptions, SAMPLE_RATE};
-use silencio_data::{Split, Taxonomy, read_train_csv, screen_rows, train_valid_split};
+use silencio_data::{Split, Taxonomy, read_train_csv, train_valid_split, usable_records};
 
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/demo")
@@ -116,11 +116,7 @@ fn placed_calls_are_redetected_in_the_windows_the_solution_names() {
     // Calls come only from recordings the ETL's split (same fraction and seed) holds out.
     let taxonomy = Taxonomy::from_csv(&root.join("taxonomy.csv")).unwrap();
     let (records, _) = read_train_csv(&root.join("train.csv")).unwrap();
-    let usable: Vec<_> = screen_rows(&records, &taxonomy)
-        .usable
-        .into_iter()
-        .cloned()
-        .collect();
+    let usable = usable_records(&records, &taxonomy);
     let splits = train_valid_split(&usable, &taxonomy, opts.valid_fraction, opts.split_seed);
     let held_out: BTreeSet<&str> = usable
         .iter()
