@@ -1,0 +1,339 @@
+//! A whole classifier: backbone + head, built from one serialisable [`ModelConfig`].
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::cnn14::{Cnn14, Cnn14Config};
+use crate::efficientnet::{EfficientNet, EfficientNetConfig, EfficientNetVariant};
+use crate::heads::{ClipHead, ClipHeadConfig, Pooling, SedHead, SedHeadConfig};
+use crate::resnet::{ResNet, ResNetConfig};
+use crate::{Error, Result};
+
+/// Which backbone, with its hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackboneConfig {
+    /// Bottleneck ResNet (ResNet-50 by default).
+    Resnet(ResNetConfig),
+    /// EfficientNet-B0 / Lite0.
+    Efficientnet(EfficientNetConfig),
+    /// PANNs CNN14.
+    Cnn14(Cnn14Config),
+}
+
+/// Which head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HeadConfig {
+    /// One prediction per window.
+    Clip(ClipHeadConfig),
+    /// Frame-wise + clip-wise attention head.
+    Sed(SedHeadConfig),
+}
+
+/// Affine normalisation of the log-mel input (`(x - mean) / std`) applied inside the model,
+/// so that it travels with the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct InputNorm {
+    /// Subtracted first.
+    pub mean: f32,
+    /// Then divided by.
+    pub std: f32,
+}
+
+/// Everything needed to build a [`Model`] (weights aside).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Backbone.
+    pub backbone: BackboneConfig,
+    /// Head.
+    pub head: HeadConfig,
+    /// Output classes.
+    pub num_classes: usize,
+    /// Optional input normalisation.
+    #[serde(default)]
+    pub input_norm: Option<InputNorm>,
+}
+
+/// Architecture names accepted by [`ModelConfig::named`].
+pub const ARCHITECTURES: [&str; 4] = ["resnet50", "efficientnet_b0", "efficientnet_lite0", "cnn14"];
+
+impl ModelConfig {
+    /// ResNet-50 (1 input channel) with a linear clip head.
+    pub fn resnet50(num_classes: usize) -> Self {
+        Self {
+            backbone: BackboneConfig::Resnet(ResNetConfig::new()),
+            head: HeadConfig::Clip(ClipHeadConfig {
+                pooling: Pooling::Avg,
+                hidden: None,
+                dropout: 0.0,
+            }),
+            num_classes,
+            input_norm: None,
+        }
+    }
+
+    /// EfficientNet-B0 (1 input channel) with a linear clip head (dropout 0.2, as torchvision).
+    pub fn efficientnet_b0(num_classes: usize) -> Self {
+        Self {
+            backbone: BackboneConfig::Efficientnet(EfficientNetConfig::new(
+                EfficientNetVariant::B0,
+            )),
+            head: HeadConfig::Clip(ClipHeadConfig {
+                pooling: Pooling::Avg,
+                hidden: None,
+                dropout: 0.2,
+            }),
+            num_classes,
+            input_norm: None,
+        }
+    }
+
+    /// EfficientNet-Lite0 (1 input channel; batch-norm epsilon 1e-3 as the TensorFlow-trained
+    /// weights) with a linear clip head.
+    pub fn efficientnet_lite0(num_classes: usize) -> Self {
+        Self {
+            backbone: BackboneConfig::Efficientnet(
+                EfficientNetConfig::new(EfficientNetVariant::Lite0).with_bn_eps(1e-3),
+            ),
+            head: HeadConfig::Clip(ClipHeadConfig {
+                pooling: Pooling::Avg,
+                hidden: None,
+                dropout: 0.2,
+            }),
+            num_classes,
+            input_norm: None,
+        }
+    }
+
+    /// PANNs CNN14 over `mel_bins` mel bins with its own head (`fc1` 2048 + ReLU, dropout 0.5).
+    pub fn cnn14(num_classes: usize, mel_bins: usize) -> Self {
+        Self {
+            backbone: BackboneConfig::Cnn14(Cnn14Config::new().with_mel_bins(mel_bins)),
+            head: HeadConfig::Clip(ClipHeadConfig {
+                pooling: Pooling::MaxMean,
+                hidden: Some(2048),
+                dropout: 0.5,
+            }),
+            num_classes,
+            input_norm: None,
+        }
+    }
+
+    /// A named architecture (see [`ARCHITECTURES`]); `mel_bins` matters for CNN14 only.
+    pub fn named(name: &str, num_classes: usize, mel_bins: usize) -> Result<Self> {
+        match name {
+            "resnet50" => Ok(Self::resnet50(num_classes)),
+            "efficientnet_b0" => Ok(Self::efficientnet_b0(num_classes)),
+            "efficientnet_lite0" => Ok(Self::efficientnet_lite0(num_classes)),
+            "cnn14" => Ok(Self::cnn14(num_classes, mel_bins)),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown architecture {other:?} (known: {})",
+                ARCHITECTURES.join(", ")
+            ))),
+        }
+    }
+
+    /// Replaces the head by a SED attention head.
+    pub fn with_sed_head(mut self, dropout: f64) -> Self {
+        self.head = HeadConfig::Sed(SedHeadConfig { dropout });
+        self
+    }
+
+    /// Sets the input normalisation.
+    pub fn with_input_norm(mut self, mean: f32, std: f32) -> Self {
+        self.input_norm = Some(InputNorm { mean, std });
+        self
+    }
+
+    /// Channels the backbone hands to the head.
+    pub fn feature_channels(&self) -> usize {
+        match &self.backbone {
+            BackboneConfig::Resnet(c) => c.out_channels(),
+            BackboneConfig::Efficientnet(c) => c.out_channels(),
+            BackboneConfig::Cnn14(c) => c.out_channels(),
+        }
+    }
+
+    /// Input channels the model expects.
+    pub fn in_channels(&self) -> usize {
+        match &self.backbone {
+            BackboneConfig::Resnet(c) => c.in_channels,
+            BackboneConfig::Efficientnet(c) => c.in_channels,
+            BackboneConfig::Cnn14(_) => 1,
+        }
+    }
+
+    /// A short human name (`efficientnet_b0+sed`, …).
+    pub fn name(&self) -> String {
+        let b = match &self.backbone {
+            BackboneConfig::Resnet(c) if c.layers == [3, 4, 6, 3] => "resnet50".to_string(),
+            BackboneConfig::Resnet(c) => format!("resnet{:?}", c.layers),
+            BackboneConfig::Efficientnet(c) => match c.variant {
+                EfficientNetVariant::B0 => "efficientnet_b0".into(),
+                EfficientNetVariant::Lite0 => "efficientnet_lite0".into(),
+            },
+            BackboneConfig::Cnn14(_) => "cnn14".into(),
+        };
+        match self.head {
+            HeadConfig::Clip(_) => b,
+            HeadConfig::Sed(_) => format!("{b}+sed"),
+        }
+    }
+
+    /// Checks the numbers before anything is allocated.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.num_classes == 0 {
+            return bad("num_classes must be > 0".into());
+        }
+        if let Some(n) = self.input_norm
+            && !(n.std.is_finite() && n.std > 0.0 && n.mean.is_finite())
+        {
+            return bad(format!("input_norm std must be finite and > 0, got {n:?}"));
+        }
+        match &self.backbone {
+            BackboneConfig::Resnet(c) => {
+                if c.in_channels == 0 || c.base_width == 0 || c.layers.contains(&0) {
+                    return bad(format!("resnet: zero in {c:?}"));
+                }
+            }
+            BackboneConfig::Efficientnet(c) => {
+                if c.in_channels == 0
+                    || !(c.width_mult > 0.0 && c.width_mult <= 8.0)
+                    || !(c.depth_mult > 0.0 && c.depth_mult <= 8.0)
+                    || !(c.bn_eps > 0.0)
+                {
+                    return bad(format!("efficientnet: out-of-range value in {c:?}"));
+                }
+            }
+            BackboneConfig::Cnn14(c) => {
+                if c.mel_bins == 0 || c.widths.contains(&0) {
+                    return bad(format!("cnn14: zero in {c:?}"));
+                }
+            }
+        }
+        if let HeadConfig::Clip(h) = &self.head
+            && h.hidden == Some(0)
+        {
+            return bad("clip head hidden width must be > 0".into());
+        }
+        let dropout = match &self.head {
+            HeadConfig::Clip(h) => h.dropout,
+            HeadConfig::Sed(h) => h.dropout,
+        };
+        if !(0.0..1.0).contains(&dropout) {
+            return bad(format!("dropout {dropout} outside [0, 1)"));
+        }
+        Ok(())
+    }
+
+    /// Builds the model with fresh weights.
+    pub fn init(&self, device: &Device) -> Result<Model> {
+        self.validate()?;
+        let backbone = match &self.backbone {
+            BackboneConfig::Resnet(c) => Backbone::Resnet(c.init(device)),
+            BackboneConfig::Efficientnet(c) => Backbone::Efficientnet(c.init(device)),
+            BackboneConfig::Cnn14(c) => Backbone::Cnn14(c.init(device)),
+        };
+        let ch = self.feature_channels();
+        let head = match &self.head {
+            HeadConfig::Clip(h) => Head::Clip(h.init(ch, self.num_classes, device)),
+            HeadConfig::Sed(h) => Head::Sed(h.init(ch, self.num_classes, device)),
+        };
+        Ok(Model {
+            backbone,
+            head,
+            input_norm: self.input_norm.map(|n| [n.mean, n.std]),
+        })
+    }
+}
+
+/// The backbones.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Backbone {
+    /// ResNet.
+    Resnet(ResNet),
+    /// EfficientNet.
+    Efficientnet(EfficientNet),
+    /// CNN14.
+    Cnn14(Cnn14),
+}
+
+/// The heads.
+#[derive(Module, Debug)]
+pub enum Head {
+    /// Clip head.
+    Clip(ClipHead),
+    /// SED head.
+    Sed(SedHead),
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    /// Clip logits `[B, classes]` (apply a sigmoid for per-species probabilities).
+    pub logits: Tensor<2>,
+    /// Frame logits `[B, frames, classes]` (SED head only).
+    pub frame_logits: Option<Tensor<3>>,
+}
+
+/// Backbone + head.
+#[derive(Module, Debug)]
+pub struct Model {
+    /// Feature extractor.
+    pub backbone: Backbone,
+    /// Classifier.
+    pub head: Head,
+    /// `[mean, std]` of the input normalisation, if any.
+    #[module(skip)]
+    pub input_norm: Option<[f32; 2]>,
+}
+
+impl Model {
+    /// The backbone's feature map `[B, C, F', T']` for input `[B, C_in, mel, frames]`.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = match self.input_norm {
+            Some([m, s]) => (x - m) / s,
+            None => x,
+        };
+        match &self.backbone {
+            Backbone::Resnet(b) => b.forward(x),
+            Backbone::Efficientnet(b) => b.forward(x),
+            Backbone::Cnn14(b) => b.forward(x),
+        }
+    }
+
+    /// Logits for input `[B, C_in, mel, frames]`.
+    pub fn forward(&self, x: Tensor<4>) -> ModelOutput {
+        let f = self.features(x);
+        match &self.head {
+            Head::Clip(h) => ModelOutput {
+                logits: h.forward(f),
+                frame_logits: None,
+            },
+            Head::Sed(h) => {
+                let o = h.forward(f);
+                ModelOutput {
+                    logits: o.clip,
+                    frame_logits: Some(o.frames),
+                }
+            }
+        }
+    }
+
+    /// A clip embedding `[B, E]`: the clip head's pooled (and hidden) features, or the
+    /// global average of the feature map under a SED head.
+    pub fn embed(&self, x: Tensor<4>) -> Tensor<2> {
+        let f = self.features(x);
+        match &self.head {
+            Head::Clip(h) => h.embed(f),
+            Head::Sed(_) => {
+                let [b, c, _, _] = f.dims();
+                f.mean_dims(&[2, 3]).reshape([b, c])
+            }
+        }
+    }
+}

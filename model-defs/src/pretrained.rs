@@ -1,0 +1,281 @@
+//! Official PyTorch checkpoint layouts mapped onto the Burn modules (through burn-store).
+//!
+//! Each layout is a list of regex renames from the checkpoint's key names to this crate's
+//! module paths (enum variant names are skipped by burn-store). Loading is strict: every
+//! parameter of the model must be found with the right shape, and every tensor of the file must
+//! be used except those a layout declares irrelevant (BatchNorm's `num_batches_tracked`, the
+//! PANNs STFT/log-mel front end). Anything else is reported by name.
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor};
+use burn_store::{ModuleSnapshot, PytorchStore};
+
+use crate::model::{Backbone, Head, HeadConfig, Model, ModelConfig};
+use crate::{Error, Result};
+
+/// Checkpoint layouts this crate understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointLayout {
+    /// torchvision `efficientnet_b0` (`features.N…`, `classifier.1`).
+    TorchvisionEfficientNet,
+    /// timm `efficientnet_b0` (`conv_stem`, `blocks.S.J…`, `conv_head`, `classifier`).
+    TimmEfficientNet,
+    /// torchvision `resnet50` (`conv1`, `layerN.J…`, `fc`).
+    TorchvisionResNet,
+    /// PANNs `Cnn14_mAP=0.431.pth` (`{"model": state_dict}`).
+    PannsCnn14,
+}
+
+impl CheckpointLayout {
+    /// `(pattern, replacement)` pairs, applied in order.
+    fn renames(self) -> Vec<(String, String)> {
+        let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+        let mut v = Vec::new();
+        match self {
+            CheckpointLayout::TorchvisionEfficientNet => {
+                v.push(p(r"^features\.0\.", "backbone.stem."));
+                v.push(p(r"^features\.8\.", "backbone.head."));
+                for s in 1..=7 {
+                    v.push((
+                        format!(r"^features\.{s}\.(\d+)\.block\."),
+                        format!("backbone.stages.{}.${{1}}.block.", s - 1),
+                    ));
+                }
+                // Stage 0 has no expansion (ratio 1): block = [dw, se, project].
+                for (k, name) in ["dw", "se", "project"].iter().enumerate() {
+                    v.push((
+                        format!(r"^(backbone\.stages\.0\.\d+)\.block\.{k}\."),
+                        format!("${{1}}.{name}."),
+                    ));
+                }
+                for (k, name) in ["expand", "dw", "se", "project"].iter().enumerate() {
+                    v.push((
+                        format!(r"^(backbone\.stages\.[1-9]\d*\.\d+)\.block\.{k}\."),
+                        format!("${{1}}.{name}."),
+                    ));
+                }
+                v.push(p(r"\.(stem|head|expand|dw|project)\.0\.", ".${1}.conv."));
+                v.push(p(r"\.(stem|head|expand|dw|project)\.1\.", ".${1}.bn."));
+                v.push(p(r"^classifier\.1\.", "head.fc."));
+            }
+            CheckpointLayout::TimmEfficientNet => {
+                v.push(p(r"^conv_stem\.", "backbone.stem.conv."));
+                v.push(p(r"^bn1\.", "backbone.stem.bn."));
+                v.push(p(r"^conv_head\.", "backbone.head.conv."));
+                v.push(p(r"^bn2\.", "backbone.head.bn."));
+                v.push(p(r"^classifier\.", "head.fc."));
+                v.push(p(r"^blocks\.(\d+)\.(\d+)\.", "backbone.stages.${1}.${2}."));
+                // Stage 0 is timm's DepthwiseSeparableConv: conv_dw/bn1, se, conv_pw/bn2.
+                for (from, to) in [
+                    ("conv_dw", "dw.conv"),
+                    ("bn1", "dw.bn"),
+                    ("conv_pw", "project.conv"),
+                    ("bn2", "project.bn"),
+                ] {
+                    v.push((
+                        format!(r"^(backbone\.stages\.0\.\d+)\.{from}\."),
+                        format!("${{1}}.{to}."),
+                    ));
+                }
+                // Later stages are InvertedResidual: conv_pw/bn1, conv_dw/bn2, se, conv_pwl/bn3.
+                for (from, to) in [
+                    ("conv_pw", "expand.conv"),
+                    ("bn1", "expand.bn"),
+                    ("conv_dw", "dw.conv"),
+                    ("bn2", "dw.bn"),
+                    ("conv_pwl", "project.conv"),
+                    ("bn3", "project.bn"),
+                ] {
+                    v.push((
+                        format!(r"^(backbone\.stages\.[1-9]\d*\.\d+)\.{from}\."),
+                        format!("${{1}}.{to}."),
+                    ));
+                }
+                v.push(p(r"\.se\.conv_reduce\.", ".se.fc1."));
+                v.push(p(r"\.se\.conv_expand\.", ".se.fc2."));
+            }
+            CheckpointLayout::TorchvisionResNet => {
+                v.push(p(r"^(conv1|bn1|layer[1-4])\.", "backbone.${1}."));
+                v.push(p(r"\.downsample\.0\.", ".downsample.conv."));
+                v.push(p(r"\.downsample\.1\.", ".downsample.bn."));
+                v.push(p(r"^fc\.", "head.fc."));
+            }
+            CheckpointLayout::PannsCnn14 => {
+                v.push(p(r"^bn0\.", "backbone.bn0."));
+                for i in 1..=6 {
+                    v.push((
+                        format!(r"^conv_block{i}\."),
+                        format!("backbone.blocks.{}.", i - 1),
+                    ));
+                }
+                v.push(p(r"^fc1\.", "head.hidden."));
+                v.push(p(r"^fc_audioset\.", "head.fc."));
+            }
+        }
+        v
+    }
+
+    /// Checkpoint tensors that are legitimately not part of the model.
+    fn ignorable(self, key: &str) -> bool {
+        key.ends_with("num_batches_tracked")
+            || (self == CheckpointLayout::PannsCnn14
+                && (key.starts_with("spectrogram_extractor.")
+                    || key.starts_with("logmel_extractor.")))
+    }
+
+    /// Key under which the state dict sits, if nested.
+    fn top_level_key(self) -> Option<&'static str> {
+        match self {
+            CheckpointLayout::PannsCnn14 => Some("model"),
+            _ => None,
+        }
+    }
+}
+
+/// What a strict load applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Tensors copied into the model.
+    pub applied: usize,
+    /// Checkpoint tensors skipped as irrelevant (e.g. `num_batches_tracked`).
+    pub ignored: usize,
+}
+
+/// Loads an official PyTorch checkpoint into a freshly built model of `config`, which must
+/// describe the checkpoint itself (its input channels and class count). Use
+/// [`adapt_input_channels`] and [`replace_classifier`] afterwards to fit it to a task.
+pub fn load_pytorch(
+    config: &ModelConfig,
+    layout: CheckpointLayout,
+    path: &Path,
+    device: &Device,
+) -> Result<(Model, LoadReport)> {
+    let mut model = config.init(device)?;
+    let report = load_pytorch_into(&mut model, layout, path)?;
+    Ok((model, report))
+}
+
+/// [`load_pytorch`] into an existing model.
+pub fn load_pytorch_into(
+    model: &mut Model,
+    layout: CheckpointLayout,
+    path: &Path,
+) -> Result<LoadReport> {
+    let err = |message: String| Error::Checkpoint {
+        path: path.display().to_string(),
+        message,
+    };
+    if !path.is_file() {
+        return Err(err("no such file".into()));
+    }
+    let mut store = PytorchStore::from_file(path)
+        .map_indices_contiguous(false)
+        .allow_partial(true);
+    if let Some(k) = layout.top_level_key() {
+        store = store.with_top_level_key(k);
+    }
+    for (from, to) in layout.renames() {
+        store = store.with_key_remapping(&from, &to);
+    }
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| err(format!("cannot read checkpoint: {e}")))?;
+    if !result.errors.is_empty() {
+        let list: Vec<String> = result.errors.iter().map(|e| format!("{e}")).collect();
+        return Err(err(format!("tensors do not fit: {}", list.join("; "))));
+    }
+    if !result.missing.is_empty() {
+        let list: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+        return Err(err(format!(
+            "{} model parameters not in the checkpoint (wrong layout or architecture?): {}",
+            list.len(),
+            abbreviate(&list)
+        )));
+    }
+    let (ignored, unused): (Vec<&String>, Vec<&String>) =
+        result.unused.iter().partition(|k| layout.ignorable(k));
+    if !unused.is_empty() {
+        let list: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+        return Err(err(format!(
+            "{} checkpoint tensors the model does not use (wrong layout or architecture?): {}",
+            list.len(),
+            abbreviate(&list)
+        )));
+    }
+    Ok(LoadReport {
+        applied: result.applied.len(),
+        ignored: ignored.len(),
+    })
+}
+
+fn abbreviate(list: &[&str]) -> String {
+    let mut s = list.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+    if list.len() > 8 {
+        s.push_str(&format!(", … ({} more)", list.len() - 8));
+    }
+    s
+}
+
+/// Turns a model whose stem takes `k` input channels into one taking a single channel, by
+/// summing the stem filters over their input channels: the 1-channel model on `x` equals the
+/// `k`-channel model on `x` repeated `k` times (the usual way ImageNet weights meet
+/// spectrograms; timm does the same for `in_chans=1`). Updates `config` to match.
+pub fn adapt_input_channels(model: Model, config: &mut ModelConfig) -> Result<Model> {
+    let Model {
+        mut backbone,
+        head,
+        input_norm,
+    } = model;
+    let sum = |p: &Param<Tensor<4>>| Param::from_tensor(p.val().sum_dim(1));
+    match &mut backbone {
+        Backbone::Resnet(b) => b.conv1.weight = sum(&b.conv1.weight),
+        Backbone::Efficientnet(b) => b.stem.conv.weight = sum(&b.stem.conv.weight),
+        Backbone::Cnn14(_) => {
+            return Err(Error::InvalidConfig(
+                "CNN14 already takes one channel".into(),
+            ));
+        }
+    }
+    match &mut config.backbone {
+        crate::model::BackboneConfig::Resnet(c) => c.in_channels = 1,
+        crate::model::BackboneConfig::Efficientnet(c) => c.in_channels = 1,
+        crate::model::BackboneConfig::Cnn14(_) => {}
+    }
+    Ok(Model {
+        backbone,
+        head,
+        input_norm,
+    })
+}
+
+/// Replaces the final classifier by a fresh one with `num_classes` outputs (keeping a clip
+/// head's hidden layer, e.g. PANNs' `fc1`), for fine-tuning on a new species list.
+pub fn replace_classifier(
+    model: Model,
+    config: &mut ModelConfig,
+    num_classes: usize,
+    device: &Device,
+) -> Result<Model> {
+    config.num_classes = num_classes;
+    config.validate()?;
+    let Model {
+        backbone,
+        head,
+        input_norm,
+    } = model;
+    let fresh = config.init(device)?;
+    let head = match (head, fresh.head, &config.head) {
+        (Head::Clip(mut old), Head::Clip(new), HeadConfig::Clip(_)) => {
+            old.fc = new.fc;
+            Head::Clip(old)
+        }
+        (_, new, _) => new,
+    };
+    Ok(Model {
+        backbone,
+        head,
+        input_norm,
+    })
+}
