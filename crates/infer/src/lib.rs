@@ -6,12 +6,26 @@
 //! [`parse_device`] / [`default_device`] pick among the compiled backends without panicking on
 //! a bad name (Burn's own `BURN_DEVICE` lookup panics).
 //!
-//! Models and bundles arrive with the models issue; what lives here now is the bridge from the
-//! audio front-end's features to the model input tensor.
+//! On top of that: the model [`bundle`] (one self-describing directory: architecture, weights,
+//! feature recipe, species, provenance), the [`Classifier`] that runs one (bytes in, per-window
+//! species scores out, with a batch API), [`ensemble`]s of members with different recipes and
+//! window lengths, the output [`output`] formats (JSON, CSV, Raven, Audacity) and the
+//! [`registry`] lookup used when no model is named.
 #![warn(missing_docs)]
+
+pub mod bundle;
+pub mod classifier;
+pub mod ensemble;
+pub mod output;
+pub mod registry;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use silencio_audio::Features;
+
+pub use bundle::{BundleMeta, BundleSpec, ModelBundle, Provenance, Species};
+pub use classifier::{Classifier, Identification, SpeciesScore, WindowScores, top_k};
+pub use ensemble::{Ensemble, Member};
+pub use output::{Format, RenderOptions, render};
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +51,77 @@ pub enum Error {
     /// No backend feature at all.
     #[error("no backend compiled in: enable one of the features flex, wgpu, cuda")]
     NoBackend,
+    /// A bundle that is missing, malformed or inconsistent; lists every problem.
+    #[error("model bundle {path}: {}", problems.join("; "))]
+    Bundle {
+        /// The bundle directory.
+        path: String,
+        /// What does not agree.
+        problems: Vec<String>,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The audio could not be decoded or featurised.
+    #[error(transparent)]
+    Audio(#[from] silencio_audio::Error),
+    /// Input of the wrong shape for the model.
+    #[error("shape: {0}")]
+    Shape(String),
+    /// An ensemble that cannot work.
+    #[error("ensemble: {0}")]
+    Ensemble(String),
+    /// An unknown output format or a rendering failure.
+    #[error("output: {0}")]
+    Format(String),
+    /// A malformed registry.
+    #[error("model registry {root}: {message}")]
+    Registry {
+        /// The registry root.
+        root: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No model named and none registered.
+    #[error(
+        "no model given and the registry at {root} has no production or staging version: pass \
+         --model <bundle dir>, or train one (`cargo run -p trainer`) and register it"
+    )]
+    NoModel {
+        /// The registry root looked at.
+        root: String,
+    },
+}
+
+impl Error {
+    /// A stable machine-readable kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::UnknownDevice { .. } => "unknown_device",
+            Error::NotCompiled { .. } => "not_compiled",
+            Error::NoBackend => "no_backend",
+            Error::Bundle { .. } => "bundle",
+            Error::Io { .. } => "io",
+            Error::Audio(e) => e.kind(),
+            Error::Shape(_) => "shape",
+            Error::Ensemble(_) => "ensemble",
+            Error::Format(_) => "format",
+            Error::Registry { .. } => "registry",
+            Error::NoModel { .. } => "no_model",
+        }
+    }
+
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
 }
 
 /// Result alias of this crate.
