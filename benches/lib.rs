@@ -1,1 +1,1 @@
-//! Benches live in `audio.rs`; this library is empty on purpose.
+//! Benches live in `audio.rs` and `models.rs`; this library is empty on purpose.

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use silencio_audio::{DecodeOptions, FeatureConfig, RECIPES};
 
+mod models;
 mod progress;
 
 #[derive(Parser)]
@@ -88,6 +89,23 @@ enum Command {
     /// Mix 1-minute 32 kHz soundscapes: real calls placed on real backgrounds at chosen SNRs,
     /// with the BirdCLEF solution CSV, Raven selection tables and the mixing metadata.
     Mix(MixArgs),
+    /// Identify the species in a recording, per 5 s window, with a model bundle (or BirdNET).
+    Identify(models::IdentifyArgs),
+    /// Model bundles.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Package a fresh or ImageNet/AudioSet-pretrained model with a taxonomy and recipe as an
+    /// untrained bundle (a starting point for training; marked `trained: false`).
+    Create(models::BundleCreateArgs),
+    /// Open a bundle, check that its parts agree, and print its description.
+    Check {
+        /// Bundle directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -188,6 +206,23 @@ struct EtlArgs {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Identify(a) => models::identify(a)?,
+        Command::Bundle(BundleCommand::Create(a)) => models::bundle_create(a)?,
+        Command::Bundle(BundleCommand::Check { dir }) => {
+            let b = silencio_infer::ModelBundle::open(&dir)?;
+            let m = b.meta();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "model_version": m.model_version(),
+                    "architecture": m.model.name(),
+                    "species": m.species.len(),
+                    "recipe": m.features.recipe,
+                    "trained": m.provenance.trained,
+                    "weights_sha256": m.weights.sha256,
+                }))?
+            );
+        }
         Command::Info {
             audio,
             json,
@@ -389,13 +424,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, with the typed kind first when the audio crate raised it.
-            let kind = match (
-                e.downcast_ref::<silencio_audio::Error>(),
-                e.downcast_ref::<silencio_data::Error>(),
-            ) {
-                (Some(a), _) => a.kind(),
-                (_, Some(d)) => d.kind(),
-                _ => "error",
+            let kind = if let Some(a) = e.downcast_ref::<silencio_audio::Error>() {
+                a.kind()
+            } else if let Some(d) = e.downcast_ref::<silencio_data::Error>() {
+                d.kind()
+            } else if let Some(i) = e.downcast_ref::<silencio_infer::Error>() {
+                i.kind()
+            } else if let Some(m) = e.downcast_ref::<silencio_models::Error>() {
+                m.kind()
+            } else {
+                "error"
             };
             eprintln!("error[{kind}]: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::from(2)

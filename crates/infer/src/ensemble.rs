@@ -91,6 +91,12 @@ impl Ensemble {
         }
     }
 
+    /// Longest recording accepted, in seconds (default one hour).
+    pub fn with_max_duration(mut self, seconds: f64) -> Self {
+        self.max_duration_s = seconds;
+        self
+    }
+
     /// Adds a member with a weight > 0. Its classes are matched to the ensemble's by code,
     /// else by scientific name (case-insensitive); a member sharing no species is refused.
     pub fn add(mut self, member: Box<dyn Member>, weight: f32) -> Result<Self> {

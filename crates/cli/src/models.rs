@@ -1,0 +1,265 @@
+//! `silencio identify` and `silencio bundle`: thin wrappers over silencio-infer and
+//! silencio-models.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use silencio_audio::{FeatureConfig, RECIPES};
+use silencio_infer::{
+    BundleSpec, Classifier, Format, ModelBundle, Provenance, RenderOptions, Species, registry,
+};
+use silencio_models::{ARCHITECTURES, CheckpointLayout, ModelConfig};
+
+/// `silencio identify`.
+#[derive(clap::Args)]
+pub struct IdentifyArgs {
+    /// Audio file (WAV, OGG, FLAC, MP3, M4A/MP4).
+    pub audio: PathBuf,
+    /// A model bundle directory, or `birdnet` (builds with the `birdnet` feature). Default: the
+    /// registry's production version, else staging.
+    #[arg(long, env = "SILENCIO_MODEL")]
+    pub model: Option<String>,
+    /// Registry root used when --model is not given.
+    #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
+    pub registry: PathBuf,
+    /// Species reported per window.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Lowest score reported.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_score: f32,
+    /// Output format.
+    #[arg(long, default_value = "json", value_parser = ["json", "csv", "raven", "audacity"])]
+    pub format: String,
+    /// Write here (atomically) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Compute device: flex, wgpu[:N], cuda[:N].
+    #[arg(long, env = "SILENCIO_DEVICE", default_value = "flex")]
+    pub device: String,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Longest accepted recording in seconds.
+    #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 3600.0)]
+    pub max_duration_s: f64,
+}
+
+/// `silencio bundle create`.
+#[derive(clap::Args)]
+pub struct BundleCreateArgs {
+    /// Architecture.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ARCHITECTURES))]
+    pub arch: String,
+    /// Use the SED attention head instead of the clip head.
+    #[arg(long)]
+    pub sed: bool,
+    /// BirdCLEF `taxonomy.csv`: the classes, in order.
+    #[arg(long)]
+    pub taxonomy: PathBuf,
+    /// Feature recipe.
+    #[arg(long, default_value = "birdclef", value_parser = clap::builder::PossibleValuesParser::new(RECIPES))]
+    pub recipe: String,
+    /// Start from an official PyTorch checkpoint (backbone kept, classifier replaced).
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// Its layout.
+    #[arg(long, value_parser = ["torchvision-efficientnet", "timm-efficientnet", "lite0-package", "torchvision-resnet", "panns-cnn14"])]
+    pub layout: Option<String>,
+    /// Bundle name.
+    #[arg(long)]
+    pub name: String,
+    /// Bundle version.
+    #[arg(long, default_value = "0")]
+    pub version: String,
+    /// Output directory (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn write_out(out: Option<&Path>, body: &str) -> anyhow::Result<()> {
+    match out {
+        Some(p) => silencio_audio::npy::write_atomic(p, body.as_bytes())
+            .with_context(|| format!("writing {}", p.display())),
+        None => {
+            let mut so = std::io::stdout().lock();
+            so.write_all(body.as_bytes())?;
+            so.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// Runs `silencio identify`.
+pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
+    let format: Format = a.format.parse()?;
+    let device = silencio_infer::parse_device(&a.device)?;
+    let bytes =
+        std::fs::read(&a.audio).with_context(|| format!("reading {}", a.audio.display()))?;
+    let file = a.audio.display().to_string();
+    let (id, low_hz, high_hz) = match a.model.as_deref() {
+        Some("birdnet") => birdnet_identify(bytes, &device, a.max_duration_s)?,
+        other => {
+            let dir = match other {
+                Some(d) => PathBuf::from(d),
+                None => {
+                    let (dir, alias) = registry::resolve_default(&a.registry)?;
+                    eprintln!("using the registry's {alias} model: {}", dir.display());
+                    dir
+                }
+            };
+            let c = Classifier::load(&dir, &device)?
+                .with_batch_size(a.batch_size)
+                .with_max_duration(a.max_duration_s);
+            if !c.meta().provenance.trained {
+                eprintln!(
+                    "warning: bundle {} is marked untrained (provenance.trained = false): its \
+                     scores are not identifications",
+                    c.model_version()
+                );
+            }
+            let f = c.features().clone();
+            (c.identify(bytes)?, f.f_min, f.f_max)
+        }
+    };
+    let opts = RenderOptions {
+        top_k: a.top_k,
+        min_score: a.min_score,
+        file,
+        low_hz,
+        high_hz,
+    };
+    write_out(
+        a.out.as_deref(),
+        &silencio_infer::render(&id, format, &opts)?,
+    )
+}
+
+#[cfg(feature = "birdnet")]
+fn birdnet_identify(
+    bytes: Vec<u8>,
+    device: &burn::tensor::Device,
+    max_duration_s: f64,
+) -> anyhow::Result<(silencio_infer::Identification, f64, f64)> {
+    eprintln!("BirdNET V2.4 (CC BY-NC-SA 4.0, non-commercial use only)");
+    let m = silencio_onnx::BirdNet::load(device)?.with_max_duration(max_duration_s);
+    Ok((m.identify(bytes)?, 0.0, 15_000.0))
+}
+
+#[cfg(not(feature = "birdnet"))]
+fn birdnet_identify(
+    _bytes: Vec<u8>,
+    _device: &burn::tensor::Device,
+    _max_duration_s: f64,
+) -> anyhow::Result<(silencio_infer::Identification, f64, f64)> {
+    bail!(
+        "this build has no BirdNET: convert it with onnx-import/scripts/convert-birdnet.sh OUT_DIR, \
+         then build with SILENCIO_BIRDNET_DIR=OUT_DIR cargo build --release -p silencio --features birdnet"
+    )
+}
+
+/// Runs `silencio bundle create`.
+pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
+    let taxonomy = silencio_data::Taxonomy::from_csv(&a.taxonomy)?;
+    let features = FeatureConfig::recipe(&a.recipe)?;
+    let species: Vec<Species> = taxonomy
+        .species()
+        .iter()
+        .map(|s| Species {
+            code: s.primary_label.clone(),
+            scientific_name: s.scientific_name.clone(),
+            common_name: s.common_name.clone(),
+            class_name: s.class_name.clone(),
+        })
+        .collect();
+    let device = silencio_infer::parse_device("flex")?;
+    let classes = species.len();
+    let mut cfg = ModelConfig::named(&a.arch, classes, features.n_mels)?;
+    let (model, source) = match (&a.pretrained, a.layout.as_deref()) {
+        (None, None) => (
+            cfg_init(&cfg, a.sed, &device)?,
+            "random initialisation".to_string(),
+        ),
+        (Some(p), Some(layout)) => {
+            let layout = match layout {
+                "torchvision-efficientnet" => CheckpointLayout::TorchvisionEfficientNet,
+                "timm-efficientnet" => CheckpointLayout::TimmEfficientNet,
+                "lite0-package" => CheckpointLayout::LukemelasEfficientNet,
+                "torchvision-resnet" => CheckpointLayout::TorchvisionResNet,
+                _ => CheckpointLayout::PannsCnn14,
+            };
+            // The checkpoint's own shape: ImageNet models take 3 channels and 1000 classes,
+            // PANNs 527 AudioSet classes.
+            let mut ck = cfg.clone();
+            match &mut ck.backbone {
+                silencio_models::BackboneConfig::Resnet(c) => c.in_channels = 3,
+                silencio_models::BackboneConfig::Efficientnet(c) => c.in_channels = 3,
+                silencio_models::BackboneConfig::Cnn14(_) => {}
+            }
+            ck.num_classes = if layout == CheckpointLayout::PannsCnn14 {
+                527
+            } else {
+                1000
+            };
+            let (m, report) = silencio_models::load_pytorch(&ck, layout, p, &device)?;
+            eprintln!(
+                "loaded {} tensors from {} ({} skipped as irrelevant)",
+                report.applied,
+                p.display(),
+                report.ignored
+            );
+            let m = if ck.in_channels() == 3 {
+                silencio_models::adapt_input_channels(m, &mut ck)?
+            } else {
+                m
+            };
+            let m = silencio_models::replace_classifier(m, &mut ck, classes, &device)?;
+            if a.sed {
+                bail!(
+                    "--sed with --pretrained is not supported: the SED head would start untrained on an ImageNet backbone; train it from the clip-head bundle"
+                );
+            }
+            cfg = ck;
+            (m, format!("pretrained backbone {}", p.display()))
+        }
+        _ => bail!("--pretrained and --layout go together"),
+    };
+    if a.sed {
+        cfg = cfg.with_sed_head(0.25);
+    }
+    let spec = BundleSpec {
+        name: a.name,
+        version: a.version,
+        model: cfg,
+        features,
+        species,
+        provenance: Provenance {
+            trained: false,
+            source,
+            ..Provenance::default()
+        },
+    };
+    let b = ModelBundle::write(&a.out, spec, &model)?;
+    eprintln!(
+        "wrote untrained bundle {} ({}, {} species) to {}",
+        b.meta().model_version(),
+        b.meta().model.name(),
+        b.meta().species.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn cfg_init(
+    cfg: &ModelConfig,
+    sed: bool,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<silencio_models::Model> {
+    let c = if sed {
+        cfg.clone().with_sed_head(0.25)
+    } else {
+        cfg.clone()
+    };
+    Ok(c.init(device)?)
+}

@@ -1,0 +1,199 @@
+//! End-to-end: `silencio bundle create` then `silencio identify` in every output format, the
+//! registry default, and typed errors — the binary as a user runs it.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn silencio() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_silencio"));
+    c.env_remove("SILENCIO_MODEL")
+        .env_remove("SILENCIO_REGISTRY");
+    c
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn soundscape() -> PathBuf {
+    let dir = root().join("datasets/demo/birdclef/train_soundscapes");
+    let mut f: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    f.sort();
+    f.remove(0)
+}
+
+fn create_bundle(out: &Path) {
+    let o = silencio()
+        .args([
+            "bundle",
+            "create",
+            "--arch",
+            "efficientnet_lite0",
+            "--name",
+            "demo",
+            "--version",
+            "1",
+        ])
+        .arg("--taxonomy")
+        .arg(root().join("datasets/demo/birdclef/taxonomy.csv"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("untrained"));
+}
+
+#[test]
+fn identify_prints_json_csv_raven_and_audacity_for_a_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    create_bundle(&bundle);
+    let check: serde_json::Value = serde_json::from_str(&ok(&silencio()
+        .args(["bundle", "check"])
+        .arg(&bundle)
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert_eq!(check["species"], 9);
+    assert_eq!(check["trained"], false);
+
+    let run = |format: &str| {
+        let o = silencio()
+            .arg("identify")
+            .arg(soundscape())
+            .arg("--model")
+            .arg(&bundle)
+            .args(["--top-k", "3", "--format", format])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            err.contains("untrained"),
+            "the untrained bundle is flagged: {err}"
+        );
+        ok(&o)
+    };
+    let j: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(j["model_version"], "demo@1");
+    let windows = j["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 12);
+    assert_eq!(windows[11]["start_s"], 55.0);
+    assert_eq!(windows[11]["end_s"], 60.0);
+    let taxonomy =
+        std::fs::read_to_string(root().join("datasets/demo/birdclef/taxonomy.csv")).unwrap();
+    for w in windows {
+        let sp = w["species"].as_array().unwrap();
+        assert_eq!(sp.len(), 3);
+        let scores: Vec<f64> = sp.iter().map(|s| s["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|p| p[0] >= p[1]));
+        for s in sp {
+            assert!(taxonomy.contains(s["code"].as_str().unwrap()));
+            assert!(!s["scientific_name"].as_str().unwrap().is_empty());
+            assert!(!s["class_name"].as_str().unwrap().is_empty());
+        }
+    }
+    let csv = run("csv");
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(&r.headers().unwrap()[0], "Start (s)");
+    assert_eq!(r.records().count(), 36);
+    let raven = run("raven");
+    assert!(raven.starts_with("Selection\tView\tChannel\tBegin Time (s)"));
+    assert_eq!(raven.lines().count(), 37);
+    let aud = run("audacity");
+    assert_eq!(aud.lines().count(), 36);
+    assert!(aud.lines().all(|l| l.split('\t').count() == 4));
+
+    // --out writes the same bytes atomically.
+    let out = tmp.path().join("o.json");
+    ok(&silencio()
+        .arg("identify")
+        .arg(soundscape())
+        .arg("--model")
+        .arg(&bundle)
+        .args(["--top-k", "3", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap());
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(again, j);
+
+    // Without --model: the registry's staging version when there is no production one.
+    let reg = tmp.path().join("registry");
+    std::fs::create_dir_all(reg.join("versions")).unwrap();
+    std::fs::rename(&bundle, reg.join("versions/7")).unwrap();
+    std::fs::write(reg.join("aliases.json"), r#"{"staging": "7"}"#).unwrap();
+    let o = silencio()
+        .arg("identify")
+        .arg(soundscape())
+        .arg("--registry")
+        .arg(&reg)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(v["windows"].as_array().unwrap().len(), 12);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("staging"));
+}
+
+#[test]
+fn identify_stops_clearly_without_a_model_and_on_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = silencio()
+        .arg("identify")
+        .arg(soundscape())
+        .arg("--registry")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error[no_model]"), "{err}");
+    assert!(err.contains("--model"), "{err}");
+
+    // A directory that is not a bundle.
+    let o = silencio()
+        .arg("identify")
+        .arg(soundscape())
+        .arg("--model")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error[bundle]"));
+
+    // Garbage audio with a real bundle: a typed decode error, nothing printed on stdout.
+    let bundle = tmp.path().join("b");
+    create_bundle(&bundle);
+    let junk = tmp.path().join("junk.ogg");
+    std::fs::write(&junk, b"OggS but not really an ogg file at all").unwrap();
+    let o = silencio()
+        .arg("identify")
+        .arg(&junk)
+        .arg("--model")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("error[corrupt_stream]"), "{err}");
+
+    // BirdNET in a build without it says how to get it.
+    if !cfg!(feature = "birdnet") {
+        let o = silencio()
+            .arg("identify")
+            .arg(soundscape())
+            .args(["--model", "birdnet"])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&o.stderr).contains("convert-birdnet.sh"));
+    }
+}
