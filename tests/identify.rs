@@ -197,3 +197,50 @@ fn identify_stops_clearly_without_a_model_and_on_bad_input() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("convert-birdnet.sh"));
     }
 }
+
+#[test]
+fn several_models_make_a_weighted_ensemble_on_the_5_s_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    create_bundle(&a);
+    let run = |extra: &[&str]| {
+        silencio()
+            .arg("identify")
+            .arg(soundscape())
+            .args(["--model"])
+            .arg(format!("{},{}", a.display(), a.display()))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let single: serde_json::Value = serde_json::from_str(&ok(&silencio()
+        .arg("identify")
+        .arg(soundscape())
+        .arg("--model")
+        .arg(&a)
+        .args(["--top-k", "9"])
+        .output()
+        .unwrap()))
+    .unwrap();
+    let both: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--weight", "1,3", "--top-k", "9"]))).unwrap();
+    assert_eq!(both["model_version"], "demo@1+demo@1");
+    // The same model twice, whatever the weights, gives the model's own scores.
+    let (s, b) = (&single["windows"], &both["windows"]);
+    assert_eq!(b.as_array().unwrap().len(), 12);
+    for (ws, wb) in s.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+        for (x, y) in ws["species"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(wb["species"].as_array().unwrap())
+        {
+            assert_eq!(x["code"], y["code"]);
+            let d = x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap();
+            assert!(d.abs() < 1e-5);
+        }
+    }
+    let o = run(&["--weight", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--weight"));
+}

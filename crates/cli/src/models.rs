@@ -5,9 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use burn::tensor::Device;
 use silencio_audio::{FeatureConfig, RECIPES};
 use silencio_infer::{
-    BundleSpec, Classifier, Format, ModelBundle, Provenance, RenderOptions, Species, registry,
+    BundleSpec, Classifier, Ensemble, Format, Member, ModelBundle, Provenance, RenderOptions,
+    Species, registry,
 };
 use silencio_models::{ARCHITECTURES, CheckpointLayout, ModelConfig};
 
@@ -16,10 +18,15 @@ use silencio_models::{ARCHITECTURES, CheckpointLayout, ModelConfig};
 pub struct IdentifyArgs {
     /// Audio file (WAV, OGG, FLAC, MP3, M4A/MP4).
     pub audio: PathBuf,
-    /// A model bundle directory, or `birdnet` (builds with the `birdnet` feature). Default: the
-    /// registry's production version, else staging.
-    #[arg(long, env = "SILENCIO_MODEL")]
-    pub model: Option<String>,
+    /// A model bundle directory, or `birdnet` (builds with the `birdnet` feature). Several
+    /// (`--model a --model birdnet`, or comma-separated) make an ensemble: weighted mean of
+    /// probabilities on the 5 s grid, species of the first member. Default: the registry's
+    /// production version, else staging.
+    #[arg(long, env = "SILENCIO_MODEL", value_delimiter = ',')]
+    pub model: Vec<String>,
+    /// Ensemble weights, one per --model (default: all 1).
+    #[arg(long, value_delimiter = ',')]
+    pub weight: Vec<f32>,
     /// Registry root used when --model is not given.
     #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
     pub registry: PathBuf,
@@ -91,42 +98,94 @@ fn write_out(out: Option<&Path>, body: &str) -> anyhow::Result<()> {
     }
 }
 
+/// One loaded member: the model, its classes and the frequency band it listens to.
+struct Loaded {
+    member: Box<dyn Member>,
+    species: Vec<Species>,
+    band: (f64, f64),
+}
+
+fn load_classifier(spec: &str, a: &IdentifyArgs, device: &Device) -> anyhow::Result<Classifier> {
+    let c = Classifier::load(spec, device)?
+        .with_batch_size(a.batch_size)
+        .with_max_duration(a.max_duration_s);
+    if !c.meta().provenance.trained {
+        eprintln!(
+            "warning: bundle {} is marked untrained (provenance.trained = false): its \
+             scores are not identifications",
+            c.model_version()
+        );
+    }
+    Ok(c)
+}
+
+fn load_member(spec: &str, a: &IdentifyArgs, device: &Device) -> anyhow::Result<Loaded> {
+    if spec == "birdnet" {
+        return birdnet_member(device, a.max_duration_s);
+    }
+    let c = load_classifier(spec, a, device)?;
+    let f = c.features().clone();
+    Ok(Loaded {
+        species: c.species().as_ref().clone(),
+        band: (f.f_min, f.f_max),
+        member: Box::new(c),
+    })
+}
+
 /// Runs `silencio identify`.
 pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
     let format: Format = a.format.parse()?;
     let device = silencio_infer::parse_device(&a.device)?;
     let bytes =
         std::fs::read(&a.audio).with_context(|| format!("reading {}", a.audio.display()))?;
-    let file = a.audio.display().to_string();
-    let (id, low_hz, high_hz) = match a.model.as_deref() {
-        Some("birdnet") => birdnet_identify(bytes, &device, a.max_duration_s)?,
-        other => {
-            let dir = match other {
-                Some(d) => PathBuf::from(d),
-                None => {
-                    let (dir, alias) = registry::resolve_default(&a.registry)?;
-                    eprintln!("using the registry's {alias} model: {}", dir.display());
-                    dir
-                }
-            };
-            let c = Classifier::load(&dir, &device)?
-                .with_batch_size(a.batch_size)
-                .with_max_duration(a.max_duration_s);
-            if !c.meta().provenance.trained {
-                eprintln!(
-                    "warning: bundle {} is marked untrained (provenance.trained = false): its \
-                     scores are not identifications",
-                    c.model_version()
-                );
-            }
-            let f = c.features().clone();
-            (c.identify(bytes)?, f.f_min, f.f_max)
+    let mut specs = a.model.clone();
+    if specs.is_empty() {
+        let (dir, alias) = registry::resolve_default(&a.registry)?;
+        eprintln!("using the registry's {alias} model: {}", dir.display());
+        specs.push(dir.display().to_string());
+    }
+    if !a.weight.is_empty() && a.weight.len() != specs.len() {
+        bail!(
+            "{} --weight values for {} models: give one per model or none",
+            a.weight.len(),
+            specs.len()
+        );
+    }
+    let (id, (low_hz, high_hz)) = if specs.len() == 1 && specs[0] != "birdnet" {
+        // One bundle: its own windows (its recipe's window length and hop), no pooling.
+        let c = load_classifier(&specs[0], &a, &device)?;
+        let band = (c.features().f_min, c.features().f_max);
+        (c.identify(bytes)?, band)
+    } else {
+        let loaded = specs
+            .iter()
+            .map(|s| load_member(s, &a, &device))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let low = loaded
+            .iter()
+            .map(|l| l.band.0)
+            .fold(f64::INFINITY, f64::min);
+        let high = loaded.iter().map(|l| l.band.1).fold(0.0, f64::max);
+        let name = loaded
+            .iter()
+            .map(|l| l.member.name())
+            .collect::<Vec<_>>()
+            .join("+");
+        let mut ens = Ensemble::new(
+            name,
+            loaded[0].species.clone(),
+            silencio_audio::WindowConfig::default(),
+        )
+        .with_max_duration(a.max_duration_s);
+        for (i, l) in loaded.into_iter().enumerate() {
+            ens = ens.add(l.member, a.weight.get(i).copied().unwrap_or(1.0))?;
         }
+        (ens.identify(bytes)?, (low, high))
     };
     let opts = RenderOptions {
         top_k: a.top_k,
         min_score: a.min_score,
-        file,
+        file: a.audio.display().to_string(),
         low_hz,
         high_hz,
     };
@@ -137,22 +196,18 @@ pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "birdnet")]
-fn birdnet_identify(
-    bytes: Vec<u8>,
-    device: &burn::tensor::Device,
-    max_duration_s: f64,
-) -> anyhow::Result<(silencio_infer::Identification, f64, f64)> {
-    eprintln!("BirdNET V2.4 (CC BY-NC-SA 4.0, non-commercial use only)");
+fn birdnet_member(device: &Device, max_duration_s: f64) -> anyhow::Result<Loaded> {
+    eprintln!("BirdNET V2.4 (CC BY-NC-SA 4.0: non-commercial use only)");
     let m = silencio_onnx::BirdNet::load(device)?.with_max_duration(max_duration_s);
-    Ok((m.identify(bytes)?, 0.0, 15_000.0))
+    Ok(Loaded {
+        species: m.species().as_ref().clone(),
+        band: (0.0, 15_000.0),
+        member: Box::new(m),
+    })
 }
 
 #[cfg(not(feature = "birdnet"))]
-fn birdnet_identify(
-    _bytes: Vec<u8>,
-    _device: &burn::tensor::Device,
-    _max_duration_s: f64,
-) -> anyhow::Result<(silencio_infer::Identification, f64, f64)> {
+fn birdnet_member(_device: &Device, _max_duration_s: f64) -> anyhow::Result<Loaded> {
     bail!(
         "this build has no BirdNET: convert it with onnx-import/scripts/convert-birdnet.sh OUT_DIR, \
          then build with SILENCIO_BIRDNET_DIR=OUT_DIR cargo build --release -p silencio --features birdnet"
