@@ -52,6 +52,7 @@ fn assert_close(got: Tensor<2>, want_file: &str) {
         .zip(&want)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
+    eprintln!("{want_file}: max |Δ| {worst:.3e} (max |logit| {scale:.3})");
     assert!(
         worst <= 1e-4 * scale,
         "{want_file}: max |Δ| {worst} > 1e-4 x {scale}"
