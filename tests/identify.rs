@@ -244,3 +244,76 @@ fn several_models_make_a_weighted_ensemble_on_the_5_s_grid() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--weight"));
 }
+
+#[test]
+fn a_bundle_started_from_the_lite0_imagenet_weights_identifies_per_window() {
+    let Some(pth) = std::env::var_os("SILENCIO_LITE0_PTH") else {
+        assert!(
+            std::env::var_os("SILENCIO_SKIP_LITE0").is_some(),
+            "set SILENCIO_LITE0_PTH (scripts/test.sh does) or SILENCIO_SKIP_LITE0=1"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("lite0");
+    let o = silencio()
+        .args([
+            "bundle",
+            "create",
+            "--arch",
+            "efficientnet_lite0",
+            "--name",
+            "lite0",
+            "--layout",
+            "lite0-package",
+        ])
+        .arg("--pretrained")
+        .arg(&pth)
+        .arg("--taxonomy")
+        .arg(root().join("datasets/demo/birdclef/taxonomy.csv"))
+        .arg("--out")
+        .arg(&b)
+        .output()
+        .unwrap();
+    ok(&o);
+    // 247 parameters and buffers, 49 num_batches_tracked skipped.
+    assert!(String::from_utf8_lossy(&o.stderr).contains("loaded 247 tensors"));
+    let j: serde_json::Value = serde_json::from_str(&ok(&silencio()
+        .arg("identify")
+        .arg(soundscape())
+        .arg("--model")
+        .arg(&b)
+        .args(["--top-k", "9"])
+        .output()
+        .unwrap()))
+    .unwrap();
+    let w = j["windows"].as_array().unwrap();
+    assert_eq!(w.len(), 12);
+    // A real pretrained backbone sees different audio in different windows (the fresh head
+    // is untrained, so the values mean nothing yet, but they must move with the input).
+    let scores = |i: usize| -> Vec<f64> {
+        let mut v: Vec<(String, f64)> = w[i]["species"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["code"].as_str().unwrap().to_string(),
+                    s["score"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.into_iter().map(|x| x.1).collect()
+    };
+    let spread = (1..12)
+        .map(|i| {
+            scores(0)
+                .iter()
+                .zip(scores(i))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max)
+        })
+        .fold(0.0, f64::max);
+    assert!(spread > 1e-3, "windows score alike: {spread}");
+}

@@ -302,13 +302,15 @@ pub fn replace_classifier(
         head,
         input_norm,
     } = model;
-    let fresh = config.init(device)?;
-    let head = match (head, fresh.head, &config.head) {
-        (Head::Clip(mut old), Head::Clip(new), HeadConfig::Clip(_)) => {
-            old.fc = new.fc;
+    // Only the new head is built, not a whole model.
+    let channels = config.feature_channels();
+    let head = match (head, &config.head) {
+        (Head::Clip(mut old), HeadConfig::Clip(h)) => {
+            old.fc = h.init(channels, num_classes, device).fc;
             Head::Clip(old)
         }
-        (_, new, _) => new,
+        (_, HeadConfig::Clip(h)) => Head::Clip(h.init(channels, num_classes, device)),
+        (_, HeadConfig::Sed(h)) => Head::Sed(h.init(channels, num_classes, device)),
     };
     Ok(Model {
         backbone,

@@ -231,11 +231,17 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
     let device = silencio_infer::parse_device("flex")?;
     let classes = species.len();
     let mut cfg = ModelConfig::named(&a.arch, classes, features.n_mels)?;
+    if a.sed {
+        if a.pretrained.is_some() {
+            bail!(
+                "--sed with --pretrained is not supported: start from the clip-head bundle and \
+                 train the SED head from there"
+            );
+        }
+        cfg = cfg.with_sed_head(0.25);
+    }
     let (model, source) = match (&a.pretrained, a.layout.as_deref()) {
-        (None, None) => (
-            cfg_init(&cfg, a.sed, &device)?,
-            "random initialisation".to_string(),
-        ),
+        (None, None) => (cfg.init(&device)?, "random initialisation".to_string()),
         (Some(p), Some(layout)) => {
             let layout = match layout {
                 "torchvision-efficientnet" => CheckpointLayout::TorchvisionEfficientNet,
@@ -270,19 +276,11 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
                 m
             };
             let m = silencio_models::replace_classifier(m, &mut ck, classes, &device)?;
-            if a.sed {
-                bail!(
-                    "--sed with --pretrained is not supported: the SED head would start untrained on an ImageNet backbone; train it from the clip-head bundle"
-                );
-            }
             cfg = ck;
             (m, format!("pretrained backbone {}", p.display()))
         }
         _ => bail!("--pretrained and --layout go together"),
     };
-    if a.sed {
-        cfg = cfg.with_sed_head(0.25);
-    }
     let spec = BundleSpec {
         name: a.name,
         version: a.version,
@@ -304,17 +302,4 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
-}
-
-fn cfg_init(
-    cfg: &ModelConfig,
-    sed: bool,
-    device: &burn::tensor::Device,
-) -> anyhow::Result<silencio_models::Model> {
-    let c = if sed {
-        cfg.clone().with_sed_head(0.25)
-    } else {
-        cfg.clone()
-    };
-    Ok(c.init(device)?)
 }
