@@ -56,6 +56,15 @@ pub struct ModelConfig {
     pub input_norm: Option<InputNorm>,
 }
 
+/// torchvision's classifier: global average pooling, dropout, one linear layer.
+fn linear_head(dropout: f64) -> HeadConfig {
+    HeadConfig::Clip(ClipHeadConfig {
+        pooling: Pooling::Avg,
+        hidden: None,
+        dropout,
+    })
+}
+
 /// Architecture names accepted by [`ModelConfig::named`].
 pub const ARCHITECTURES: [&str; 4] = ["resnet50", "efficientnet_b0", "efficientnet_lite0", "cnn14"];
 
@@ -64,11 +73,7 @@ impl ModelConfig {
     pub fn resnet50(num_classes: usize) -> Self {
         Self {
             backbone: BackboneConfig::Resnet(ResNetConfig::new()),
-            head: HeadConfig::Clip(ClipHeadConfig {
-                pooling: Pooling::Avg,
-                hidden: None,
-                dropout: 0.0,
-            }),
+            head: linear_head(0.0),
             num_classes,
             input_norm: None,
         }
@@ -80,11 +85,7 @@ impl ModelConfig {
             backbone: BackboneConfig::Efficientnet(EfficientNetConfig::new(
                 EfficientNetVariant::B0,
             )),
-            head: HeadConfig::Clip(ClipHeadConfig {
-                pooling: Pooling::Avg,
-                hidden: None,
-                dropout: 0.2,
-            }),
+            head: linear_head(0.2),
             num_classes,
             input_norm: None,
         }
@@ -99,11 +100,7 @@ impl ModelConfig {
                     .with_bn_eps(1e-3)
                     .with_tf_same_padding(true),
             ),
-            head: HeadConfig::Clip(ClipHeadConfig {
-                pooling: Pooling::Avg,
-                hidden: None,
-                dropout: 0.2,
-            }),
+            head: linear_head(0.2),
             num_classes,
             input_norm: None,
         }
