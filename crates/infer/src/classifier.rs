@@ -212,15 +212,7 @@ impl Classifier {
                 want.0, want.1
             )));
         }
-        let per = m * t;
-        let mut out = Vec::with_capacity(n);
-        for start in (0..n).step_by(self.batch_size) {
-            let b = self.batch_size.min(n - start);
-            let slice = feats.data[start * per..(start + b) * per].to_vec();
-            let x = Tensor::<4>::from_data(TensorData::new(slice, [b, 1, m, t]), &self.device);
-            out.extend(self.probabilities(x)?);
-        }
-        Ok(out)
+        self.predict_data(&feats.data, m, t)
     }
 
     /// Probabilities for a batch of raw windows (mono, recipe rate, each exactly one window
@@ -246,7 +238,12 @@ impl Classifier {
             buf[..w.len()].copy_from_slice(w);
             data.extend(self.logmel.compute(&buf));
         }
-        let mut out = Vec::with_capacity(windows.len());
+        self.predict_data(&data, m, t)
+    }
+
+    /// Probabilities of `[windows, m, t]` log-mel data, `batch_size` windows per forward pass.
+    fn predict_data(&self, data: &[f32], m: usize, t: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(data.len() / (m * t).max(1));
         for chunk in data.chunks(self.batch_size * m * t) {
             let b = chunk.len() / (m * t);
             let x =

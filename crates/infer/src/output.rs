@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::classifier::{Identification, SpeciesScore};
+use crate::classifier::{Identification, SpeciesScore, WindowScores};
 use crate::{Error, Result};
 
 /// Output formats of `silencio identify`.
@@ -82,6 +82,18 @@ fn tsv_field(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
 }
 
+/// Every reported (window, species) pair, window by window, best species first.
+fn detections<'a>(
+    id: &'a Identification,
+    opts: &'a RenderOptions,
+) -> impl Iterator<Item = (&'a WindowScores, SpeciesScore)> + 'a {
+    id.windows.iter().enumerate().flat_map(move |(i, w)| {
+        id.top_k(i, opts.top_k, opts.min_score)
+            .into_iter()
+            .map(move |r| (w, r))
+    })
+}
+
 /// Renders `id` in `format`.
 pub fn render(id: &Identification, format: Format, opts: &RenderOptions) -> Result<String> {
     let rows = |i: usize| id.top_k(i, opts.top_k, opts.min_score);
@@ -108,58 +120,50 @@ pub fn render(id: &Identification, format: Format, opts: &RenderOptions) -> Resu
         }
         Format::Csv => {
             let mut s = CSV_HEADER.to_string();
-            for (i, w) in id.windows.iter().enumerate() {
-                for r in rows(i) {
-                    s.push_str(&format!(
-                        "{},{},{},{},{},{},{:.4},{}\n",
-                        t(w.start_s),
-                        t(w.end_s),
-                        csv_field(&r.scientific_name),
-                        csv_field(&r.common_name),
-                        csv_field(&r.code),
-                        csv_field(&r.class_name),
-                        r.score,
-                        csv_field(&opts.file)
-                    ));
-                }
+            for (w, r) in detections(id, opts) {
+                s.push_str(&format!(
+                    "{},{},{},{},{},{},{:.4},{}\n",
+                    t(w.start_s),
+                    t(w.end_s),
+                    csv_field(&r.scientific_name),
+                    csv_field(&r.common_name),
+                    csv_field(&r.code),
+                    csv_field(&r.class_name),
+                    r.score,
+                    csv_field(&opts.file)
+                ));
             }
             s
         }
         Format::Raven => {
             let mut s = RAVEN_HEADER.to_string();
-            let mut sel = 0;
-            for (i, w) in id.windows.iter().enumerate() {
-                for r in rows(i) {
-                    sel += 1;
-                    s.push_str(&format!(
-                        "{sel}\tSpectrogram 1\t1\t{}\t{}\t{}\t{}\t{}\t{}\t{:.4}\t{}\t{}\n",
-                        t(w.start_s),
-                        t(w.end_s),
-                        opts.low_hz.round(),
-                        opts.high_hz.round(),
-                        tsv_field(&r.common_name),
-                        tsv_field(&r.code),
-                        r.score,
-                        tsv_field(&opts.file),
-                        t(w.start_s)
-                    ));
-                }
+            for (sel, (w, r)) in (1..).zip(detections(id, opts)) {
+                s.push_str(&format!(
+                    "{sel}\tSpectrogram 1\t1\t{}\t{}\t{}\t{}\t{}\t{}\t{:.4}\t{}\t{}\n",
+                    t(w.start_s),
+                    t(w.end_s),
+                    opts.low_hz.round(),
+                    opts.high_hz.round(),
+                    tsv_field(&r.common_name),
+                    tsv_field(&r.code),
+                    r.score,
+                    tsv_field(&opts.file),
+                    t(w.start_s)
+                ));
             }
             s
         }
         Format::Audacity => {
             let mut s = String::new();
-            for (i, w) in id.windows.iter().enumerate() {
-                for r in rows(i) {
-                    s.push_str(&format!(
-                        "{}\t{}\t{}, {}\t{:.4}\n",
-                        t(w.start_s),
-                        t(w.end_s),
-                        tsv_field(&r.scientific_name),
-                        tsv_field(&r.common_name),
-                        r.score
-                    ));
-                }
+            for (w, r) in detections(id, opts) {
+                s.push_str(&format!(
+                    "{}\t{}\t{}, {}\t{:.4}\n",
+                    t(w.start_s),
+                    t(w.end_s),
+                    tsv_field(&r.scientific_name),
+                    tsv_field(&r.common_name),
+                    r.score
+                ));
             }
             s
         }
