@@ -153,6 +153,23 @@ def save_npy(path: Path, t: torch.Tensor) -> np.ndarray:
     return a
 
 
+def save_checkpoint_and_logits(model, build, x: torch.Tensor, out: Path, name: str) -> torch.Tensor:
+    """Saves ``name.pth`` (plain state dict), its key list, ``x`` and the eval-mode logits,
+    then checks that a fresh ``build()`` loaded from the file gives the same logits."""
+    sd = model.state_dict()
+    torch.save(sd, out / f"{name}.pth")
+    write_keys(sd, out / f"{name}_keys.txt")
+    with torch.no_grad():
+        logits = model(x)
+    save_npy(out / f"{name}_input.npy", x)
+    save_npy(out / f"{name}_logits.npy", logits)
+    fresh = build()
+    fresh.load_state_dict(torch.load(out / f"{name}.pth", map_location="cpu", weights_only=True))
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), logits)
+    return logits
+
+
 def f64_deviation(model: nn.Module, x: torch.Tensor, ref32: torch.Tensor, fwd=None) -> float:
     """max |logits_f32 - logits_f64| for the same weights/input."""
     import copy
@@ -188,21 +205,11 @@ def make_effb0_tv(out: Path, manifest: dict) -> None:
     randomise_bn(model, gen, calib=lambda m: m(torch.randn(16, 3, 64, 96, generator=gen)))
     model.eval()
 
-    sd = model.state_dict()
-    torch.save(sd, out / "effb0_tv.pth")
-    write_keys(sd, out / "effb0_tv_keys.txt")
-
     x = torch.randn(2, 3, 64, 96, generator=gen)
-    with torch.no_grad():
-        logits = model(x)
-    save_npy(out / "effb0_tv_input.npy", x)
-    save_npy(out / "effb0_tv_logits.npy", logits)
-
-    # round trip: a fresh model loaded from the file gives the same logits
-    fresh = EfficientNet(setting, dropout=0.2, last_channel=last_channel, num_classes=7)
-    fresh.load_state_dict(torch.load(out / "effb0_tv.pth", map_location="cpu", weights_only=True))
-    with torch.no_grad():
-        assert torch.equal(fresh.eval()(x), logits)
+    logits = save_checkpoint_and_logits(
+        model,
+        lambda: EfficientNet(setting, dropout=0.2, last_channel=last_channel, num_classes=7),
+        x, out, "effb0_tv")
 
     stages = [
         dict(expand=c.expand_ratio, kernel=c.kernel, stride=c.stride, cin=c.input_channels,
@@ -240,20 +247,8 @@ def make_effb0_timm(out: Path, manifest: dict) -> None:
     randomise_bn(model, gen, calib=lambda m: m(torch.randn(16, 3, 64, 96, generator=gen)))
     model.eval()
 
-    sd = model.state_dict()
-    torch.save(sd, out / "effb0_timm.pth")
-    write_keys(sd, out / "effb0_timm_keys.txt")
-
     x = torch.randn(2, 3, 64, 96, generator=gen)
-    with torch.no_grad():
-        logits = model(x)
-    save_npy(out / "effb0_timm_input.npy", x)
-    save_npy(out / "effb0_timm_logits.npy", logits)
-
-    fresh = build()
-    fresh.load_state_dict(torch.load(out / "effb0_timm.pth", map_location="cpu", weights_only=True))
-    with torch.no_grad():
-        assert torch.equal(fresh.eval()(x), logits)
+    logits = save_checkpoint_and_logits(model, build, x, out, "effb0_timm")
 
     blocks = []
     for si, stage in enumerate(model.blocks):
