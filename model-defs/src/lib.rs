@@ -19,8 +19,8 @@ pub use model::{
     ModelOutput,
 };
 pub use pretrained::{
-    CheckpointLayout, LoadReport, adapt_input_channels, load_pytorch, load_pytorch_into,
-    replace_classifier,
+    CheckpointLayout, LoadReport, adapt_input_channels, from_checkpoint, load_pytorch,
+    load_pytorch_into, replace_classifier,
 };
 
 /// The one error type of this crate.

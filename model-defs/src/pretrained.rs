@@ -318,3 +318,62 @@ pub fn replace_classifier(
         input_norm,
     })
 }
+
+impl CheckpointLayout {
+    /// Layout names as the CLI and experiment files spell them.
+    pub const NAMES: [&'static str; 5] = [
+        "torchvision-efficientnet",
+        "timm-efficientnet",
+        "lite0-package",
+        "torchvision-resnet",
+        "panns-cnn14",
+    ];
+
+    /// Parses a layout name (see [`CheckpointLayout::NAMES`]).
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "torchvision-efficientnet" => Self::TorchvisionEfficientNet,
+            "timm-efficientnet" => Self::TimmEfficientNet,
+            "lite0-package" => Self::LukemelasEfficientNet,
+            "torchvision-resnet" => Self::TorchvisionResNet,
+            "panns-cnn14" => Self::PannsCnn14,
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown checkpoint layout {other:?} (known: {})",
+                    Self::NAMES.join(", ")
+                )));
+            }
+        })
+    }
+}
+
+/// A model of architecture `config` whose backbone starts from the checkpoint at `path`:
+/// loaded in the checkpoint's own shape (ImageNet models: 3 channels, 1000 classes; PANNs: 527
+/// AudioSet classes), its stem folded to one channel, and a fresh classifier for
+/// `config.num_classes` classes. Returns the model, its final config and the load report.
+pub fn from_checkpoint(
+    config: &ModelConfig,
+    layout: CheckpointLayout,
+    path: &Path,
+    device: &Device,
+) -> Result<(Model, ModelConfig, LoadReport)> {
+    let mut ck = config.clone();
+    match &mut ck.backbone {
+        crate::model::BackboneConfig::Resnet(c) => c.in_channels = 3,
+        crate::model::BackboneConfig::Efficientnet(c) => c.in_channels = 3,
+        crate::model::BackboneConfig::Cnn14(_) => {}
+    }
+    ck.num_classes = if layout == CheckpointLayout::PannsCnn14 {
+        527
+    } else {
+        1000
+    };
+    let (m, report) = load_pytorch(&ck, layout, path, device)?;
+    let m = if ck.in_channels() == 3 {
+        adapt_input_channels(m, &mut ck)?
+    } else {
+        m
+    };
+    let m = replace_classifier(m, &mut ck, config.num_classes, device)?;
+    Ok((m, ck, report))
+}

@@ -243,39 +243,14 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
     let (model, source) = match (&a.pretrained, a.layout.as_deref()) {
         (None, None) => (cfg.init(&device)?, "random initialisation".to_string()),
         (Some(p), Some(layout)) => {
-            let layout = match layout {
-                "torchvision-efficientnet" => CheckpointLayout::TorchvisionEfficientNet,
-                "timm-efficientnet" => CheckpointLayout::TimmEfficientNet,
-                "lite0-package" => CheckpointLayout::LukemelasEfficientNet,
-                "torchvision-resnet" => CheckpointLayout::TorchvisionResNet,
-                _ => CheckpointLayout::PannsCnn14,
-            };
-            // The checkpoint's own shape: ImageNet models take 3 channels and 1000 classes,
-            // PANNs 527 AudioSet classes.
-            let mut ck = cfg.clone();
-            match &mut ck.backbone {
-                silencio_models::BackboneConfig::Resnet(c) => c.in_channels = 3,
-                silencio_models::BackboneConfig::Efficientnet(c) => c.in_channels = 3,
-                silencio_models::BackboneConfig::Cnn14(_) => {}
-            }
-            ck.num_classes = if layout == CheckpointLayout::PannsCnn14 {
-                527
-            } else {
-                1000
-            };
-            let (m, report) = silencio_models::load_pytorch(&ck, layout, p, &device)?;
+            let layout = CheckpointLayout::parse(layout)?;
+            let (m, ck, report) = silencio_models::from_checkpoint(&cfg, layout, p, &device)?;
             eprintln!(
                 "loaded {} tensors from {} ({} skipped as irrelevant)",
                 report.applied,
                 p.display(),
                 report.ignored
             );
-            let m = if ck.in_channels() == 3 {
-                silencio_models::adapt_input_channels(m, &mut ck)?
-            } else {
-                m
-            };
-            let m = silencio_models::replace_classifier(m, &mut ck, classes, &device)?;
             cfg = ck;
             (m, format!("pretrained backbone {}", p.display()))
         }

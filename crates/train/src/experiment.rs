@@ -1,0 +1,382 @@
+//! Experiment configuration: one TOML file per experiment under `experiments/`.
+//!
+//! Every field has a default, so a file names only what it changes; the embedded demo
+//! experiment is [`Experiment::demo`]. The whole resolved config is logged to MLflow as params
+//! and saved as an artefact, so a run can be repeated from its record.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A whole experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Experiment name (MLflow experiment and registered model name).
+    pub name: String,
+    /// What to train on.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// What to train.
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// How to train.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// How to evaluate.
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// The bar a model must clear to be registered.
+    #[serde(default)]
+    pub gate: GateSpec,
+    /// Where the result goes.
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+/// Data: a BirdCLEF-layout root, turned into shards by the ETL when they are missing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// BirdCLEF root (`taxonomy.csv`, `train.csv`, `train_audio/`).
+    pub root: PathBuf,
+    /// Shard directory (made by the ETL when it has no complete manifest).
+    pub shards: PathBuf,
+    /// Feature recipe.
+    pub recipe: String,
+    /// Keep at most this many windows per clip (0 = all).
+    pub max_windows_per_clip: usize,
+    /// Share of recordings held out for validation.
+    pub valid_fraction: f64,
+    /// Which period to train on: `all`, `initial` (older 70 %) or `retrain` (newer 30 %).
+    pub period: String,
+    /// Background recordings for noise mixing and the mixed test set.
+    pub backgrounds: Option<PathBuf>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("datasets/demo/birdclef"),
+            shards: PathBuf::from("demo-shards"),
+            recipe: "birdclef".into(),
+            max_windows_per_clip: 0,
+            valid_fraction: 0.2,
+            period: "all".into(),
+            backgrounds: Some(PathBuf::from("datasets/demo/backgrounds")),
+        }
+    }
+}
+
+/// The model: an architecture from scratch, a pretrained checkpoint, or a registered model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSpec {
+    /// `efficientnet_b0`, `efficientnet_lite0`, `resnet50`, `cnn14`, or `tiny` (a narrow
+    /// EfficientNet that trains in minutes on two CPU cores).
+    pub arch: String,
+    /// Frame-wise + clip-wise SED attention head instead of the clip head.
+    pub sed: bool,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+    /// A PyTorch checkpoint to start from.
+    pub pretrained: Option<PathBuf>,
+    /// Its layout (see `silencio bundle create --layout`).
+    pub layout: Option<String>,
+    /// Environment variable that may hold the checkpoint path instead (e.g.
+    /// `SILENCIO_LITE0_PTH`); it wins over `pretrained` when set.
+    pub pretrained_env: Option<String>,
+    /// Continue from the registry's model with this alias (`production`, `staging`) or version.
+    pub from_registry: Option<String>,
+    /// Train only a linear head on frozen embeddings of this member (`birdnet`).
+    pub probe: Option<String>,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        Self {
+            arch: "tiny".into(),
+            sed: false,
+            dropout: 0.2,
+            pretrained: None,
+            layout: None,
+            pretrained_env: None,
+            from_registry: None,
+            probe: None,
+        }
+    }
+}
+
+/// Loss function.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LossKind {
+    /// Binary cross-entropy on logits.
+    Bce,
+    /// Focal loss (Lin et al. 2017) with focusing parameter `gamma`.
+    Focal {
+        /// Focusing parameter.
+        gamma: f32,
+    },
+}
+
+/// Training recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Epochs.
+    pub epochs: usize,
+    /// Windows per step (per device).
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f32,
+    /// Linear warm-up length, in epochs (the rest is cosine decay to `min_lr`).
+    pub warmup_epochs: f64,
+    /// Final learning rate.
+    pub min_lr: f64,
+    /// Loss.
+    pub loss: LossKind,
+    /// Targets move towards 0.5 by this much (0 = none).
+    pub label_smoothing: f32,
+    /// Target of secondary labels (re-weights what the ETL stored).
+    pub secondary_weight: f32,
+    /// Probability of mixing a batch item with another (0 = off).
+    pub mixup_prob: f64,
+    /// Beta(α, α) of the mixing weight.
+    pub mixup_alpha: f64,
+    /// SpecAugment time masks per window.
+    pub time_masks: usize,
+    /// Widest time mask, in frames.
+    pub time_mask_frames: usize,
+    /// SpecAugment frequency masks per window.
+    pub freq_masks: usize,
+    /// Widest frequency mask, in mel bins.
+    pub freq_mask_bins: usize,
+    /// Probability of adding a background recording.
+    pub noise_prob: f64,
+    /// SNR range of the background, dB.
+    pub noise_snr_db: [f32; 2],
+    /// Random 5 s crops across neighbouring windows of a clip instead of the fixed grid.
+    pub random_crop: bool,
+    /// Sample windows with weights ∝ 1/√(class count) instead of uniformly.
+    pub balanced_sampling: bool,
+    /// Stop after this many epochs without a lower validation loss (0 = never).
+    pub early_stopping: usize,
+    /// Seed of initialisation, shuffling and augmentation.
+    pub seed: u64,
+    /// Devices, e.g. `["flex"]`, `["cuda:0", "cuda:1"]`, `["wgpu:0"]`.
+    pub devices: Vec<String>,
+    /// Stop each epoch after this many steps (0 = the whole split); for scaling runs.
+    pub max_steps_per_epoch: usize,
+    /// Data-loading worker threads.
+    pub workers: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 12,
+            batch_size: 16,
+            lr: 2e-3,
+            weight_decay: 1e-2,
+            warmup_epochs: 1.0,
+            min_lr: 1e-5,
+            loss: LossKind::Bce,
+            label_smoothing: 0.0,
+            secondary_weight: 0.5,
+            mixup_prob: 0.0,
+            mixup_alpha: 0.4,
+            time_masks: 2,
+            time_mask_frames: 30,
+            freq_masks: 2,
+            freq_mask_bins: 12,
+            noise_prob: 0.0,
+            noise_snr_db: [0.0, 20.0],
+            random_crop: true,
+            balanced_sampling: false,
+            early_stopping: 0,
+            seed: 0,
+            devices: vec!["flex".into()],
+            max_steps_per_epoch: 0,
+            workers: 1,
+        }
+    }
+}
+
+/// Evaluation: the validation windows, and a mixed soundscape test set made from held-out calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Minutes of mixed soundscapes (0 = none).
+    pub mix_minutes: usize,
+    /// SNR range of the mixed calls, dB.
+    pub mix_snr_db: [f64; 2],
+    /// Seed of the mixer.
+    pub mix_seed: u64,
+    /// Windows per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            mix_minutes: 2,
+            mix_snr_db: [-20.0, 10.0],
+            mix_seed: 0,
+            batch_size: 32,
+        }
+    }
+}
+
+/// Quality gate: thresholds on the two evaluation reports (see `silencio_eval::GateConfig`:
+/// `min_macro_auc`, `min_macro_ap`, `min_slice = [{dimension, value, min_macro_auc}]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateSpec {
+    /// Bars on the validation windows.
+    pub valid: silencio_eval::GateConfig,
+    /// Bars on the mixed soundscapes.
+    pub mixed: silencio_eval::GateConfig,
+}
+
+/// Where results go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Run directories (`<runs>/<run name>/`: checkpoints, report, bundle).
+    pub runs: PathBuf,
+    /// Registered model name (default `el-silencio`: every experiment makes candidate versions
+    /// of the one model that `silencio identify` and the server use).
+    pub model_name: Option<String>,
+    /// Alias given to a model that passes the gate.
+    pub alias: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            runs: PathBuf::from("runs"),
+            model_name: None,
+            alias: "staging".into(),
+        }
+    }
+}
+
+/// The registered model every experiment adds versions to unless it names another.
+pub const DEFAULT_MODEL_NAME: &str = "el-silencio";
+
+/// The embedded default experiment (the same as `experiments/demo.toml`).
+pub const DEMO_TOML: &str = include_str!("../../../experiments/demo.toml");
+
+impl Experiment {
+    /// The embedded demo experiment.
+    pub fn demo() -> Result<Self> {
+        Self::parse(DEMO_TOML, Path::new("experiments/demo.toml"))
+    }
+
+    /// Reads an experiment file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks an experiment.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let exp: Self = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        exp.check().map_err(|message| Error::Config {
+            path: path.display().to_string(),
+            message,
+        })?;
+        Ok(exp)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let t = &self.train;
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.contains("..") {
+            return Err(format!(
+                "name {:?} must be a plain, non-empty name",
+                self.name
+            ));
+        }
+        if t.epochs == 0 || t.batch_size == 0 {
+            return Err("epochs and batch_size must be > 0".into());
+        }
+        if !(t.lr > 0.0 && t.min_lr >= 0.0 && t.min_lr <= t.lr) {
+            return Err("need lr > 0 and 0 <= min_lr <= lr".into());
+        }
+        if !(0.0..0.5).contains(&t.label_smoothing) {
+            return Err("label_smoothing must lie in [0, 0.5)".into());
+        }
+        if !(0.0..=1.0).contains(&t.secondary_weight)
+            || !(0.0..=1.0).contains(&t.mixup_prob)
+            || !(0.0..=1.0).contains(&t.noise_prob)
+        {
+            return Err("secondary_weight, mixup_prob and noise_prob must lie in [0, 1]".into());
+        }
+        if t.mixup_alpha <= 0.0 {
+            return Err("mixup_alpha must be > 0".into());
+        }
+        if t.devices.is_empty() {
+            return Err("devices must name at least one device".into());
+        }
+        if !["all", "initial", "retrain"].contains(&self.data.period.as_str()) {
+            return Err(format!(
+                "data.period {:?} (use all, initial or retrain)",
+                self.data.period
+            ));
+        }
+        if let LossKind::Focal { gamma } = t.loss
+            && !(gamma >= 0.0)
+        {
+            return Err("focal gamma must be >= 0".into());
+        }
+        if self.model.pretrained.is_some() != self.model.layout.is_some()
+            && self.model.pretrained_env.is_none()
+        {
+            return Err("model.pretrained and model.layout go together".into());
+        }
+        Ok(())
+    }
+
+    /// The registered model name.
+    pub fn model_name(&self) -> String {
+        self.output
+            .model_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MODEL_NAME.to_string())
+    }
+
+    /// Flat `key = value` pairs of the whole config, for MLflow params.
+    pub fn params(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Ok(v) = serde_json::to_value(self) {
+            flatten("", &v, &mut out);
+        }
+        out
+    }
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        serde_json::Value::Null => {}
+        serde_json::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}

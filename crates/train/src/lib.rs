@@ -1,0 +1,21 @@
+//! The El Silencio trainer: experiments (TOML), Burn's Learner on the ETL's shards,
+//! augmentation, data-parallel devices, evaluation, quality gate, registry and MLflow tracking.
+#![warn(missing_docs)]
+
+pub mod augment;
+pub mod dataset;
+pub mod error;
+pub mod evaluate;
+pub mod experiment;
+pub mod fit;
+pub mod jobs;
+pub mod model;
+pub mod pipeline;
+pub mod predict;
+pub mod prepare;
+pub mod registry;
+pub mod scaling;
+pub mod track;
+
+pub use error::{Error, Result};
+pub use experiment::Experiment;

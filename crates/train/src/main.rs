@@ -1,0 +1,186 @@
+//! `cargo run --release -p trainer [-- --experiment experiments/<name>.toml]`: trains,
+//! evaluates, gates and registers one model; see `trainer --help`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "trainer",
+    version,
+    about = "Train, evaluate, gate and register an El Silencio model"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// Experiment file (default: the embedded demo, experiments/demo.toml).
+    #[arg(long, env = "SILENCIO_EXPERIMENT")]
+    experiment: Option<PathBuf>,
+    /// Continue the latest unfinished run of this experiment from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Run name (default: `<experiment>-<unix time>`); with --resume, the run to continue.
+    #[arg(long)]
+    run_name: Option<String>,
+    /// MLflow tracking URI: a directory / `file:` URI (default `mlruns`) or `http(s)://` server.
+    #[arg(long, env = "MLFLOW_TRACKING_URI", default_value = "mlruns")]
+    tracking_uri: String,
+    /// Model registry: a directory (default `$SILENCIO_REGISTRY` or `registry`) or an MLflow
+    /// server `http(s)://…`.
+    #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
+    registry: String,
+    /// Devices, comma-separated (`flex`, `cuda:0,cuda:1`, `wgpu:0`); overrides the experiment.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
+    /// Override the number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Submit this trainer as a job to a Ray cluster (Ray Jobs REST API), follow its status and
+    /// logs, and stop it on Ctrl-C.
+    Submit {
+        /// Ray dashboard address.
+        #[arg(long, env = "RAY_ADDRESS", default_value = "http://127.0.0.1:8265")]
+        ray_address: String,
+        /// Entry point to run on the cluster (default: this trainer with the given arguments).
+        #[arg(long)]
+        entrypoint: Option<String>,
+        /// Working directory shipped with the job (default: none, the cluster has the repo).
+        #[arg(long)]
+        working_dir: Option<String>,
+        /// Return after submitting instead of following the job.
+        #[arg(long)]
+        no_follow: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Trains a fixed number of steps on 1, 2, 4… devices and writes the wall-time table and
+    /// plot.
+    Scaling {
+        /// Device counts to try.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        counts: Vec<usize>,
+        /// Device kind (`flex`, `cuda`, `wgpu`): `cuda` gives cuda:0..n.
+        #[arg(long, default_value = "flex")]
+        kind: String,
+        /// Steps per run.
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        /// Output directory for scaling.csv / scaling.svg.
+        #[arg(long, default_value = "runs/scaling")]
+        out: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        let kind = e
+            .downcast_ref::<trainer::Error>()
+            .map(|e| e.kind())
+            .unwrap_or("error");
+        eprintln!("error[{kind}]: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn options(a: &RunArgs) -> Result<trainer::pipeline::RunOptions> {
+    let mut exp = match &a.experiment {
+        Some(p) => trainer::Experiment::load(p)?,
+        None => trainer::Experiment::demo()?,
+    };
+    if !a.devices.is_empty() {
+        exp.train.devices = a.devices.clone();
+    }
+    if let Some(e) = a.epochs {
+        exp.train.epochs = e;
+    }
+    Ok(trainer::pipeline::RunOptions {
+        experiment: exp,
+        resume: a.resume,
+        run_name: a.run_name.clone(),
+        tracking_uri: a.tracking_uri.clone(),
+        registry: a.registry.clone(),
+    })
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => {
+            let out = trainer::pipeline::run(options(&cli.run)?, &mut |m| println!("{m}"))?;
+            println!("{}", out.summary());
+            println!("model bundle: {}", out.bundle_dir.display());
+        }
+        Some(Command::Submit {
+            ray_address,
+            entrypoint,
+            working_dir,
+            no_follow,
+            run,
+        }) => {
+            trainer::jobs::submit(
+                &ray_address,
+                entrypoint,
+                working_dir,
+                &trainer::jobs::forwarded_args(&run_args_vec(&run)),
+                !no_follow,
+            )?;
+        }
+        Some(Command::Scaling {
+            counts,
+            kind,
+            steps,
+            out,
+            run,
+        }) => {
+            let table =
+                trainer::scaling::run(options(&run)?, &kind, &counts, steps, &out, &mut |m| {
+                    println!("{m}")
+                })?;
+            println!("{table}");
+        }
+    }
+    Ok(())
+}
+
+/// The run arguments as trainer flags, for the job a cluster runs.
+fn run_args_vec(a: &RunArgs) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(p) = &a.experiment {
+        v.push("--experiment".into());
+        v.push(p.display().to_string());
+    }
+    if a.resume {
+        v.push("--resume".into());
+    }
+    if let Some(n) = &a.run_name {
+        v.push("--run-name".into());
+        v.push(n.clone());
+    }
+    v.push("--tracking-uri".into());
+    v.push(a.tracking_uri.clone());
+    v.push("--registry".into());
+    v.push(a.registry.clone());
+    if !a.devices.is_empty() {
+        v.push("--devices".into());
+        v.push(a.devices.join(","));
+    }
+    if let Some(e) = a.epochs {
+        v.push("--epochs".into());
+        v.push(e.to_string());
+    }
+    v
+}

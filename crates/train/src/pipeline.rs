@@ -1,0 +1,455 @@
+//! The whole run behind `cargo run -p trainer`: data → model → Learner → bundle → evaluation
+//! report → quality gate → registry, tracked in MLflow from the first step to the last.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use silencio_data::splits::Split;
+use silencio_infer::{BundleSpec, Classifier, ModelBundle, Provenance, Species};
+
+use crate::dataset::WindowDataset;
+use crate::experiment::Experiment;
+use crate::fit::{self, FitSpec};
+use crate::track::Tracker;
+use crate::{Error, Result, evaluate, predict, prepare};
+
+/// What to run and where to record it.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The experiment.
+    pub experiment: Experiment,
+    /// Continue the latest unfinished run (or `run_name`) from its last checkpoint.
+    pub resume: bool,
+    /// Run name.
+    pub run_name: Option<String>,
+    /// MLflow tracking URI (directory, `file:` or `http(s)://`).
+    pub tracking_uri: String,
+    /// Registry (directory or `http(s)://` MLflow server).
+    pub registry: String,
+}
+
+/// A run's state file (`<run dir>/run.json`), so `--resume` continues the same MLflow run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    /// Run name.
+    pub run_name: String,
+    /// MLflow run id.
+    pub mlflow_run_id: Option<String>,
+    /// `running`, `finished` or `failed`.
+    pub status: String,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Run directory.
+    pub run_dir: PathBuf,
+    /// The model bundle.
+    pub bundle_dir: PathBuf,
+    /// Evaluation report (JSON and HTML).
+    pub report_json: PathBuf,
+    /// HTML report.
+    pub report_html: PathBuf,
+    /// Whether the gate passed, and why not.
+    pub gate_passed: bool,
+    /// Gate reasons.
+    pub gate_reasons: Vec<String>,
+    /// Registered version (when the gate passed).
+    pub registered: Option<String>,
+    /// Where the MLflow run is.
+    pub tracking: String,
+    /// Headline metrics.
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl RunOutcome {
+    /// A few lines for the terminal.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.metrics {
+            s.push_str(&format!("{k}: {v:.4}\n"));
+        }
+        s.push_str(&format!(
+            "report: {} ({})\n",
+            self.report_html.display(),
+            self.report_json.display()
+        ));
+        s.push_str(&format!("mlflow: {}\n", self.tracking));
+        if self.gate_passed {
+            s.push_str(&format!(
+                "quality gate: passed; registered as version {}\n",
+                self.registered.as_deref().unwrap_or("?")
+            ));
+        } else {
+            s.push_str("quality gate: FAILED, not registered:\n");
+            for r in &self.gate_reasons {
+                s.push_str(&format!("  - {r}\n"));
+            }
+        }
+        s.trim_end().to_string()
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn read_state(dir: &Path) -> Option<RunState> {
+    serde_json::from_slice(&std::fs::read(dir.join("run.json")).ok()?).ok()
+}
+
+fn write_state(dir: &Path, s: &RunState) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(s).map_err(|e| Error::Data {
+        message: e.to_string(),
+    })?;
+    write_atomic(&dir.join("run.json"), &bytes)
+}
+
+/// The run directory: a new one, or for `--resume` the named / latest unfinished one.
+fn run_dir(opts: &RunOptions) -> Result<(PathBuf, RunState, bool)> {
+    let exp = &opts.experiment;
+    let base = exp.output.runs.join(&exp.name);
+    std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
+    if opts.resume {
+        let candidates: Vec<PathBuf> = match &opts.run_name {
+            Some(n) => vec![base.join(n)],
+            None => {
+                let mut v: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(&base)
+                    .map_err(|e| Error::io(&base, e))?
+                    .flatten()
+                    .filter_map(|e| {
+                        let m = e.metadata().ok()?.modified().ok()?;
+                        Some((m, e.path()))
+                    })
+                    .collect();
+                v.sort();
+                v.into_iter().rev().map(|(_, p)| p).collect()
+            }
+        };
+        for dir in candidates {
+            if let Some(state) = read_state(&dir)
+                && state.status != "finished"
+            {
+                return Ok((dir, state, true));
+            }
+        }
+        return Err(Error::Config {
+            path: base.display().to_string(),
+            message: "--resume: no unfinished run to continue".into(),
+        });
+    }
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = opts
+        .run_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{secs}", exp.name));
+    let dir = base.join(&name);
+    if dir.exists() {
+        return Err(Error::Config {
+            path: dir.display().to_string(),
+            message: "run directory exists (pick another --run-name, or --resume it)".into(),
+        });
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok((
+        dir,
+        RunState {
+            run_name: name,
+            mlflow_run_id: None,
+            status: "running".into(),
+        },
+        false,
+    ))
+}
+
+/// Runs an experiment end to end.
+pub fn run(opts: RunOptions, log: &mut dyn FnMut(&str)) -> Result<RunOutcome> {
+    let t0 = Instant::now();
+    let exp = opts.experiment.clone();
+    let (dir, mut state, resumed) = run_dir(&opts)?;
+    log(&format!(
+        "run {} in {}{}",
+        state.run_name,
+        dir.display(),
+        if resumed { " (resumed)" } else { "" }
+    ));
+
+    let mut tracker = Tracker::open(&opts.tracking_uri)?;
+    let run_id = tracker.start(&exp.name, &state.run_name, state.mlflow_run_id.as_deref())?;
+    state.mlflow_run_id = Some(run_id.clone());
+    write_state(&dir, &state)?;
+    let result = run_inner(&opts, &exp, &dir, resumed, &mut tracker, log);
+    let tracking = tracker.describe();
+    match &result {
+        Ok(_) => {
+            state.status = "finished".into();
+            tracker.finish(true)?;
+        }
+        Err(e) => {
+            state.status = "failed".into();
+            let _ = tracker.set_tag("error", &e.to_string());
+            tracker.finish(false)?;
+        }
+    }
+    write_state(&dir, &state)?;
+    let mut out = result?;
+    out.tracking = tracking;
+    log(&format!("done in {:.1} s", t0.elapsed().as_secs_f64()));
+    Ok(out)
+}
+
+fn run_inner(
+    opts: &RunOptions,
+    exp: &Experiment,
+    dir: &Path,
+    resumed: bool,
+    tracker: &mut Tracker,
+    log: &mut dyn FnMut(&str),
+) -> Result<RunOutcome> {
+    let exp_path = dir.join("experiment.toml");
+    let toml_text = toml::to_string_pretty(exp).map_err(|e| Error::Data {
+        message: e.to_string(),
+    })?;
+    write_atomic(&exp_path, toml_text.as_bytes())?;
+    if !resumed {
+        tracker.log_params(&exp.params())?;
+        tracker.log_system_tags()?;
+    }
+
+    // Data.
+    let store = Arc::new(prepare::shards(exp, log)?);
+    let features = store.manifest().options.features.clone();
+    let [mels, frames] = store.shape();
+    let classes = store.manifest().classes.clone();
+    let taxonomy = silencio_data::Taxonomy::from_csv(&exp.data.root.join("taxonomy.csv"))?;
+    let species: Vec<Species> = taxonomy
+        .species()
+        .iter()
+        .map(|s| Species {
+            code: s.primary_label.clone(),
+            scientific_name: s.scientific_name.clone(),
+            common_name: s.common_name.clone(),
+            class_name: s.class_name.clone(),
+        })
+        .collect();
+    let train_idx = store.select(Split::Train, &exp.data.period);
+    let valid_idx = store.select(Split::Valid, "all");
+    if train_idx.is_empty() || valid_idx.is_empty() {
+        return Err(Error::Data {
+            message: format!(
+                "{} training and {} validation windows: both must be non-empty",
+                train_idx.len(),
+                valid_idx.len()
+            ),
+        });
+    }
+
+    // Devices and model.
+    let devices = exp
+        .train
+        .devices
+        .iter()
+        .map(|d| silencio_infer::parse_device(d))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let main = devices[0].clone();
+    let base_bundle = match &exp.model.from_registry {
+        Some(alias) => Some(crate::registry::resolve(
+            &opts.registry,
+            &exp.model_name(),
+            alias,
+        )?),
+        None => None,
+    };
+    let cfg = prepare::model_config(exp, classes.len(), mels)?;
+    let (model, mut cfg, source) = prepare::initial_model(exp, cfg, base_bundle.as_deref(), &main)?;
+    if cfg.input_norm.is_none() {
+        let (mean, std) = store.feature_stats(&train_idx, 256)?;
+        cfg.input_norm = Some(silencio_models::InputNorm { mean, std });
+    }
+    // The normalisation travels inside the model (and its bundle config).
+    let mut model = model;
+    model.input_norm = cfg.input_norm.map(|n| [n.mean, n.std]);
+    log(&format!(
+        "model: {} ({source}); {} train / {} valid windows; devices {:?}",
+        cfg.name(),
+        train_idx.len(),
+        valid_idx.len(),
+        exp.train.devices
+    ));
+    let noise = prepare::noise_bank(exp.data.backgrounds.as_deref(), &features)?;
+
+    let mut train = WindowDataset::new(
+        store.clone(),
+        train_idx,
+        exp.train.secondary_weight,
+        exp.train.random_crop,
+    );
+    if exp.train.balanced_sampling {
+        train = train.balanced(exp.train.seed);
+    }
+    let valid = WindowDataset::new(store.clone(), valid_idx, 1.0, false);
+
+    // Train.
+    let resume_epoch = if resumed {
+        fit::last_checkpoint(dir)
+    } else {
+        None
+    };
+    if let Some(e) = resume_epoch {
+        log(&format!("resuming after epoch {e}"));
+    }
+    let metrics_sink = Arc::new(Mutex::new(tracker.metric_sink()));
+    let sink = metrics_sink.clone();
+    let t_train = Instant::now();
+    let outcome = fit::fit(
+        FitSpec {
+            train: &exp.train,
+            dir,
+            resume_epoch,
+            devices: devices.clone(),
+            on_epoch: Some(Box::new(move |epoch, split, name, value| {
+                if let Ok(mut s) = sink.lock() {
+                    s.push(fit::metric_key(split, name), value, epoch);
+                }
+            })),
+        },
+        model,
+        &cfg,
+        train,
+        valid,
+        [mels, frames],
+        noise,
+    )?;
+    let train_s = t_train.elapsed().as_secs_f64();
+    if let Ok(mut s) = metrics_sink.lock() {
+        tracker.flush_metrics(&mut s)?;
+    }
+    log(&format!(
+        "trained {} epochs in {train_s:.1} s{}",
+        outcome.epochs,
+        outcome
+            .stopped
+            .as_deref()
+            .map(|s| format!(" (stopped early: {s})"))
+            .unwrap_or_default()
+    ));
+
+    // Evaluate.
+    let facts = predict::clip_facts(&exp.data.root)?;
+    let valid_scored =
+        predict::validation(&store, &outcome.model, exp.eval.batch_size, &main, &facts)?;
+
+    // Bundle (before the mixed test set: that one runs through the bundle, as serving does).
+    let bundle_dir = dir.join("bundle");
+    if bundle_dir.exists() {
+        // A bundle of an interrupted run: the weights may differ after resuming.
+        std::fs::remove_dir_all(&bundle_dir).map_err(|e| Error::io(&bundle_dir, e))?;
+    }
+    let version = format!(
+        "{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    );
+    let bundle = ModelBundle::write(
+        &bundle_dir,
+        BundleSpec {
+            name: exp.model_name(),
+            version,
+            model: cfg.clone(),
+            features: features.clone(),
+            species: species.clone(),
+            provenance: Provenance {
+                trained: true,
+                run_id: Some(tracker.run_id().to_string()),
+                source: format!("trainer experiment {} from {source}", exp.name),
+                metrics: Default::default(),
+                created_unix_s: 0,
+            },
+        },
+        &outcome.model,
+    )?;
+    let mixed = match (&exp.data.backgrounds, exp.eval.mix_minutes) {
+        (Some(bg), m) if m > 0 => {
+            let classifier = Classifier::load(bundle.dir(), &main)?;
+            let opts = silencio_data::mix::MixOptions {
+                minutes: m,
+                seed: exp.eval.mix_seed,
+                snr_db: (exp.eval.mix_snr_db[0], exp.eval.mix_snr_db[1]),
+                valid_fraction: exp.data.valid_fraction,
+                split_seed: exp.train.seed,
+                ..Default::default()
+            };
+            let mix_dir = dir.join("mixed");
+            if mix_dir.exists() {
+                std::fs::remove_dir_all(&mix_dir).map_err(|e| Error::io(&mix_dir, e))?;
+            }
+            Some(predict::mixed(
+                &exp.data.root,
+                bg,
+                &opts,
+                &mix_dir,
+                &classifier,
+                &classes,
+            )?)
+        }
+        _ => None,
+    };
+    let report = evaluate::report(exp, &species, &valid_scored, mixed.as_ref().map(|m| &m.0))?;
+    let report_json = dir.join("report.json");
+    let report_html = dir.join("report.html");
+    evaluate::write(&report, &report_json, &report_html)?;
+    let metrics = evaluate::headline(&report);
+    for (k, v) in &metrics {
+        tracker.log_metric(k, *v, outcome.epochs)?;
+    }
+    tracker.log_metric("train_seconds", train_s, outcome.epochs)?;
+
+    // Gate and registry.
+    let decision = evaluate::gate(exp, &report);
+    tracker.set_tag("quality_gate", if decision.0 { "passed" } else { "failed" })?;
+    tracker.log_artifact(&exp_path, "")?;
+    tracker.log_artifact(&report_json, "report")?;
+    tracker.log_artifact(&report_html, "report")?;
+    tracker.log_artifact(&bundle_dir.join("bundle.json"), "bundle")?;
+    tracker.log_artifact(&bundle_dir.join("weights.safetensors"), "bundle")?;
+    let registered = if decision.0 {
+        let v = crate::registry::register(
+            &opts.registry,
+            &exp.model_name(),
+            &bundle_dir,
+            tracker.run_id(),
+            &exp.output.alias,
+        )?;
+        tracker.set_tag("registered_version", &v)?;
+        log(&format!(
+            "registered {} version {v} as {} in {}",
+            exp.model_name(),
+            exp.output.alias,
+            opts.registry
+        ));
+        Some(v)
+    } else {
+        for r in &decision.1 {
+            log(&format!("quality gate: {r}"));
+        }
+        None
+    };
+    Ok(RunOutcome {
+        run_dir: dir.to_path_buf(),
+        bundle_dir,
+        report_json,
+        report_html,
+        gate_passed: decision.0,
+        gate_reasons: decision.1,
+        registered,
+        tracking: String::new(),
+        metrics,
+    })
+}

@@ -1,0 +1,175 @@
+//! Scores for evaluation: the validation windows straight from the shards, and mixed
+//! soundscapes (made from held-out calls) through the same `Classifier` that serves users.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Tensor, TensorData};
+use silencio_data::mix::{MixOptions, MixReport};
+use silencio_data::splits::Split;
+use silencio_infer::Classifier;
+use silencio_models::Model;
+
+use crate::dataset::WindowStore;
+use crate::{Error, Result};
+
+/// Row-major scores and labels with per-row metadata, ready for the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Scored {
+    /// Row ids.
+    pub rows: Vec<String>,
+    /// `rows × classes` probabilities.
+    pub scores: Vec<Vec<f32>>,
+    /// `rows × classes` 0/1 labels.
+    pub labels: Vec<Vec<f32>>,
+    /// Slicing attributes per row (collection, rating, SNR bin, overlap, background, …).
+    pub meta: Vec<BTreeMap<String, String>>,
+}
+
+fn forward(
+    model: &Model,
+    data: Vec<f32>,
+    n: usize,
+    m: usize,
+    t: usize,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    // [n, 1, mels, frames] -> [n, classes]
+    let x = Tensor::<4>::from_data(TensorData::new(data, [n, 1, m, t]), device);
+    let p = sigmoid(model.forward(x).logits);
+    p.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Training {
+            message: format!("reading scores: {e:?}"),
+        })
+}
+
+/// `train.csv` facts used for slicing, by filename: (collection, rating).
+pub type ClipFacts = BTreeMap<String, (String, Option<f64>)>;
+
+/// Reads [`ClipFacts`] from `root/train.csv` (rows it cannot parse are simply absent).
+pub fn clip_facts(root: &Path) -> Result<ClipFacts> {
+    let (records, _) = silencio_data::read_train_csv(&root.join("train.csv"))?;
+    Ok(records
+        .into_iter()
+        .map(|r| (r.filename, (r.collection, r.rating)))
+        .collect())
+}
+
+/// Scores every validation window of the store; labels are primary/secondary ≥ 0.5.
+pub fn validation(
+    store: &WindowStore,
+    model: &Model,
+    batch: usize,
+    device: &Device,
+    facts: &ClipFacts,
+) -> Result<Scored> {
+    let idx = store.select(Split::Valid, "all");
+    let [m, t] = store.shape();
+    let c = store.classes();
+    let man = store.manifest();
+    let mut out = Scored::default();
+    for chunk in idx.chunks(batch.max(1)) {
+        let mut data = Vec::with_capacity(chunk.len() * m * t);
+        for &i in chunk {
+            data.extend(store.features(i)?);
+        }
+        let p = forward(model, data, chunk.len(), m, t, device)?;
+        for (k, &i) in chunk.iter().enumerate() {
+            let w = store.window(i);
+            let clip = &man.clips[w.clip];
+            out.rows.push(format!("{}#{}", clip.filename, w.window));
+            out.scores.push(p[k * c..(k + 1) * c].to_vec());
+            out.labels.push(
+                store
+                    .targets(i, 1.0)
+                    .into_iter()
+                    .map(|v| if v >= 0.5 { 1.0 } else { 0.0 })
+                    .collect(),
+            );
+            let mut meta = BTreeMap::new();
+            if let Some((collection, rating)) = facts.get(&clip.filename) {
+                meta.insert("collection".into(), collection.clone());
+                meta.insert("rating".into(), rating_bin(rating.unwrap_or(0.0)));
+            }
+            out.meta.push(meta);
+        }
+    }
+    Ok(out)
+}
+
+/// Rating bins as the BirdCLEF metadata uses them (0 = unrated).
+pub fn rating_bin(r: f64) -> String {
+    if r <= 0.0 {
+        "unrated".into()
+    } else if r < 3.0 {
+        "<3".into()
+    } else if r < 4.0 {
+        "3-4".into()
+    } else {
+        ">=4".into()
+    }
+}
+
+/// SNR bins of the mixed windows.
+pub fn snr_bin(snr: Option<f64>) -> String {
+    match snr {
+        None => "no call".into(),
+        Some(s) if s < -10.0 => "< -10 dB".into(),
+        Some(s) if s < 0.0 => "-10..0 dB".into(),
+        Some(s) if s < 10.0 => "0..10 dB".into(),
+        Some(_) => ">= 10 dB".into(),
+    }
+}
+
+/// Mixes `opts.minutes` soundscapes from the held-out calls of `root` on `backgrounds` into
+/// `out`, then scores them with `classifier`. Rows are the mixer's `row_id`s.
+pub fn mixed(
+    root: &Path,
+    backgrounds: &Path,
+    opts: &MixOptions,
+    out: &Path,
+    classifier: &Classifier,
+    classes: &[String],
+) -> Result<(Scored, MixReport)> {
+    let set = silencio_data::mix::load_calls(root, opts)?;
+    let bgs = silencio_data::mix::load_backgrounds(backgrounds)?;
+    let report = silencio_data::mix::mix(&set, &bgs, opts, out)?;
+    let mut scored = Scored::default();
+    let by_code: BTreeMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    for file in &report.soundscapes {
+        let id = classifier.identify_path(out.join(file))?;
+        let stem = Path::new(file)
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let rows: Vec<_> = report
+            .windows
+            .iter()
+            .filter(|w| w.soundscape == stem || w.soundscape == *file)
+            .collect();
+        for (w, scores) in rows.iter().zip(&id.windows) {
+            let mut y = vec![0.0f32; classes.len()];
+            for code in w.species.split_whitespace() {
+                if let Some(&k) = by_code.get(code) {
+                    y[k] = 1.0;
+                }
+            }
+            scored.rows.push(w.row_id.clone());
+            scored.scores.push(scores.scores.clone());
+            scored.labels.push(y);
+            let mut meta = BTreeMap::new();
+            meta.insert("snr".into(), snr_bin(w.snr_min_db));
+            meta.insert("overlap".into(), w.calls.to_string());
+            meta.insert("background".into(), w.background.clone());
+            scored.meta.push(meta);
+        }
+    }
+    Ok((scored, report))
+}
