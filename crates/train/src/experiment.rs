@@ -380,3 +380,56 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
         other => out.push((prefix.to_string(), other.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_committed_experiment_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let exp = Experiment::load(&p).unwrap();
+                assert_eq!(
+                    Some(exp.name.as_str()),
+                    p.file_stem().and_then(|s| s.to_str())
+                );
+                names.push(exp.name);
+            }
+        }
+        names.sort();
+        for want in [
+            "cnn14-sed",
+            "demo",
+            "efficientnet-b0-finetune",
+            "resnet50-scratch",
+            "retrain",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+        assert_eq!(Experiment::demo().unwrap().name, "demo");
+    }
+
+    #[test]
+    fn bad_experiments_are_typed_errors() {
+        let bad = [
+            "name = \"x\"\n[train]\nepochs = 0\n",
+            "name = \"x\"\n[train]\nbogus = 1\n",
+            "name = \"x\"\n[data]\nperiod = \"later\"\n",
+            "name = \"../x\"\n",
+            "name = \"x\"\n[train]\nlabel_smoothing = 0.7\n",
+            "[train]\n",
+        ];
+        for text in bad {
+            let e = Experiment::parse(text, Path::new("t.toml")).unwrap_err();
+            assert_eq!(e.kind(), "config", "{text}: {e}");
+        }
+    }
+}

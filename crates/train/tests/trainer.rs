@@ -158,6 +158,27 @@ fn demo_trains_evaluates_registers_and_mlflow_reads_it() {
         assert!((logged - auc).abs() < 1e-9);
         assert!(m["metrics"]["valid_auroc_macro"].as_f64().is_some(), "{m}");
     }
+
+    // `retrain`: continue the registered staging model on the newer 30 % of the data; it
+    // clears the gate again and becomes version 2.
+    let retrain = experiment(t, "retrain", 1, "[gate.valid]\nmin_macro_auc = 0.0\n");
+    let text = std::fs::read_to_string(&retrain)
+        .unwrap()
+        .replace("arch = \"tiny\"", "from_registry = \"staging\"")
+        .replace("[train]", "[train]\nlr = 1e-4")
+        .replacen("lr = 3e-3\n", "", 1)
+        .replace("[data]", "[data]\nperiod = \"retrain\"");
+    std::fs::write(&retrain, text).unwrap();
+    let stdout = run_ok(&mut trainer(t, &retrain));
+    assert!(
+        stdout.contains("(registered model el-silencio@"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("registered as version 2"), "{stdout}");
+    let (dir2, _) = silencio_infer::registry::resolve_default(&reg).unwrap();
+    let v2 = silencio_infer::ModelBundle::open(&dir2).unwrap();
+    assert_ne!(v2.meta().weights.sha256, b.meta().weights.sha256);
+    assert_eq!(v2.meta().model, b.meta().model);
 }
 
 #[test]
@@ -237,4 +258,82 @@ fn killed_mid_training_resumes_from_the_last_checkpoint() {
     if let Some(m) = mlflow_check(t, &run_id, epochs) {
         assert_eq!(m["status"], "FINISHED");
     }
+}
+
+/// The Ray head's dashboard address (scripts/test.sh starts one), or None when skipped.
+fn ray_address() -> Option<String> {
+    match std::env::var("SILENCIO_RAY_ADDRESS") {
+        Ok(a) => Some(a),
+        Err(_) => {
+            assert!(
+                std::env::var("SILENCIO_SKIP_RAY").is_ok(),
+                "set SILENCIO_RAY_ADDRESS to a Ray head's dashboard (scripts/test.sh starts one), \
+                 or SILENCIO_SKIP_RAY=1"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn submit_runs_the_trainer_as_a_ray_job_and_follows_its_logs() {
+    let Some(addr) = ray_address() else { return };
+    let bin = env!("CARGO_BIN_EXE_trainer");
+    let out = Command::new(bin)
+        .args(["submit", "--ray-address", &addr, "--entrypoint"])
+        .arg(format!("{bin} --help"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // The job's own output (the trainer's help) came back through the followed logs.
+    assert!(
+        stdout.contains("Train, evaluate, gate and register"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("Succeeded"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_stops_a_submitted_ray_job() {
+    let Some(addr) = ray_address() else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args([
+            "submit",
+            "--ray-address",
+            &addr,
+            "--entrypoint",
+            "sleep 600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the job is submitted and running, then send SIGINT as a terminal would.
+    std::thread::sleep(Duration::from_secs(8));
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "submit did not stop the job"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("stopping job"), "{stderr}");
+    assert!(stderr.contains("Stopped"), "{stderr}");
 }
