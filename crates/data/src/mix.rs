@@ -59,6 +59,9 @@ pub struct MixOptions {
     pub snr_db: (f64, f64),
     /// Most calls in one window (1…4 in the plan).
     pub max_overlap: usize,
+    /// Fewest species in a window that holds calls (1 by default; 2+ makes an overlap suite).
+    #[serde(default = "one")]
+    pub min_overlap: usize,
     /// Share of windows with background only.
     pub background_only: f64,
     /// Longest call placed, seconds (< 5).
@@ -80,6 +83,10 @@ pub struct MixOptions {
     pub split_table: Option<PathBuf>,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Default for MixOptions {
     fn default() -> Self {
         Self {
@@ -87,6 +94,7 @@ impl Default for MixOptions {
             seed: 0,
             snr_db: (-20.0, 10.0),
             max_overlap: 4,
+            min_overlap: 1,
             background_only: 0.25,
             call_max_s: 4.0,
             call_min_s: 0.3,
@@ -111,6 +119,9 @@ impl MixOptions {
             && self.snr_db.0 <= self.snr_db.1)
         {
             return bad("SNR range must be finite, low ≤ high");
+        }
+        if self.min_overlap == 0 || self.min_overlap > self.max_overlap {
+            return bad("min overlap must lie in 1..=max overlap");
         }
         if self.max_overlap == 0 {
             return bad("max overlap must be ≥ 1");
@@ -526,7 +537,8 @@ pub fn mix(
                 if calls.is_empty() || uniform(&mut rng) < opts.background_only {
                     // Background only.
                 } else {
-                    let k = (1 + rng.below(opts.max_overlap)).min(species.len());
+                    let k = (opts.min_overlap + rng.below(opts.max_overlap - opts.min_overlap + 1))
+                        .min(species.len());
                     let mut used = BTreeSet::new();
                     while here.len() < k {
                         let c = &calls[rng.below(calls.len())];

@@ -152,10 +152,13 @@ pub fn rating_bin(rating: f32) -> String {
 
 /// SNR bin of a window's signal-to-noise ratio in dB.
 pub fn snr_bin(snr_db: f32) -> String {
+    // Weak signals (−20…−10 dB) are a failure suite of their own: keep them apart from −10…0.
     if snr_db.is_nan() {
         "unknown".into()
+    } else if snr_db < -10.0 {
+        "<-10 dB".into()
     } else if snr_db < 0.0 {
-        "<0 dB".into()
+        "-10-0 dB".into()
     } else if snr_db < 10.0 {
         "0-10 dB".into()
     } else if snr_db < 20.0 {
@@ -210,7 +213,8 @@ mod tests {
     fn bins() {
         assert_eq!(rating_bin(0.0), "unrated");
         assert_eq!(rating_bin(4.5), "high >=4");
-        assert_eq!(snr_bin(-3.0), "<0 dB");
+        assert_eq!(snr_bin(-3.0), "-10-0 dB");
+        assert_eq!(snr_bin(-15.0), "<-10 dB");
         assert_eq!(snr_bin(25.0), ">=20 dB");
         assert_eq!(overlap_bin(5), "3+");
     }

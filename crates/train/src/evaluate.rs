@@ -19,6 +19,9 @@ pub struct RunReport {
     pub valid: EvalReport,
     /// Mixed soundscapes from held-out calls (absent when the experiment makes none).
     pub mixed: Option<EvalReport>,
+    /// Failure suites by name (`weak`, `overlap`, `interference`).
+    #[serde(default)]
+    pub suites: std::collections::BTreeMap<String, EvalReport>,
 }
 
 fn eval_err(e: silencio_eval::Error) -> Error {
@@ -52,16 +55,27 @@ pub fn report(
     species: &[Species],
     valid: &Scored,
     mixed: Option<&Scored>,
+    suites: &[(String, Scored)],
 ) -> Result<RunReport> {
     Ok(RunReport {
         valid: one(&format!("{}: validation windows", exp.name), valid, species)?,
         mixed: mixed
             .map(|m| one(&format!("{}: mixed soundscapes", exp.name), m, species))
             .transpose()?,
+        suites: suites
+            .iter()
+            .map(|(n, s)| {
+                Ok((
+                    n.clone(),
+                    one(&format!("{}: {n} suite", exp.name), s, species)?,
+                ))
+            })
+            .collect::<Result<_>>()?,
     })
 }
 
-/// Writes `report.json` (both sets) and one HTML page per set (`report.html`, `mixed.html`).
+/// Writes `report.json` (every set) and one HTML page per set (`report.html`, `mixed.html`,
+/// `suite-<name>.html`).
 pub fn write(r: &RunReport, json: &Path, html: &Path) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(r).map_err(|e| Error::Data {
         message: e.to_string(),
@@ -72,6 +86,10 @@ pub fn write(r: &RunReport, json: &Path, html: &Path) -> Result<()> {
     r.valid.write_html(html).map_err(eval_err)?;
     if let Some(m) = &r.mixed {
         m.write_html(html.with_file_name("mixed.html"))
+            .map_err(eval_err)?;
+    }
+    for (n, r) in &r.suites {
+        r.write_html(html.with_file_name(format!("suite-{n}.html")))
             .map_err(eval_err)?;
     }
     Ok(())
@@ -90,6 +108,9 @@ pub fn headline(r: &RunReport) -> Vec<(String, f64)> {
     if let Some(m) = &r.mixed {
         push("eval_mixed_macro_auc", m.overall.macro_auc);
         push("eval_mixed_macro_map", m.overall.macro_ap);
+    }
+    for (n, s) in &r.suites {
+        push(&format!("eval_suite_{n}_macro_auc"), s.overall.macro_auc);
     }
     v
 }

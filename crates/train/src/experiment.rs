@@ -219,6 +219,12 @@ pub struct EvalConfig {
     pub mix_seed: u64,
     /// Windows per forward pass.
     pub batch_size: usize,
+    /// Failure suites, each a mixed set from held-out calls: `weak` (−20…−10 dB SNR),
+    /// `overlap` (2–4 simultaneous species in every window), `interference` (half the windows
+    /// hold only background: false alarms on bird chorus and urban noise).
+    pub suites: Vec<String>,
+    /// Minutes of each failure suite.
+    pub suite_minutes: usize,
 }
 
 impl Default for EvalConfig {
@@ -228,6 +234,8 @@ impl Default for EvalConfig {
             mix_snr_db: [-20.0, 10.0],
             mix_seed: 0,
             batch_size: 32,
+            suites: vec!["weak".into(), "overlap".into(), "interference".into()],
+            suite_minutes: 1,
         }
     }
 }
@@ -332,8 +340,18 @@ impl Experiment {
                 self.data.period
             ));
         }
+        if let Some(s) = self
+            .eval
+            .suites
+            .iter()
+            .find(|s| !["weak", "overlap", "interference"].contains(&s.as_str()))
+        {
+            return Err(format!(
+                "eval.suites: unknown suite {s:?} (use weak, overlap, interference)"
+            ));
+        }
         if let LossKind::Focal { gamma } = t.loss
-            && !(gamma >= 0.0)
+            && (gamma.is_nan() || gamma < 0.0)
         {
             return Err("focal gamma must be >= 0".into());
         }

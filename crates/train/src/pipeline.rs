@@ -366,33 +366,58 @@ fn run_inner(
         },
         &outcome.model,
     )?;
-    let mixed = match (&exp.data.backgrounds, exp.eval.mix_minutes) {
-        (Some(bg), m) if m > 0 => {
-            let classifier = Classifier::load(bundle.dir(), &main)?;
-            let opts = silencio_data::mix::MixOptions {
-                minutes: m,
-                seed: exp.eval.mix_seed,
-                snr_db: (exp.eval.mix_snr_db[0], exp.eval.mix_snr_db[1]),
-                valid_fraction: exp.data.valid_fraction,
-                split_seed: exp.train.seed,
-                ..Default::default()
-            };
-            let mix_dir = dir.join("mixed");
-            if mix_dir.exists() {
-                std::fs::remove_dir_all(&mix_dir).map_err(|e| Error::io(&mix_dir, e))?;
-            }
-            Some(predict::mixed(
-                &exp.data.root,
-                bg,
-                &opts,
-                &mix_dir,
-                &classifier,
-                &classes,
-            )?)
+    // Mixed soundscapes from held-out calls, then the failure suites, all scored through the
+    // bundle as serving scores them.
+    let mut mixed = None;
+    let mut suites = Vec::new();
+    if let Some(bg_dir) = &exp.data.backgrounds {
+        let classifier = Classifier::load(bundle.dir(), &main)?;
+        let bgs = silencio_data::mix::load_backgrounds(bg_dir)?;
+        let base = silencio_data::mix::MixOptions {
+            minutes: exp.eval.mix_minutes.max(1),
+            seed: exp.eval.mix_seed,
+            snr_db: (exp.eval.mix_snr_db[0], exp.eval.mix_snr_db[1]),
+            valid_fraction: exp.data.valid_fraction,
+            split_seed: exp.train.seed,
+            ..Default::default()
+        };
+        let mut sets = Vec::new();
+        if exp.eval.mix_minutes > 0 {
+            sets.push(("mixed".to_string(), base.clone()));
         }
-        _ => None,
-    };
-    let report = evaluate::report(exp, &species, &valid_scored, mixed.as_ref().map(|m| &m.0))?;
+        for name in &exp.eval.suites {
+            let mut o = base.clone();
+            o.minutes = exp.eval.suite_minutes.max(1);
+            o.seed = base.seed + 1;
+            match name.as_str() {
+                "weak" => {
+                    o.snr_db = (-20.0, -10.0);
+                    o.background_only = 0.0;
+                }
+                "overlap" => {
+                    o.min_overlap = 2;
+                    o.max_overlap = 4;
+                    o.background_only = 0.0;
+                }
+                _ => o.background_only = 0.5,
+            }
+            sets.push((name.clone(), o));
+        }
+        for (name, o) in sets {
+            let out_dir = dir.join(format!("eval-{name}"));
+            if out_dir.exists() {
+                std::fs::remove_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+            }
+            let (scored, _) =
+                predict::mixed(&exp.data.root, &bgs, &o, &out_dir, &classifier, &classes)?;
+            if name == "mixed" {
+                mixed = Some(scored);
+            } else {
+                suites.push((name, scored));
+            }
+        }
+    }
+    let report = evaluate::report(exp, &species, &valid_scored, mixed.as_ref(), &suites)?;
     let report_json = dir.join("report.json");
     let report_html = dir.join("report.html");
     evaluate::write(&report, &report_json, &report_html)?;

@@ -92,7 +92,10 @@ pub fn validation(
             let mut meta = BTreeMap::new();
             if let Some((collection, rating)) = facts.get(&clip.filename) {
                 meta.insert("collection".into(), collection.clone());
-                meta.insert("rating".into(), rating_bin(rating.unwrap_or(0.0)));
+                meta.insert(
+                    "rating".into(),
+                    silencio_eval::slices::rating_bin(rating.unwrap_or(0.0) as f32),
+                );
             }
             out.meta.push(meta);
         }
@@ -100,43 +103,26 @@ pub fn validation(
     Ok(out)
 }
 
-/// Rating bins as the BirdCLEF metadata uses them (0 = unrated).
-pub fn rating_bin(r: f64) -> String {
-    if r <= 0.0 {
-        "unrated".into()
-    } else if r < 3.0 {
-        "<3".into()
-    } else if r < 4.0 {
-        "3-4".into()
-    } else {
-        ">=4".into()
-    }
-}
-
-/// SNR bins of the mixed windows.
-pub fn snr_bin(snr: Option<f64>) -> String {
-    match snr {
-        None => "no call".into(),
-        Some(s) if s < -10.0 => "< -10 dB".into(),
-        Some(s) if s < 0.0 => "-10..0 dB".into(),
-        Some(s) if s < 10.0 => "0..10 dB".into(),
-        Some(_) => ">= 10 dB".into(),
-    }
+/// SNR bin of a mixed window (`no call` for background-only windows).
+fn snr_bin(snr: Option<f64>) -> String {
+    snr.map_or_else(
+        || "no call".into(),
+        |s| silencio_eval::slices::snr_bin(s as f32),
+    )
 }
 
 /// Mixes `opts.minutes` soundscapes from the held-out calls of `root` on `backgrounds` into
 /// `out`, then scores them with `classifier`. Rows are the mixer's `row_id`s.
 pub fn mixed(
     root: &Path,
-    backgrounds: &Path,
+    bgs: &[silencio_data::mix::Background],
     opts: &MixOptions,
     out: &Path,
     classifier: &Classifier,
     classes: &[String],
 ) -> Result<(Scored, MixReport)> {
     let set = silencio_data::mix::load_calls(root, opts)?;
-    let bgs = silencio_data::mix::load_backgrounds(backgrounds)?;
-    let report = silencio_data::mix::mix(&set, &bgs, opts, out)?;
+    let report = silencio_data::mix::mix(&set, bgs, opts, out)?;
     let mut scored = Scored::default();
     let by_code: BTreeMap<&str, usize> = classes
         .iter()
@@ -166,8 +152,14 @@ pub fn mixed(
             scored.labels.push(y);
             let mut meta = BTreeMap::new();
             meta.insert("snr".into(), snr_bin(w.snr_min_db));
-            meta.insert("overlap".into(), w.calls.to_string());
+            meta.insert(
+                "overlap".into(),
+                silencio_eval::slices::overlap_bin(w.calls),
+            );
             meta.insert("background".into(), w.background.clone());
+            if let Some(tod) = silencio_eval::time_of_day(&stem) {
+                meta.insert("time_of_day".into(), tod);
+            }
             scored.meta.push(meta);
         }
     }

@@ -139,6 +139,30 @@ fn demo_trains_evaluates_registers_and_mlflow_reads_it() {
         "{stdout}"
     );
     assert!(report["mixed"]["overall"]["macro_auc"].as_f64().is_some());
+    // The failure suites: weak calls are all below -10 dB, overlap windows hold 2+ species,
+    // and each suite has its HTML page.
+    for suite in ["weak", "overlap", "interference"] {
+        assert!(
+            report["suites"][suite]["n_rows"].as_u64().unwrap() > 0,
+            "{suite}"
+        );
+        assert!(run_dir.join(format!("suite-{suite}.html")).exists());
+    }
+    let slice_values = |suite: &str, dim: &str| -> Vec<String> {
+        report["suites"][suite]["slices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["dimension"] == dim)
+            .map(|s| s["value"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(slice_values("weak", "snr"), vec!["<-10 dB".to_string()]);
+    assert!(
+        slice_values("overlap", "overlap")
+            .iter()
+            .all(|v| v == "2" || v == "3+")
+    );
     let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
     assert!(html.contains("<svg"));
     // Registered as staging: the registry's alias points at a copy of this bundle, which is what
