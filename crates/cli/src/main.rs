@@ -8,8 +8,50 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use silencio_audio::{DecodeOptions, FeatureConfig, RECIPES};
 
+mod eval;
 mod models;
 mod progress;
+
+/// An error the CLI raises itself (a check no library makes), with its `error[kind]`.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    kind: &'static str,
+    message: String,
+}
+
+impl Failure {
+    pub(crate) fn error(kind: &'static str, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Self {
+            kind,
+            message: message.into(),
+        })
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The kind of a silencio-eval error (that crate has no `kind()` of its own).
+fn eval_kind(e: &silencio_eval::Error) -> &'static str {
+    use silencio_eval::Error as E;
+    match e {
+        E::Io { .. } => "io",
+        E::Csv { .. } => "csv",
+        E::Json { .. } => "json",
+        E::Format { .. } => "format",
+        E::NoScoredColumns => "no_scored_species",
+        E::MissingRows { .. } | E::ExtraRows { .. } => "rows",
+        E::MissingColumns { .. } | E::ExtraColumns { .. } => "columns",
+        E::NonFiniteScore { .. } | E::NonFiniteLabel { .. } => "non_finite",
+        E::ShapeMismatch { .. } => "shape",
+        _ => "eval",
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "silencio", version, about = "El Silencio Acoustic Explorer")]
@@ -94,6 +136,13 @@ enum Command {
     /// Model bundles.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Score a model on labelled soundscapes (`soundscapes/` + BirdCLEF `solution.csv`):
+    /// macro ROC-AUC (the BirdCLEF metric), macro mAP, slices, report.json + report.html, and
+    /// optionally a quality gate.
+    Eval(eval::EvalArgs),
+    /// Write a Kaggle BirdCLEF 2025 submission CSV for a directory of soundscapes, timed
+    /// against Kaggle's CPU budget.
+    Submission(eval::SubmissionArgs),
 }
 
 #[derive(Subcommand)]
@@ -208,6 +257,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Identify(a) => models::identify(a)?,
         Command::Bundle(BundleCommand::Create(a)) => models::bundle_create(a)?,
+        Command::Eval(a) => eval::eval(a)?,
+        Command::Submission(a) => eval::submission(a)?,
         Command::Bundle(BundleCommand::Check { dir }) => {
             let b = silencio_infer::ModelBundle::open(&dir)?;
             let m = b.meta();
@@ -423,8 +474,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, with the typed kind first when the audio crate raised it.
-            let kind = if let Some(a) = e.downcast_ref::<silencio_audio::Error>() {
+            // One line, with the typed kind first when a library (or the CLI's own checks) raised it.
+            let kind = if let Some(f) = e.downcast_ref::<Failure>() {
+                f.kind
+            } else if let Some(v) = e.downcast_ref::<silencio_eval::Error>() {
+                eval_kind(v)
+            } else if let Some(a) = e.downcast_ref::<silencio_audio::Error>() {
                 a.kind()
             } else if let Some(d) = e.downcast_ref::<silencio_data::Error>() {
                 d.kind()

@@ -106,9 +106,19 @@ struct Loaded {
 }
 
 fn load_classifier(spec: &str, a: &IdentifyArgs, device: &Device) -> anyhow::Result<Classifier> {
+    open_classifier(spec, device, a.batch_size, a.max_duration_s)
+}
+
+/// Opens the bundle at `spec` on `device`, warning on stderr when it is marked untrained.
+pub(crate) fn open_classifier(
+    spec: &str,
+    device: &Device,
+    batch_size: usize,
+    max_duration_s: f64,
+) -> anyhow::Result<Classifier> {
     let c = Classifier::load(spec, device)?
-        .with_batch_size(a.batch_size)
-        .with_max_duration(a.max_duration_s);
+        .with_batch_size(batch_size)
+        .with_max_duration(max_duration_s);
     if !c.meta().provenance.trained {
         eprintln!(
             "warning: bundle {} is marked untrained (provenance.trained = false): its \
@@ -132,6 +142,13 @@ fn load_member(spec: &str, a: &IdentifyArgs, device: &Device) -> anyhow::Result<
     })
 }
 
+/// The registry's default bundle (production, else staging), saying on stderr which one.
+pub(crate) fn registry_default(root: &Path) -> anyhow::Result<String> {
+    let (dir, alias) = registry::resolve_default(root)?;
+    eprintln!("using the registry's {alias} model: {}", dir.display());
+    Ok(dir.display().to_string())
+}
+
 /// Runs `silencio identify`.
 pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
     let format: Format = a.format.parse()?;
@@ -140,9 +157,7 @@ pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
         std::fs::read(&a.audio).with_context(|| format!("reading {}", a.audio.display()))?;
     let mut specs = a.model.clone();
     if specs.is_empty() {
-        let (dir, alias) = registry::resolve_default(&a.registry)?;
-        eprintln!("using the registry's {alias} model: {}", dir.display());
-        specs.push(dir.display().to_string());
+        specs.push(registry_default(&a.registry)?);
     }
     if !a.weight.is_empty() && a.weight.len() != specs.len() {
         bail!(

@@ -116,6 +116,11 @@ impl RestStore {
                 "tags": tags,
             }),
         )?;
+        self.run_from_answer(ep, &v)
+    }
+
+    /// The run that a `runs/create` or `runs/get` answer describes.
+    fn run_from_answer(&self, ep: &str, v: &Value) -> Result<RestRun> {
         let info = v
             .get("run")
             .and_then(|r| r.get("info"))
@@ -126,7 +131,7 @@ impl RestStore {
         Ok(RestRun {
             store: self.clone(),
             run_id: str_field(ep, info, "run_id")?,
-            experiment_id: experiment_id.to_string(),
+            experiment_id: str_field(ep, info, "experiment_id")?,
             artifact_uri: str_field(ep, info, "artifact_uri")?,
         })
     }
@@ -139,19 +144,7 @@ impl RestStore {
         let v = self
             .http
             .get_json(&format!("{API}/{ep}"), &[("run_id", run_id)])?;
-        let info = v
-            .get("run")
-            .and_then(|r| r.get("info"))
-            .ok_or_else(|| Error::Protocol {
-                endpoint: ep.into(),
-                message: "no run.info in the answer".into(),
-            })?;
-        let run = RestRun {
-            store: self.clone(),
-            run_id: run_id.to_string(),
-            experiment_id: str_field(ep, info, "experiment_id")?,
-            artifact_uri: str_field(ep, info, "artifact_uri")?,
-        };
+        let run = self.run_from_answer(ep, &v)?;
         self.http.post_json(
             &format!("{API}/runs/update"),
             &json!({ "run_id": run_id, "status": "RUNNING" }),
