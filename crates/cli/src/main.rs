@@ -37,22 +37,6 @@ impl std::fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 /// The kind of a silencio-eval error (that crate has no `kind()` of its own).
-fn eval_kind(e: &silencio_eval::Error) -> &'static str {
-    use silencio_eval::Error as E;
-    match e {
-        E::Io { .. } => "io",
-        E::Csv { .. } => "csv",
-        E::Json { .. } => "json",
-        E::Format { .. } => "format",
-        E::NoScoredColumns => "no_scored_species",
-        E::MissingRows { .. } | E::ExtraRows { .. } => "rows",
-        E::MissingColumns { .. } | E::ExtraColumns { .. } => "columns",
-        E::NonFiniteScore { .. } | E::NonFiniteLabel { .. } => "non_finite",
-        E::ShapeMismatch { .. } => "shape",
-        _ => "eval",
-    }
-}
-
 #[derive(Parser)]
 #[command(name = "silencio", version, about = "El Silencio Acoustic Explorer")]
 struct Cli {
@@ -478,7 +462,7 @@ fn main() -> ExitCode {
             let kind = if let Some(f) = e.downcast_ref::<Failure>() {
                 f.kind
             } else if let Some(v) = e.downcast_ref::<silencio_eval::Error>() {
-                eval_kind(v)
+                v.kind()
             } else if let Some(a) = e.downcast_ref::<silencio_audio::Error>() {
                 a.kind()
             } else if let Some(d) = e.downcast_ref::<silencio_data::Error>() {

@@ -134,3 +134,22 @@ impl Error {
         }
     }
 }
+
+impl Error {
+    /// A short machine-readable kind, as every crate of the workspace gives one.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::Csv { .. } => "csv",
+            Error::Json { .. } => "json",
+            Error::Format { .. } => "format",
+            Error::NoScoredColumns => "no_scored_species",
+            Error::MissingRows { .. } | Error::ExtraRows { .. } => "rows",
+            Error::MissingColumns { .. } | Error::ExtraColumns { .. } => "columns",
+            Error::NonFiniteScore { .. } | Error::NonFiniteLabel { .. } => "non_finite",
+            Error::ShapeMismatch { .. } => "shape",
+            Error::Empty(_) => "empty",
+            Error::InvalidArgument(_) => "invalid_argument",
+        }
+    }
+}
