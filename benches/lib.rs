@@ -1,1 +1,2 @@
-//! Benches live in `audio.rs` and `models.rs`; this library is empty on purpose.
+//! Benches live in `audio.rs`, `models.rs` and `train_throughput.rs`; this library is empty on
+//! purpose.
