@@ -46,6 +46,9 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_facts  # noqa: E402
+
 os.environ.setdefault("MPLBACKEND", "Agg")  # panns_inference.models imports matplotlib.pyplot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -414,36 +417,6 @@ def busy_of(row: dict, key: str) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
-def machine_facts() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    commit = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
-                               text=True).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {"cpu": cpu, "nproc": os.cpu_count(), "memory": mem, "platform": platform.platform(),
-            "python": platform.python_version(), "commit": commit,
-            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
-
-
 def versions() -> dict:
     out = {}
     for mod in ("torch", "torchvision", "onnxruntime", "onnx", "numpy", "timm"):
@@ -515,7 +488,7 @@ def main() -> int:
     started = datetime.now(timezone.utc)
     meta = {"started": started.isoformat(timespec="seconds"), "threads": args.threads,
             "repeat": args.repeat, "warmup": args.warmup, "budget_s": args.budget_s,
-            "machine": machine_facts(), "loadavg_start": loadavg(), "onnx": {},
+            "machine": machine_facts(REPO), "loadavg_start": loadavg(), "onnx": {},
             "input": f"[B, 1, {N_MELS}, {N_FRAMES}] (cnn14: [B, 1, "
             f"{N_FRAMES}, {N_MELS}])", "classes": N_CLASSES,
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",

@@ -50,6 +50,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_facts  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_JSON = Path(__file__).resolve().parent / "train_last_run.json"
 
@@ -109,36 +112,6 @@ def wait_idle(max_wait_s: float, threshold: float, label: str) -> dict:
               f"({waited:.0f} s of at most {max_wait_s:.0f} s)", flush=True)
     return {"other_procs_cores": None if busy is None else round(busy, 2), "waited_s": round(waited, 1),
             "idle": busy is not None and busy < threshold, "loadavg": loadavg(), "uptime": uptime()}
-
-
-def machine_facts() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    commit = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
-                               text=True).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {"cpu": cpu, "nproc": os.cpu_count(), "memory": mem, "platform": platform.platform(),
-            "python": platform.python_version(), "commit": commit,
-            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
 
 
 def versions() -> dict:
@@ -388,7 +361,7 @@ def main() -> int:
             "loss": "BCE with logits (mean)",
             "optimizer": {"name": "AdamW", "lr": LR, "weight_decay": WEIGHT_DECAY, "eps": 1e-8,
                           "betas": [0.9, 0.999]},
-            "machine": machine_facts(), "cargo_target_dir": str(target),
+            "machine": machine_facts(REPO), "cargo_target_dir": str(target),
             "load": {"start": {"loadavg": loadavg(), "uptime": uptime()}},
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                    "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")}}

@@ -117,26 +117,16 @@ pub fn run(
         "| devices ({kind}) | steps | windows | seconds | windows/s | speed-up |\n|---|---|---|---|---|---|\n"
     );
     for r in &rows {
-        let _ = writeln!(
-            csv,
-            "{},{},{},{:.3},{:.3},{:.3}",
-            r.devices,
-            r.steps,
-            r.windows,
-            r.seconds,
-            r.throughput(),
-            r.throughput() / base
-        );
-        let _ = writeln!(
-            table,
-            "| {} | {} | {} | {:.1} | {:.2} | {:.2}× |",
-            r.devices,
-            r.steps,
-            r.windows,
-            r.seconds,
-            r.throughput(),
-            r.throughput() / base
-        );
+        let cells = [
+            r.devices.to_string(),
+            r.steps.to_string(),
+            r.windows.to_string(),
+            format!("{:.3}", r.seconds),
+            format!("{:.3}", r.throughput()),
+            format!("{:.3}", r.throughput() / base),
+        ];
+        let _ = writeln!(csv, "{}", cells.join(","));
+        let _ = writeln!(table, "| {} |", cells.join(" | "));
     }
     write(out.join("scaling.csv"), csv.as_bytes())?;
     write(out.join("scaling.svg"), plot(&rows, kind).as_bytes())?;
