@@ -361,3 +361,88 @@ fn ctrl_c_stops_a_submitted_ray_job() {
     assert!(stderr.contains("stopping job"), "{stderr}");
     assert!(stderr.contains("Stopped"), "{stderr}");
 }
+
+// The mlops crate's harness for a real `mlflow server` (free port, /health wait, process-group
+// kill on drop), shared rather than copied.
+#[path = "../../mlops/tests/common/mod.rs"]
+mod common;
+
+#[test]
+fn demo_tracks_and_registers_on_an_mlflow_server() {
+    let Some(bin) = common::mlflow_bin() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let db = format!("sqlite:///{}", t.join("mlflow.db").display());
+    let artifacts = t.join("artifacts");
+    let server = common::MlflowServer::start(
+        &bin,
+        &[
+            "--backend-store-uri",
+            &db,
+            "--artifacts-destination",
+            artifacts.to_str().unwrap(),
+        ],
+        t,
+    );
+    let exp = experiment(t, "rest", 1, "[gate.valid]\nmin_macro_auc = 0.0\n");
+    let stdout = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .current_dir(repo())
+            .arg("--experiment")
+            .arg(&exp)
+            .args(["--tracking-uri", &server.base, "--registry", &server.base]),
+    );
+    let run_dir = last_line_path(&stdout).parent().unwrap().to_path_buf();
+    let run_id = run_json(&run_dir)["mlflow_run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(stdout.contains("#/experiments/"), "{stdout}");
+
+    // The run, read back through the server's REST API.
+    let run = server.get_json(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}"));
+    assert_eq!(run["run"]["info"]["status"], "FINISHED");
+    let data = &run["run"]["data"];
+    let param = |k: &str| {
+        data["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["key"] == k)
+            .map(|p| p["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(param("train.epochs").as_deref(), Some("1"));
+    let metric_keys: Vec<&str> = data["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["key"].as_str().unwrap())
+        .collect();
+    for k in [
+        "train_loss",
+        "valid_loss",
+        "eval_valid_macro_auc",
+        "eval_mixed_macro_auc",
+    ] {
+        assert!(metric_keys.contains(&k), "{k} not in {metric_keys:?}");
+    }
+    // Artefacts went through the server's proxy.
+    let listed = server.get_json(&format!(
+        "/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=bundle"
+    ));
+    let files: Vec<&str> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"bundle/bundle.json"), "{files:?}");
+    assert!(files.contains(&"bundle/weights.safetensors"), "{files:?}");
+    // Registered in MLflow's model registry with alias staging, pointing at this run.
+    let mv =
+        server.get_json("/api/2.0/mlflow/registered-models/alias?name=el-silencio&alias=staging");
+    assert_eq!(mv["model_version"]["version"], "1");
+    assert_eq!(mv["model_version"]["run_id"], run_id.as_str());
+}
