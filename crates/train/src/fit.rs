@@ -61,15 +61,11 @@ pub type EpochCallback = Box<dyn FnMut(usize, &str, &str, f64) + Send>;
 struct EpochLogger {
     names: HashMap<MetricId, String>,
     last: HashMap<String, f64>,
-    split: String,
-    epoch: usize,
     callback: EpochCallback,
 }
 
 impl MetricLogger for EpochLogger {
-    fn log(&mut self, update: MetricsUpdate, epoch: usize, split: &Split) {
-        self.epoch = epoch;
-        self.split = format!("{split}").to_lowercase();
+    fn log(&mut self, update: MetricsUpdate, _epoch: usize, _split: &Split) {
         for u in update.entries_numeric {
             let Some(name) = self.names.get(&u.entry.metric_id) else {
                 continue;
@@ -108,7 +104,6 @@ impl MetricLogger for EpochLogger {
         for (name, v) in self.last.drain() {
             (self.callback)(summary.epoch_number, &split, &name, v);
         }
-        let _ = self.epoch;
     }
 }
 
@@ -147,22 +142,17 @@ impl std::fmt::Debug for FitOutcome {
 
 /// The last epoch with a complete model checkpoint in `dir/checkpoint/`.
 pub fn last_checkpoint(dir: &Path) -> Option<usize> {
-    let entries = std::fs::read_dir(dir.join("checkpoint")).ok()?;
+    let names: Vec<String> = std::fs::read_dir(dir.join("checkpoint"))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
     let epochs = |prefix: &str| -> Vec<usize> {
-        std::fs::read_dir(dir.join("checkpoint"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                name.strip_prefix(prefix)?
-                    .strip_suffix(".bpk")?
-                    .parse::<usize>()
-                    .ok()
-            })
+        names
+            .iter()
+            .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(".bpk")?.parse().ok())
             .collect()
     };
-    drop(entries);
     // An epoch counts only when model, optimiser and scheduler were all written.
     let optim = epochs("optim-");
     let sched = epochs("scheduler-");
@@ -291,8 +281,6 @@ pub fn fit(
         training = training.with_metric_logger(EpochLogger {
             names: HashMap::new(),
             last: HashMap::new(),
-            split: String::new(),
-            epoch: 0,
             callback: cb,
         });
     }

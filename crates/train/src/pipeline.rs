@@ -408,8 +408,7 @@ fn run_inner(
             if out_dir.exists() {
                 std::fs::remove_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
             }
-            let (scored, _) =
-                predict::mixed(&exp.data.root, &bgs, &o, &out_dir, &classifier, &classes)?;
+            let scored = predict::mixed(&exp.data.root, &bgs, &o, &out_dir, &classifier, &classes)?;
             if name == "mixed" {
                 mixed = Some(scored);
             } else {

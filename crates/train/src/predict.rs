@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
-use silencio_data::mix::{MixOptions, MixReport};
+use silencio_data::mix::MixOptions;
 use silencio_data::splits::Split;
 use silencio_infer::Classifier;
 use silencio_models::Model;
@@ -111,8 +111,9 @@ fn snr_bin(snr: Option<f64>) -> String {
     )
 }
 
-/// Mixes `opts.minutes` soundscapes from the held-out calls of `root` on `backgrounds` into
-/// `out`, then scores them with `classifier`. Rows are the mixer's `row_id`s.
+/// Mixes `opts.minutes` soundscapes from the held-out calls of `root` on `bgs` into `out`
+/// (which keeps the mixer's files for inspection), then scores them with `classifier`. Rows are
+/// the mixer's `row_id`s.
 pub fn mixed(
     root: &Path,
     bgs: &[silencio_data::mix::Background],
@@ -120,7 +121,7 @@ pub fn mixed(
     out: &Path,
     classifier: &Classifier,
     classes: &[String],
-) -> Result<(Scored, MixReport)> {
+) -> Result<Scored> {
     let set = silencio_data::mix::load_calls(root, opts)?;
     let report = silencio_data::mix::mix(&set, bgs, opts, out)?;
     let mut scored = Scored::default();
@@ -163,5 +164,5 @@ pub fn mixed(
             scored.meta.push(meta);
         }
     }
-    Ok((scored, report))
+    Ok(scored)
 }
