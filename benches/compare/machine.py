@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -38,3 +39,22 @@ def machine_facts(REPO: Path) -> dict:
     return {"cpu": cpu, "nproc": os.cpu_count(), "memory": mem, "platform": platform.platform(),
             "python": platform.python_version(), "commit": commit,
             "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+
+
+def cpu_snapshot():
+    """(wall, busy CPU seconds of the whole machine, CPU seconds of this process)."""
+    try:
+        f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        v = [int(x) for x in f]
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        busy = None
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system
+
+
+def other_cores(a, b):
+    """Average number of cores that other processes kept busy between two snapshots."""
+    if a[1] is None or b[1] is None or b[0] <= a[0]:
+        return None
+    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / (b[0] - a[0]))

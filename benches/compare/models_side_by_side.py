@@ -47,7 +47,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts  # noqa: E402
+from machine import cpu_snapshot, machine_facts, other_cores  # noqa: E402
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # panns_inference.models imports matplotlib.pyplot
 
@@ -147,25 +147,6 @@ def make_input(layout: str, bs: int):
 
 
 # ------------------------------------------------------------------------- timing
-
-def cpu_snapshot():
-    """(wall, busy CPU seconds of the whole machine, CPU seconds of this process)."""
-    try:
-        f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        v = [int(x) for x in f]
-        busy = (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        busy = None
-    t = os.times()
-    return time.perf_counter(), busy, t.user + t.system
-
-
-def other_cores(a, b):
-    """Average number of cores that other processes kept busy between two snapshots."""
-    if a[1] is None or b[1] is None or b[0] <= a[0]:
-        return None
-    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / (b[0] - a[0]))
-
 
 def time_runs(fn, warmup: int, repeat: int, budget_s: float, min_repeat: int) -> dict:
     """Warm-up runs, then the median of up to `repeat` timed runs. If the last warm-up says

@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts  # noqa: E402
+from machine import cpu_snapshot, machine_facts, other_cores  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_JSON = Path(__file__).resolve().parent / "train_last_run.json"
@@ -76,25 +76,6 @@ def uptime() -> str | None:
         return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip() or None
     except OSError:
         return None
-
-
-def cpu_snapshot():
-    """(wall, busy CPU seconds of the whole machine, CPU seconds of this process)."""
-    try:
-        f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        v = [int(x) for x in f]
-        busy = (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        busy = None
-    t = os.times()
-    return time.perf_counter(), busy, t.user + t.system
-
-
-def other_cores(a, b):
-    """Average number of cores that other processes kept busy between two snapshots."""
-    if a[1] is None or b[1] is None or b[0] <= a[0]:
-        return None
-    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / (b[0] - a[0]))
 
 
 def wait_idle(max_wait_s: float, threshold: float, label: str) -> dict:
