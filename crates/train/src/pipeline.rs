@@ -276,7 +276,8 @@ fn run_inner(
     let mut model = model;
     model.input_norm = cfg.input_norm.map(|n| [n.mean, n.std]);
     log(&format!(
-        "model: {} ({source}); {} train / {} valid windows; devices {:?}",
+        "model: {} = {} ({source}); {} train / {} valid windows; devices {:?}",
+        exp.model.arch,
         cfg.name(),
         train_idx.len(),
         valid_idx.len(),
