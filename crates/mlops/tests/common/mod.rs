@@ -130,6 +130,19 @@ impl MlflowServer {
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap()
     }
+
+    /// The artefact paths directly under `path` of run `run_id`, as the server lists them.
+    pub fn artifact_paths(&self, run_id: &str, path: &str) -> Vec<String> {
+        let listed = self.get_json(&format!(
+            "/api/2.0/mlflow/artifacts/list?run_id={run_id}&path={path}"
+        ));
+        listed["files"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no files under {path}: {listed}"))
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
 
 impl Drop for MlflowServer {
