@@ -11,6 +11,7 @@ use silencio_audio::{DecodeOptions, WindowConfig};
 use silencio_infer::{Ensemble, Identification, Member, Species, WindowScores};
 
 use crate::labels::{CHUNK_SAMPLES, CLASSES, SAMPLE_RATE, chunk_starts, parse_labels};
+use crate::probe::{CHUNK_OFFSETS_S, EMBEDDING_DIM, ProbeBundle};
 use crate::{Error, Result};
 
 #[allow(clippy::all, missing_docs, unused)]
@@ -143,6 +144,41 @@ impl BirdNet {
             .collect())
     }
 
+    /// Embeddings of the 5 s windows starting at `starts_s` (seconds) over mono 48 kHz
+    /// `samples`: the mean of the chunks at [`CHUNK_OFFSETS_S`] within each window, zero-padded
+    /// past the end of the audio. Windows go through the model a few at a time, so memory stays
+    /// bounded on long recordings.
+    pub fn window_embeddings(&self, samples: &[f32], starts_s: &[f64]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(starts_s.len());
+        for group in starts_s.chunks(16) {
+            let chunks: Vec<Vec<f32>> = group
+                .iter()
+                .flat_map(|&s| CHUNK_OFFSETS_S.iter().map(move |o| s + o))
+                .map(|t| {
+                    let start = (t * f64::from(SAMPLE_RATE)).round().max(0.0) as usize;
+                    let mut c = vec![0f32; CHUNK_SAMPLES];
+                    if start < samples.len() {
+                        let end = (start + CHUNK_SAMPLES).min(samples.len());
+                        c[..end - start].copy_from_slice(&samples[start..end]);
+                    }
+                    c
+                })
+                .collect();
+            let refs: Vec<&[f32]> = chunks.iter().map(Vec::as_slice).collect();
+            let emb = self.forward_chunks(&refs)?.embeddings;
+            for pair in emb.chunks(CHUNK_OFFSETS_S.len()) {
+                let mut mean = vec![0f32; EMBEDDING_DIM];
+                for e in pair {
+                    for (m, x) in mean.iter_mut().zip(e) {
+                        *m += x / pair.len() as f32;
+                    }
+                }
+                out.push(mean);
+            }
+        }
+        Ok(out)
+    }
+
     /// Decodes a recording and reports BirdNET's scores pooled onto 5 s windows.
     pub fn identify(self, bytes: Vec<u8>) -> Result<Identification> {
         let species = self.species.as_ref().clone();
@@ -167,5 +203,81 @@ impl Member for BirdNet {
     fn score(&self, samples: &[f32]) -> silencio_infer::Result<Vec<WindowScores>> {
         self.score_chunks(samples)
             .map_err(|e| silencio_infer::Error::Ensemble(format!("birdnet: {e}")))
+    }
+}
+
+/// A probe bundle's head on BirdNET's embeddings: scores the task's species on the 5 s grid.
+pub struct BirdNetProbe {
+    birdnet: BirdNet,
+    probe: ProbeBundle,
+}
+
+impl std::fmt::Debug for BirdNetProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BirdNetProbe")
+            .field("model", &self.probe.meta().model_version())
+            .finish()
+    }
+}
+
+impl BirdNetProbe {
+    /// Loads BirdNET onto `device` and the probe bundle at `dir`.
+    pub fn load(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        Ok(Self::from_parts(
+            BirdNet::load(device)?,
+            ProbeBundle::open(dir)?,
+        ))
+    }
+
+    /// A loaded BirdNET and an opened probe.
+    pub fn from_parts(birdnet: BirdNet, probe: ProbeBundle) -> Self {
+        Self { birdnet, probe }
+    }
+
+    /// The probe bundle.
+    pub fn bundle(&self) -> &ProbeBundle {
+        &self.probe
+    }
+
+    /// Scores of each 5 s window (the grid of `WindowConfig::default()`) of mono 48 kHz audio.
+    pub fn score_samples(&self, samples: &[f32]) -> Result<Vec<WindowScores>> {
+        let windows = WindowConfig::default().windows(samples.len(), SAMPLE_RATE)?;
+        let starts: Vec<f64> = windows.iter().map(|w| w.start_s).collect();
+        let emb = self.birdnet.window_embeddings(samples, &starts)?;
+        Ok(windows
+            .iter()
+            .zip(emb)
+            .map(|(w, e)| WindowScores {
+                start_s: w.start_s,
+                end_s: w.end_s,
+                scores: self.probe.head().scores(&e),
+            })
+            .collect())
+    }
+
+    /// An ensemble of this probe alone: decodes any supported recording (at 48 kHz) and
+    /// reports on the standard 5 s grid, like every other model.
+    pub fn into_ensemble(self, max_duration_s: f64) -> Result<Ensemble> {
+        let meta = self.probe.meta();
+        let (name, species) = (meta.model_version(), meta.species.clone());
+        Ok(Ensemble::new(name, species, WindowConfig::default())
+            .with_max_duration(max_duration_s)
+            .add(Box::new(self), 1.0)?)
+    }
+}
+
+impl Member for BirdNetProbe {
+    fn name(&self) -> String {
+        self.probe.meta().model_version()
+    }
+    fn species(&self) -> &[Species] {
+        &self.probe.meta().species
+    }
+    fn sample_rate(&self) -> u32 {
+        SAMPLE_RATE
+    }
+    fn score(&self, samples: &[f32]) -> silencio_infer::Result<Vec<WindowScores>> {
+        self.score_samples(samples)
+            .map_err(|e| silencio_infer::Error::Ensemble(format!("birdnet probe: {e}")))
     }
 }

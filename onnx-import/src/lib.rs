@@ -13,12 +13,13 @@
 #![warn(missing_docs)]
 
 pub mod labels;
+pub mod probe;
 
 #[cfg(feature = "birdnet")]
 pub mod birdnet;
 
 #[cfg(feature = "birdnet")]
-pub use birdnet::BirdNet;
+pub use birdnet::{BirdNet, BirdNetProbe};
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]

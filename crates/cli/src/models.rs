@@ -12,6 +12,7 @@ use silencio_infer::{
     Species, registry,
 };
 use silencio_models::{ARCHITECTURES, CheckpointLayout, ModelConfig};
+use silencio_onnx::probe::ProbeBundle;
 
 /// `silencio identify`.
 #[derive(clap::Args)]
@@ -133,6 +134,9 @@ fn load_member(spec: &str, a: &IdentifyArgs, device: &Device) -> anyhow::Result<
     if spec == "birdnet" {
         return birdnet_member(device, a.max_duration_s);
     }
+    if ProbeBundle::is_probe(Path::new(spec)) {
+        return probe_member(spec, device, a.max_duration_s);
+    }
     let c = load_classifier(spec, a, device)?;
     let f = c.features().clone();
     Ok(Loaded {
@@ -166,7 +170,9 @@ pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
             specs.len()
         );
     }
-    let (id, (low_hz, high_hz)) = if specs.len() == 1 && specs[0] != "birdnet" {
+    let single_bundle =
+        specs.len() == 1 && specs[0] != "birdnet" && !ProbeBundle::is_probe(Path::new(&specs[0]));
+    let (id, (low_hz, high_hz)) = if single_bundle {
         // One bundle: its own windows (its recipe's window length and hop), no pooling.
         let c = load_classifier(&specs[0], &a, &device)?;
         let band = (c.features().f_min, c.features().f_max);
@@ -219,6 +225,27 @@ fn birdnet_member(device: &Device, max_duration_s: f64) -> anyhow::Result<Loaded
         band: (0.0, 15_000.0),
         member: Box::new(m),
     })
+}
+
+/// A linear probe on BirdNET embeddings (a `birdnet-probe` experiment's bundle).
+#[cfg(feature = "birdnet")]
+fn probe_member(spec: &str, device: &Device, _max_duration_s: f64) -> anyhow::Result<Loaded> {
+    eprintln!("BirdNET V2.4 probe (CC BY-NC-SA 4.0: non-commercial use only)");
+    let m = silencio_onnx::BirdNetProbe::load(spec, device)?;
+    Ok(Loaded {
+        species: m.bundle().meta().species.clone(),
+        band: (0.0, 15_000.0),
+        member: Box::new(m),
+    })
+}
+
+#[cfg(not(feature = "birdnet"))]
+fn probe_member(spec: &str, _device: &Device, _max_duration_s: f64) -> anyhow::Result<Loaded> {
+    bail!(
+        "{spec} is a linear probe on BirdNET embeddings and this build has no BirdNET: convert it \
+         with onnx-import/scripts/convert-birdnet.sh OUT_DIR, then build with \
+         SILENCIO_BIRDNET_DIR=OUT_DIR cargo build --release -p silencio --features birdnet"
+    )
 }
 
 #[cfg(not(feature = "birdnet"))]

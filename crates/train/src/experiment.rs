@@ -355,6 +355,13 @@ impl Experiment {
         {
             return Err("focal gamma must be >= 0".into());
         }
+        if let Some(p) = &self.model.probe
+            && p != "birdnet"
+        {
+            return Err(format!(
+                "model.probe {p:?} (the one embedding model is \"birdnet\")"
+            ));
+        }
         if self.model.pretrained.is_some() != self.model.layout.is_some()
             && self.model.pretrained_env.is_none()
         {
@@ -422,6 +429,7 @@ mod tests {
         names.sort();
         for want in [
             "cnn14-sed",
+            "birdnet-probe",
             "demo",
             "efficientnet-b0-finetune",
             "resnet50-scratch",
@@ -443,6 +451,7 @@ mod tests {
             "name = \"x\"\n[data]\nperiod = \"later\"\n",
             "name = \"../x\"\n",
             "name = \"x\"\n[train]\nlabel_smoothing = 0.7\n",
+            "name = \"x\"\n[model]\nprobe = \"perch\"\n",
             "[train]\n",
         ];
         for text in bad {

@@ -13,6 +13,8 @@ pub mod model;
 pub mod pipeline;
 pub mod predict;
 pub mod prepare;
+#[cfg(feature = "birdnet")]
+pub mod probe;
 pub mod registry;
 pub mod scaling;
 pub mod track;

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use silencio_data::splits::Split;
-use silencio_infer::{BundleSpec, Classifier, ModelBundle, Provenance, Species};
+use silencio_infer::{BundleSpec, Classifier, Identification, ModelBundle, Provenance, Species};
 
 use crate::dataset::WindowDataset;
 use crate::experiment::Experiment;
@@ -227,17 +227,7 @@ fn run_inner(
     let features = store.manifest().options.features.clone();
     let [mels, frames] = store.shape();
     let classes = store.manifest().classes.clone();
-    let taxonomy = silencio_data::Taxonomy::from_csv(&exp.data.root.join("taxonomy.csv"))?;
-    let species: Vec<Species> = taxonomy
-        .species()
-        .iter()
-        .map(|s| Species {
-            code: s.primary_label.clone(),
-            scientific_name: s.scientific_name.clone(),
-            common_name: s.common_name.clone(),
-            class_name: s.class_name.clone(),
-        })
-        .collect();
+    let species = task_species(&exp.data.root)?;
     let train_idx = store.select(Split::Train, &exp.data.period);
     let valid_idx = store.select(Split::Valid, "all");
     if train_idx.is_empty() || valid_idx.is_empty() {
@@ -248,6 +238,10 @@ fn run_inner(
                 valid_idx.len()
             ),
         });
+    }
+
+    if exp.model.probe.is_some() {
+        return probe_run(opts, exp, dir, tracker, &store, &species, log);
     }
 
     // Devices and model.
@@ -367,12 +361,74 @@ fn run_inner(
         },
         &outcome.model,
     )?;
+    let classifier = Classifier::load(bundle.dir(), &main)?;
+    let score = |p: &Path| classifier.identify_path(p);
+    finish(
+        opts,
+        exp,
+        dir,
+        tracker,
+        Candidate {
+            species: &species,
+            classes: &classes,
+            valid: valid_scored,
+            bundle_dir,
+            epochs: outcome.epochs,
+            train_s,
+            score: &score,
+        },
+        log,
+    )
+}
+
+/// The task's species in taxonomy order (the shards' class order).
+pub(crate) fn task_species(root: &Path) -> Result<Vec<Species>> {
+    let taxonomy = silencio_data::Taxonomy::from_csv(&root.join("taxonomy.csv"))?;
+    Ok(taxonomy
+        .species()
+        .iter()
+        .map(|s| Species {
+            code: s.primary_label.clone(),
+            scientific_name: s.scientific_name.clone(),
+            common_name: s.common_name.clone(),
+            class_name: s.class_name.clone(),
+        })
+        .collect())
+}
+
+/// A trained candidate, ready for evaluation, the gate and the registry.
+pub(crate) struct Candidate<'a> {
+    /// Classes in score order.
+    pub species: &'a [Species],
+    /// Their codes.
+    pub classes: &'a [String],
+    /// Validation scores.
+    pub valid: predict::Scored,
+    /// The bundle written for it.
+    pub bundle_dir: PathBuf,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Training time.
+    pub train_s: f64,
+    /// Scores a recording through the bundle, as serving does.
+    pub score: &'a dyn Fn(&Path) -> silencio_infer::Result<Identification>,
+}
+
+/// Mixed soundscapes and failure suites, the report, the gate and the registry: the same for
+/// every kind of candidate.
+pub(crate) fn finish(
+    opts: &RunOptions,
+    exp: &Experiment,
+    dir: &Path,
+    tracker: &mut Tracker,
+    c: Candidate<'_>,
+    log: &mut dyn FnMut(&str),
+) -> Result<RunOutcome> {
     // Mixed soundscapes from held-out calls, then the failure suites, all scored through the
     // bundle as serving scores them.
     let mut mixed = None;
     let mut suites = Vec::new();
     if let Some(bg_dir) = &exp.data.backgrounds {
-        let classifier = Classifier::load(bundle.dir(), &main)?;
         let bgs = silencio_data::mix::load_backgrounds(bg_dir)?;
         let base = silencio_data::mix::MixOptions {
             minutes: exp.eval.mix_minutes.max(1),
@@ -409,7 +465,7 @@ fn run_inner(
             if out_dir.exists() {
                 std::fs::remove_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
             }
-            let scored = predict::mixed(&exp.data.root, &bgs, &o, &out_dir, &classifier, &classes)?;
+            let scored = predict::mixed(&exp.data.root, &bgs, &o, &out_dir, c.score, c.classes)?;
             if name == "mixed" {
                 mixed = Some(scored);
             } else {
@@ -417,29 +473,38 @@ fn run_inner(
             }
         }
     }
-    let report = evaluate::report(exp, &species, &valid_scored, mixed.as_ref(), &suites)?;
+    let report = evaluate::report(exp, c.species, &c.valid, mixed.as_ref(), &suites)?;
     let report_json = dir.join("report.json");
     let report_html = dir.join("report.html");
     evaluate::write(&report, &report_json, &report_html)?;
     let metrics = evaluate::headline(&report);
     for (k, v) in &metrics {
-        tracker.log_metric(k, *v, outcome.epochs)?;
+        tracker.log_metric(k, *v, c.epochs)?;
     }
-    tracker.log_metric("train_seconds", train_s, outcome.epochs)?;
+    tracker.log_metric("train_seconds", c.train_s, c.epochs)?;
 
     // Gate and registry.
     let decision = evaluate::gate(exp, &report);
     tracker.set_tag("quality_gate", if decision.0 { "passed" } else { "failed" })?;
-    tracker.log_artifact(&exp_path, "")?;
+    tracker.log_artifact(&dir.join("experiment.toml"), "")?;
     tracker.log_artifact(&report_json, "report")?;
     tracker.log_artifact(&report_html, "report")?;
-    tracker.log_artifact(&bundle_dir.join("bundle.json"), "bundle")?;
-    tracker.log_artifact(&bundle_dir.join("weights.safetensors"), "bundle")?;
+    // Every file of the bundle (a model bundle or a probe bundle).
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&c.bundle_dir)
+        .map_err(|e| Error::io(&c.bundle_dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    for f in &files {
+        tracker.log_artifact(f, "bundle")?;
+    }
     let registered = if decision.0 {
         let v = crate::registry::register(
             &opts.registry,
             &exp.model_name(),
-            &bundle_dir,
+            &c.bundle_dir,
             tracker.run_id(),
             &exp.output.alias,
         )?;
@@ -459,7 +524,7 @@ fn run_inner(
     };
     Ok(RunOutcome {
         run_dir: dir.to_path_buf(),
-        bundle_dir,
+        bundle_dir: c.bundle_dir,
         report_json,
         report_html,
         gate_passed: decision.0,
@@ -467,5 +532,36 @@ fn run_inner(
         registered,
         tracking: String::new(),
         metrics,
+    })
+}
+#[cfg(feature = "birdnet")]
+fn probe_run(
+    opts: &RunOptions,
+    exp: &Experiment,
+    dir: &Path,
+    tracker: &mut Tracker,
+    store: &Arc<crate::dataset::WindowStore>,
+    species: &[Species],
+    log: &mut dyn FnMut(&str),
+) -> Result<RunOutcome> {
+    crate::probe::run(opts, exp, dir, tracker, store, species, log)
+}
+
+#[cfg(not(feature = "birdnet"))]
+fn probe_run(
+    _opts: &RunOptions,
+    exp: &Experiment,
+    _dir: &Path,
+    _tracker: &mut Tracker,
+    _store: &Arc<crate::dataset::WindowStore>,
+    _species: &[Species],
+    _log: &mut dyn FnMut(&str),
+) -> Result<RunOutcome> {
+    Err(Error::Config {
+        path: format!("experiment {}", exp.name),
+        message: "model.probe = \"birdnet\" needs BirdNET: convert it with \
+                  onnx-import/scripts/convert-birdnet.sh OUT_DIR, then \
+                  SILENCIO_BIRDNET_DIR=OUT_DIR cargo run --release -p trainer --features birdnet"
+            .into(),
     })
 }

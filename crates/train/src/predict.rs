@@ -8,7 +8,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 use silencio_data::mix::MixOptions;
 use silencio_data::splits::Split;
-use silencio_infer::Classifier;
+use silencio_infer::Identification;
 use silencio_models::Model;
 
 use crate::dataset::WindowStore;
@@ -69,38 +69,50 @@ pub fn validation(
     let idx = store.select(Split::Valid, "all");
     let [m, t] = store.shape();
     let c = store.classes();
-    let man = store.manifest();
-    let mut out = Scored::default();
+    let mut probs = Vec::with_capacity(idx.len());
     for chunk in idx.chunks(batch.max(1)) {
         let mut data = Vec::with_capacity(chunk.len() * m * t);
         for &i in chunk {
             data.extend(store.features(i)?);
         }
         let p = forward(model, data, chunk.len(), m, t, device)?;
-        for (k, &i) in chunk.iter().enumerate() {
-            let w = store.window(i);
-            let clip = &man.clips[w.clip];
-            out.rows.push(format!("{}#{}", clip.filename, w.window));
-            out.scores.push(p[k * c..(k + 1) * c].to_vec());
-            out.labels.push(
-                store
-                    .targets(i, 1.0)
-                    .into_iter()
-                    .map(|v| if v >= 0.5 { 1.0 } else { 0.0 })
-                    .collect(),
-            );
-            let mut meta = BTreeMap::new();
-            if let Some((collection, rating)) = facts.get(&clip.filename) {
-                meta.insert("collection".into(), collection.clone());
-                meta.insert(
-                    "rating".into(),
-                    silencio_eval::slices::rating_bin(rating.unwrap_or(0.0) as f32),
-                );
-            }
-            out.meta.push(meta);
-        }
+        probs.extend(p.chunks(c).map(<[f32]>::to_vec));
     }
-    Ok(out)
+    Ok(windows(store, &idx, probs, facts))
+}
+
+/// Rows, labels and slicing facts of the store's windows `idx`, with their probabilities.
+pub fn windows(
+    store: &WindowStore,
+    idx: &[usize],
+    probs: Vec<Vec<f32>>,
+    facts: &ClipFacts,
+) -> Scored {
+    let man = store.manifest();
+    let mut out = Scored::default();
+    for (&i, p) in idx.iter().zip(probs) {
+        let w = store.window(i);
+        let clip = &man.clips[w.clip];
+        out.rows.push(format!("{}#{}", clip.filename, w.window));
+        out.scores.push(p);
+        out.labels.push(
+            store
+                .targets(i, 1.0)
+                .into_iter()
+                .map(|v| if v >= 0.5 { 1.0 } else { 0.0 })
+                .collect(),
+        );
+        let mut meta = BTreeMap::new();
+        if let Some((collection, rating)) = facts.get(&clip.filename) {
+            meta.insert("collection".into(), collection.clone());
+            meta.insert(
+                "rating".into(),
+                silencio_eval::slices::rating_bin(rating.unwrap_or(0.0) as f32),
+            );
+        }
+        out.meta.push(meta);
+    }
+    out
 }
 
 /// SNR bin of a mixed window (`no call` for background-only windows).
@@ -112,14 +124,15 @@ fn snr_bin(snr: Option<f64>) -> String {
 }
 
 /// Mixes `opts.minutes` soundscapes from the held-out calls of `root` on `bgs` into `out`
-/// (which keeps the mixer's files for inspection), then scores them with `classifier`. Rows are
+/// (which keeps the mixer's files for inspection), then scores them with `score` (the bundle, as
+/// serving runs it). Rows are
 /// the mixer's `row_id`s.
 pub fn mixed(
     root: &Path,
     bgs: &[silencio_data::mix::Background],
     opts: &MixOptions,
     out: &Path,
-    classifier: &Classifier,
+    score: &dyn Fn(&Path) -> silencio_infer::Result<Identification>,
     classes: &[String],
 ) -> Result<Scored> {
     let set = silencio_data::mix::load_calls(root, opts)?;
@@ -131,7 +144,7 @@ pub fn mixed(
         .map(|(i, c)| (c.as_str(), i))
         .collect();
     for file in &report.soundscapes {
-        let id = classifier.identify_path(out.join(file))?;
+        let id = score(&out.join(file))?;
         let stem = Path::new(file)
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
