@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use burn::module::AutodiffModule;
+use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -122,7 +122,10 @@ pub(crate) fn run(
         .into_ensemble(DecodeOptions::default().max_duration_s)
         .map_err(onnx)?;
     let score = |p: &Path| {
-        let bytes = std::fs::read(p).map_err(|e| silencio_infer::Error::io(p, e))?;
+        let bytes = std::fs::read(p).map_err(|e| silencio_infer::Error::Io {
+            path: p.display().to_string(),
+            source: e,
+        })?;
         ensemble.identify(bytes)
     };
     let classes: Vec<String> = species.iter().map(|s| s.code.clone()).collect();
