@@ -8,9 +8,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use silencio_audio::{DecodeOptions, FeatureConfig, RECIPES};
 
+mod dashboard;
 mod eval;
+mod feedback;
+mod loadgen;
 mod models;
 mod progress;
+mod serve;
+mod stream;
 
 /// An error the CLI raises itself (a check no library makes), with its `error[kind]`.
 #[derive(Debug)]
@@ -127,6 +132,26 @@ enum Command {
     /// Write a Kaggle BirdCLEF 2025 submission CSV for a directory of soundscapes, timed
     /// against Kaggle's CPU budget.
     Submission(eval::SubmissionArgs),
+    /// The data and model dashboard: a web page (offline) with the dataset, sample clips,
+    /// the latest evaluation, registered models and live serving figures.
+    Dashboard(dashboard::DashboardArgs),
+    /// Serve the identification HTTP API (batching, metrics, OpenAPI at /docs) until
+    /// SIGINT/SIGTERM, then drain requests in flight.
+    Serve(serve::ServeArgs),
+    /// Load-test a running server: tour (5 s clips), power (1-minute uploads) and mobile
+    /// (think times, aborted uploads) traffic at several concurrency levels; prints p50/p95/p99
+    /// latency, throughput, errors and the server's batch-size histogram, writes JSON + CSV.
+    Loadgen(loadgen::LoadgenArgs),
+    /// What `silencio serve` kept for labelling: `feedback export` writes the sampled audio
+    /// and a manifest joining the model's predictions with listeners' feedback.
+    #[command(subcommand)]
+    Feedback(feedback::FeedbackCommand),
+    /// Produce field data over time: 1-minute 32 kHz OGG files cut from soundscapes, written
+    /// atomically every --every, optionally with real calls overlaid (labels beside).
+    Simulate(stream::SimulateArgs),
+    /// Watch a folder and write one BirdCLEF submission CSV per new recording, exactly once
+    /// across restarts (ledger), quarantining unreadable files.
+    Watch(stream::WatchArgs),
 }
 
 #[derive(Subcommand)]
@@ -243,6 +268,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bundle(BundleCommand::Create(a)) => models::bundle_create(a)?,
         Command::Eval(a) => eval::eval(a)?,
         Command::Submission(a) => eval::submission(a)?,
+        Command::Dashboard(a) => dashboard::dashboard(a)?,
+        Command::Serve(a) => serve::serve(a)?,
+        Command::Loadgen(a) => loadgen::loadgen(a)?,
+        Command::Feedback(c) => feedback::feedback(c)?,
+        Command::Simulate(a) => stream::simulate(a)?,
+        Command::Watch(a) => stream::watch(a)?,
         Command::Bundle(BundleCommand::Check { dir }) => {
             let b = silencio_infer::ModelBundle::open(&dir)?;
             let m = b.meta();
@@ -471,6 +502,10 @@ fn main() -> ExitCode {
                 i.kind()
             } else if let Some(m) = e.downcast_ref::<silencio_models::Error>() {
                 m.kind()
+            } else if let Some(d) = e.downcast_ref::<silencio_dashboard::Error>() {
+                d.kind()
+            } else if let Some(s) = e.downcast_ref::<silencio_server::Error>() {
+                s.kind()
             } else {
                 "error"
             };

@@ -1,0 +1,95 @@
+//! `silencio serve`: the identification HTTP API (flags only; the server is silencio-server).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use silencio_server::{EngineConfig, ServerConfig};
+
+/// Flags of `silencio serve`; each also reads an environment variable.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SILENCIO_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Model bundle to serve. Default: the registry's production version, else staging.
+    #[arg(long, env = "SILENCIO_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Registry root used when --model is not given.
+    #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
+    pub registry: PathBuf,
+    /// Where feedback and sampled requests are stored.
+    #[arg(long, env = "SILENCIO_DATA_DIR", default_value = "serve-data")]
+    pub data_dir: PathBuf,
+    /// API key of the write endpoints (feedback, admin). Default: a random key, printed once.
+    #[arg(long, env = "SILENCIO_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Model replicas (worker threads, one model copy each). Default: one per two cores.
+    #[arg(long, env = "SILENCIO_REPLICAS")]
+    pub replicas: Option<usize>,
+    /// A batch closes at this many windows (1 disables batching).
+    #[arg(long, env = "SILENCIO_MAX_BATCH", default_value_t = 8)]
+    pub max_batch: usize,
+    /// …or once its oldest window has waited this many milliseconds.
+    #[arg(long, env = "SILENCIO_MAX_WAIT_MS", default_value_t = 10)]
+    pub max_wait_ms: u64,
+    /// Requests admitted at once; more get 429 with Retry-After.
+    #[arg(long, env = "SILENCIO_QUEUE", default_value_t = 64)]
+    pub queue: usize,
+    /// Largest request body in MiB (413 beyond).
+    #[arg(long, env = "SILENCIO_MAX_BODY_MB", default_value_t = 32.0)]
+    pub max_body_mb: f64,
+    /// Longest recording in seconds (413 beyond).
+    #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 120.0)]
+    pub max_duration_s: f64,
+    /// Share of identify requests saved with their audio for labelling.
+    #[arg(long, env = "SILENCIO_SAMPLE_SHARE", default_value_t = 0.05)]
+    pub sample_share: f64,
+    /// Disk quota of saved samples in MiB.
+    #[arg(long, env = "SILENCIO_SAMPLE_QUOTA_MB", default_value_t = 1024)]
+    pub sample_quota_mb: u64,
+    /// Compute device: flex, wgpu[:N], cuda[:N].
+    #[arg(long, env = "SILENCIO_DEVICE", default_value = "flex")]
+    pub device: String,
+}
+
+pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.max_body_mb.is_finite() && a.max_body_mb > 0.0,
+        "--max-body-mb must be > 0"
+    );
+    let generated = a.api_key.is_none();
+    let defaults = ServerConfig::default();
+    let config = ServerConfig {
+        addr: a.addr,
+        model: a.model,
+        registry: a.registry,
+        data_dir: a.data_dir,
+        api_key: a.api_key.unwrap_or_else(silencio_server::generate_api_key),
+        engine: EngineConfig {
+            replicas: a
+                .replicas
+                .unwrap_or_else(silencio_server::config::default_replicas),
+            max_batch: a.max_batch,
+            max_wait: Duration::from_millis(a.max_wait_ms),
+            device: a.device,
+        },
+        queue: a.queue,
+        max_body_bytes: (a.max_body_mb * 1_048_576.0).round() as u64,
+        max_duration_s: a.max_duration_s,
+        sample_share: a.sample_share,
+        sample_quota_bytes: a.sample_quota_mb.saturating_mul(1 << 20),
+        ..defaults
+    };
+    silencio_server::init_logging();
+    let key = config.api_key.clone();
+    silencio_server::serve_blocking(config, |addr| {
+        eprintln!("silencio serve: listening on http://{addr} (docs: http://{addr}/docs)");
+        if generated {
+            // Printed once: writes (feedback, admin) need it.
+            eprintln!("silencio serve: API key (generated; pass --api-key to fix one): {key}");
+        }
+    })?;
+    eprintln!("silencio serve: stopped");
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Model administration (API key): load a version as a canary, promote it, roll back.
+//! Every change is one swap of the routing table; requests in flight keep the version they
+//! were routed to (see [`crate::state`]).
+
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::api::{ErrorBody, LoadModel, ModelsList};
+use crate::routes::{json_body, models_list};
+use crate::state::{AppState, Canary, Routing};
+use crate::{Error, Result};
+
+fn bundle_dir(state: &AppState, req: &LoadModel) -> Result<PathBuf> {
+    match (&req.path, &req.registry_version) {
+        (Some(p), None) => Ok(PathBuf::from(p)),
+        (None, Some(v)) => {
+            if v.is_empty() || v.contains('/') || v.contains('\\') || v.contains("..") {
+                return Err(Error::BadRequest(format!("invalid registry version {v:?}")));
+            }
+            Ok(state.config().registry.join("versions").join(v))
+        }
+        _ => Err(Error::BadRequest(
+            "give exactly one of `path` and `registry_version`".into(),
+        )),
+    }
+}
+
+/// A bundle the client pointed at that cannot be opened is the client's problem (422), not
+/// the server's.
+fn bundle_error(e: Error) -> Error {
+    match e {
+        Error::Infer(i) if matches!(i.kind(), "bundle" | "io" | "registry") => {
+            Error::Invalid(i.to_string())
+        }
+        other => other,
+    }
+}
+
+/// Loads a bundle as the canary, taking `share` of identify traffic (replaces a canary
+/// already loaded).
+#[utoipa::path(post, path = "/v1/admin/models", tag = "models",
+    request_body = LoadModel,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Loaded, warmed up and routed", body = ModelsList),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "That version already serves as stable", body = ErrorBody),
+        (status = 422, description = "Not a valid bundle", body = ErrorBody),
+    )
+)]
+pub async fn load_model(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<ModelsList>)> {
+    crate::auth::check_api_key(&headers, state.api_key())?;
+    let req: LoadModel = json_body(&headers, body).await?;
+    let share = req.share.unwrap_or(state.config().default_canary_share);
+    if !(0.0..=1.0).contains(&share) {
+        return Err(Error::BadRequest(format!(
+            "share must be in [0, 1], got {share}"
+        )));
+    }
+    let dir = bundle_dir(&state, &req)?;
+    let _admin = state.admin_lock().await;
+    let version = {
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || silencio_infer::ModelBundle::open(&d))
+            .await
+            .map_err(|e| Error::Internal(format!("bundle check failed: {e}")))?
+            .map_err(|e| bundle_error(e.into()))?
+            .meta()
+            .model_version()
+    };
+    let routing = state.routing();
+    if routing
+        .stable
+        .as_ref()
+        .is_some_and(|s| s.model_version() == version)
+    {
+        return Err(Error::Conflict(format!(
+            "{version} already serves as the stable version"
+        )));
+    }
+    let model = state.load(&dir).await.map_err(bundle_error)?;
+    state.swap(|r| Routing {
+        stable: r.stable.clone(),
+        canary: Some(Canary {
+            model: model.clone(),
+            share,
+        }),
+        previous: r.previous.clone(),
+    });
+    tracing::info!(model = %version, share, "canary loaded");
+    Ok((StatusCode::CREATED, Json(models_list(&state))))
+}
+
+/// The canary becomes the stable version (all traffic); the old stable is kept for rollback.
+#[utoipa::path(post, path = "/v1/admin/promote", tag = "models",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Promoted", body = ModelsList),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "No canary loaded", body = ErrorBody),
+    )
+)]
+pub async fn promote(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ModelsList>> {
+    crate::auth::check_api_key(&headers, state.api_key())?;
+    let _admin = state.admin_lock().await;
+    let r = state.routing();
+    let Some(canary) = &r.canary else {
+        return Err(Error::Conflict("no canary to promote".into()));
+    };
+    let promoted = canary.model.model_version();
+    state.swap(|r| Routing {
+        previous: r.stable.clone(),
+        stable: Some(canary.model.clone()),
+        canary: None,
+    });
+    tracing::info!(model = %promoted, "canary promoted to stable");
+    Ok(Json(models_list(&state)))
+}
+
+/// Drops the canary if there is one; otherwise returns to the previous stable version.
+#[utoipa::path(post, path = "/v1/admin/rollback", tag = "models",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Rolled back", body = ModelsList),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to", body = ErrorBody),
+    )
+)]
+pub async fn rollback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ModelsList>> {
+    crate::auth::check_api_key(&headers, state.api_key())?;
+    let _admin = state.admin_lock().await;
+    let r = state.routing();
+    if let Some(c) = &r.canary {
+        tracing::info!(model = %c.model.model_version(), "canary dropped");
+        state.swap(|r| Routing {
+            canary: None,
+            ..r.clone()
+        });
+    } else if let Some(p) = &r.previous {
+        tracing::info!(model = %p.model_version(), "rolled back to the previous stable version");
+        state.swap(|_| Routing {
+            stable: Some(p.clone()),
+            canary: None,
+            previous: None,
+        });
+    } else {
+        return Err(Error::Conflict(
+            "nothing to roll back: no canary and no previous stable version".into(),
+        ));
+    }
+    Ok(Json(models_list(&state)))
+}

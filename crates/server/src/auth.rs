@@ -1,0 +1,79 @@
+//! API-key check for the write endpoints (feedback, model admin).
+//!
+//! A key is sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`. The comparison takes
+//! time that depends only on the expected key's length, so response timing does not reveal how
+//! many leading bytes of a guess were right.
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+
+use crate::{Error, Result};
+
+/// Name of the alternative key header.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// `Ok` when `headers` carry `expected` in either accepted header; `Unauthorized` otherwise.
+/// An empty `expected` accepts nothing (a misconfigured empty key must not open the API).
+pub fn check_api_key(headers: &HeaderMap, expected: &str) -> Result<()> {
+    let mut presented = Vec::new();
+    for v in headers.get_all(AUTHORIZATION) {
+        let Ok(v) = v.to_str() else { continue };
+        let v = v.trim();
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        if let Some((scheme, token)) = v.split_once(' ')
+            && scheme.eq_ignore_ascii_case("bearer")
+        {
+            presented.push(token.trim().as_bytes());
+        }
+    }
+    for v in headers.get_all(API_KEY_HEADER) {
+        presented.push(v.as_bytes().trim_ascii());
+    }
+    if presented.is_empty() {
+        return Err(Error::Unauthorized(
+            "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`".into(),
+        ));
+    }
+    // Check every presented key (no early exit) so timing does not say which header matched.
+    let mut ok = false;
+    for key in presented {
+        ok |= constant_time_eq(key, expected.as_bytes());
+    }
+    if ok && !expected.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unauthorized("invalid API key".into()))
+    }
+}
+
+/// Byte equality whose running time depends only on `expected.len()`.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, &e) in expected.iter().enumerate() {
+        // Cycle through `given` (any byte when it is empty) so every expected byte is compared.
+        let g = if given.is_empty() {
+            !e
+        } else {
+            given[i % given.len()]
+        };
+        diff |= g ^ e;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secretsecret", b"secret"));
+        assert!(!constant_time_eq(b"sec", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        // Cycling `given` must not make a repeated prefix equal.
+        assert!(!constant_time_eq(b"ab", b"abab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

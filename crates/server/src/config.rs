@@ -1,0 +1,169 @@
+//! What a server is started with. Every field has a flag in `silencio serve`; the defaults are
+//! the ones documented there.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// How one loaded model version runs its windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Worker threads, each holding its own copy of the model.
+    pub replicas: usize,
+    /// A batch closes at this many windows…
+    pub max_batch: usize,
+    /// …or once its oldest window has waited this long.
+    pub max_wait: Duration,
+    /// Compute device (`flex`, `wgpu[:N]`, `cuda[:N]`).
+    pub device: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            max_batch: 8,
+            max_wait: Duration::from_millis(10),
+            device: "flex".into(),
+        }
+    }
+}
+
+/// One replica per two cores: Burn's CPU backend already spreads one forward over a couple of
+/// threads, so more replicas than that only contend.
+pub fn default_replicas() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| (n.get() / 2).clamp(1, 4))
+        .unwrap_or(1)
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Bundle directory of the first stable model; `None`: the registry's default.
+    pub model: Option<PathBuf>,
+    /// Model registry root (`aliases.json`, `versions/<v>/`).
+    pub registry: PathBuf,
+    /// Where feedback and sampled requests are stored.
+    pub data_dir: PathBuf,
+    /// Key required by the write endpoints (feedback, admin). Never empty.
+    pub api_key: String,
+    /// Batching and replicas.
+    pub engine: EngineConfig,
+    /// Requests admitted at once (decoding, queued or running); beyond it: 429.
+    pub queue: usize,
+    /// Largest request body in bytes; beyond it: 413.
+    pub max_body_bytes: u64,
+    /// Longest recording in seconds; beyond it: 413.
+    pub max_duration_s: f64,
+    /// Share of identify requests saved with their audio for labelling.
+    pub sample_share: f64,
+    /// Disk quota of the saved samples in bytes.
+    pub sample_quota_bytes: u64,
+    /// Saved samples older than this are deleted.
+    pub sample_max_age: Duration,
+    /// A species counts as detected in a session when a window scores it at least this.
+    pub session_threshold: f32,
+    /// Recent request ids remembered for feedback.
+    pub recent_requests: usize,
+    /// Traffic share of a canary loaded without an explicit share.
+    pub default_canary_share: f64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            model: None,
+            registry: silencio_infer::registry::default_root(),
+            data_dir: PathBuf::from("serve-data"),
+            api_key: generate_api_key(),
+            engine: EngineConfig::default(),
+            queue: 64,
+            max_body_bytes: 32 << 20,
+            max_duration_s: 120.0,
+            sample_share: 0.05,
+            sample_quota_bytes: 1 << 30,
+            sample_max_age: Duration::from_secs(30 * 24 * 3600),
+            session_threshold: 0.5,
+            recent_requests: 10_000,
+            default_canary_share: 0.1,
+        }
+    }
+}
+
+/// A fresh random API key (122 random bits from the OS, hex).
+pub fn generate_api_key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl ServerConfig {
+    /// Checks the numbers before anything starts.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::BadRequest(m));
+        if self.api_key.trim().is_empty() {
+            return bad("the API key must not be empty".into());
+        }
+        if self.engine.replicas == 0 || self.engine.replicas > 64 {
+            return bad(format!(
+                "replicas must be 1..=64, got {}",
+                self.engine.replicas
+            ));
+        }
+        if self.engine.max_batch == 0 || self.engine.max_batch > 256 {
+            return bad(format!(
+                "max batch must be 1..=256, got {}",
+                self.engine.max_batch
+            ));
+        }
+        if self.queue == 0 {
+            return bad("queue must be at least 1".into());
+        }
+        if self.max_body_bytes == 0 {
+            return bad("max body must be > 0".into());
+        }
+        if !(self.max_duration_s.is_finite() && self.max_duration_s > 0.0) {
+            return bad(format!(
+                "max duration must be > 0 s, got {}",
+                self.max_duration_s
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_share) {
+            return bad(format!(
+                "sample share must be in [0, 1], got {}",
+                self.sample_share
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.default_canary_share) {
+            return bad(format!(
+                "canary share must be in [0, 1], got {}",
+                self.default_canary_share
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bundle to serve first: `model`, else the registry's production, else staging
+    /// version.
+    pub fn model_dir(&self) -> Result<PathBuf> {
+        if let Some(m) = &self.model {
+            return Ok(m.clone());
+        }
+        match silencio_infer::registry::resolve_default(&self.registry) {
+            Ok((dir, alias)) => {
+                tracing::info!(registry = %self.registry.display(), alias, "serving the registry's model");
+                Ok(dir)
+            }
+            Err(silencio_infer::Error::NoModel { root }) => Err(Error::NoModel(format!(
+                "no model to serve: the registry at {root} has no production or staging version. \
+                 Train and register one first (`cargo run --release -p trainer`), or pass \
+                 --model <bundle dir>"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

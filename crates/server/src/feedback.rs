@@ -1,0 +1,254 @@
+//! Field feedback on predictions ("this window was wrong, it was X"), kept in an append-only
+//! JSON Lines log so that a crash can at worst tear the one line being written.
+//!
+//! Layout: `<data-dir>/feedback/feedback.jsonl`, one [`Feedback`] per line. [`FeedbackStore::append`]
+//! writes the whole line and fsyncs before it returns `Ok`, so a 201 answered to a client means
+//! the entry survives a power cut. [`FeedbackStore::open`] cuts a torn final line (a crash
+//! mid-write, never acknowledged) off the log and keeps its bytes in `torn-<unix ms>.part` next to
+//! it for inspection. One process writes a data dir at a time.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// File name of the log inside the feedback directory.
+pub const LOG_FILE: &str = "feedback.jsonl";
+
+/// A listener's verdict on one window of one identification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Feedback {
+    /// `request_id` of the identification the feedback is about.
+    pub request_id: String,
+    /// Index of the 5 s window in that identification.
+    pub window: usize,
+    /// Whether the top prediction of that window was right.
+    pub verdict: Verdict,
+    /// The species code it really was, when the listener knows.
+    #[serde(default)]
+    pub correct_code: Option<String>,
+    /// When the server received it (RFC 3339 UTC, set by the server).
+    pub received_at: String,
+}
+
+/// Whether a prediction was right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The top prediction was wrong.
+    Wrong,
+    /// The top prediction was right.
+    Right,
+}
+
+impl Verdict {
+    /// The snake_case name (the `verdict` label of `silencio_feedback_total`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wrong => "wrong",
+            Self::Right => "right",
+        }
+    }
+}
+
+/// The open log. Appends are serialised by a mutex; each blocks on an fsync, so async callers
+/// should run it in `spawn_blocking`.
+#[derive(Debug)]
+pub struct FeedbackStore {
+    path: PathBuf,
+    log: Mutex<Log>,
+}
+
+#[derive(Debug)]
+struct Log {
+    file: File,
+    /// Length of the log made only of whole lines; a failed write is cut back to it.
+    len: u64,
+}
+
+impl FeedbackStore {
+    /// Opens (creating) the log in `dir`, cutting off a torn final line.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create feedback dir {}", dir.display()), e))?;
+        let path = dir.join(LOG_FILE);
+        let ctx = |what: &str| format!("{what} {}", path.display());
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| Error::io(ctx("open"), e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::io(ctx("read"), e))?;
+        let whole = whole_lines_len(&bytes);
+        if whole < bytes.len() {
+            let torn = &bytes[whole..];
+            let keep = dir.join(format!("torn-{}.part", unix_ms(SystemTime::now())));
+            crate::sampling::write_file_atomic(&keep, torn)?;
+            tracing::warn!(
+                log = %path.display(),
+                bytes = torn.len(),
+                kept = %keep.display(),
+                "feedback log ended in a torn line (crash mid-write); cut it off"
+            );
+            file.set_len(whole as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io(ctx("truncate torn line of"), e))?;
+        }
+        // A new log's directory entry must survive a crash too.
+        crate::sampling::fsync_dir(dir)?;
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| Error::io(ctx("seek"), e))?;
+        Ok(Self {
+            path,
+            log: Mutex::new(Log {
+                file,
+                len: whole as u64,
+            }),
+        })
+    }
+
+    /// Path of the log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one entry and fsyncs it; `Ok` means it is durable.
+    pub fn append(&self, fb: &Feedback) -> Result<()> {
+        let mut line = serde_json::to_vec(fb)
+            .map_err(|e| Error::Internal(format!("serialise feedback: {e}")))?;
+        line.push(b'\n');
+        // A panic in another append cannot leave a half line behind (the write below is cut
+        // back on error), so a poisoned lock is still a consistent log.
+        let mut log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let written = log
+            .file
+            .write_all(&line)
+            .and_then(|()| log.file.sync_data());
+        if let Err(e) = written {
+            // Cut a partial write back so the next append does not glue onto half a line.
+            let len = log.len;
+            if let Err(cut) = log.file.set_len(len).and_then(|()| log.file.sync_data()) {
+                tracing::error!(log = %self.path.display(), error = %cut, "could not cut back a failed feedback write");
+            }
+            return Err(Error::io(format!("append to {}", self.path.display()), e));
+        }
+        log.len += line.len() as u64;
+        drop(log);
+        metrics::counter!("silencio_feedback_total", "verdict" => fb.verdict.as_str()).increment(1);
+        Ok(())
+    }
+
+    /// Every entry in the log of `dir`, oldest first (an absent log reads as empty). A torn
+    /// final line is skipped with a warning; a corrupt line before it is an error
+    /// (`corrupt_store`), because skipping it would silently lose stored feedback.
+    pub fn read_all(dir: &Path) -> Result<Vec<Feedback>> {
+        let path = dir.join(LOG_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        let whole = whole_lines_len(&bytes);
+        if whole < bytes.len() {
+            tracing::warn!(
+                log = %path.display(),
+                bytes = bytes.len() - whole,
+                "skipping a torn final line in the feedback log"
+            );
+        }
+        let mut out = Vec::new();
+        for (i, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let fb = serde_json::from_slice(line).map_err(|e| Error::Corrupt {
+                path: path.clone(),
+                line: i + 1,
+                message: e.to_string(),
+            })?;
+            out.push(fb);
+        }
+        Ok(out)
+    }
+}
+
+/// Length of the prefix of `bytes` that ends in a newline (all of it when it does).
+fn whole_lines_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The current time as RFC 3339 UTC with milliseconds, e.g. `2026-05-01T06:12:03.250Z`.
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+/// `t` as RFC 3339 UTC with milliseconds (no chrono in the workspace for one format).
+pub fn rfc3339(t: SystemTime) -> String {
+    let ms = unix_ms(t);
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        let at = |s: u64, ms: u64| rfc3339(UNIX_EPOCH + Duration::from_millis(s * 1000 + ms));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        // 2000-02-29 (leap day of a century leap year) 12:34:56.789
+        assert_eq!(at(951_827_696, 789), "2000-02-29T12:34:56.789Z");
+        // 2025-12-31T23:59:59Z
+        assert_eq!(at(1_767_225_599, 0), "2025-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn whole_lines_len_stops_after_the_last_newline() {
+        assert_eq!(whole_lines_len(b""), 0);
+        assert_eq!(whole_lines_len(b"{\"a\""), 0);
+        assert_eq!(whole_lines_len(b"{}\n{\"a"), 3);
+        assert_eq!(whole_lines_len(b"{}\n{}\n"), 6);
+    }
+}

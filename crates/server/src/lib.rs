@@ -1,0 +1,205 @@
+//! silencio-server: the identification HTTP API of El Silencio Acoustic Explorer (issue 6).
+//!
+//! - [`app`] builds the axum router over an [`AppState`] (tests drive it with tower's
+//!   `oneshot`, no socket); [`serve`] / [`bind`] run it on a socket with graceful shutdown.
+//! - [`engine`]: dynamic batching per loaded model version (bounded admission, two priority
+//!   queues, replica threads, cancelled requests dropped before inference).
+//! - [`state`]: loaded versions, canary routing, promote/rollback by pointer swap.
+//! - Routes: [`routes`] (identify, species, models, health, metrics, sessions, feedback),
+//!   [`stream`] (WebSocket tour-guide mode), [`admin`]; [`openapi`] documents them.
+//! - Durable state (feedback log, passive sampling, sessions, API keys): [`feedback`],
+//!   [`sampling`], [`sessions`], [`auth`].
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod engine;
+#[allow(missing_docs)]
+pub mod error;
+pub mod feedback;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod sampling;
+pub mod sessions;
+pub mod state;
+pub mod stream;
+pub mod upload;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::routing::{get, post};
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use config::{EngineConfig, ServerConfig, generate_api_key};
+pub use error::{Error, Result};
+pub use state::AppState;
+
+/// The whole API over `state`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/identify", post(routes::identify))
+        .route("/v1/species", get(routes::species))
+        .route("/v1/models", get(routes::models))
+        .route("/v1/sessions/{id}", get(routes::session))
+        .route("/v1/feedback", post(routes::feedback))
+        .route("/v1/stream", get(stream::stream))
+        .route("/v1/admin/models", post(admin::load_model))
+        .route("/v1/admin/promote", post(admin::promote))
+        .route("/v1/admin/rollback", post(admin::rollback))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
+        .route_layer(axum::middleware::from_fn(routes::track))
+        .with_state(state)
+}
+
+/// How long a shutdown waits for open streams to send their last window.
+pub const STREAM_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A server bound to its address, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    model_dir: PathBuf,
+}
+
+/// Checks `config`, finds the model to serve, opens the stores and binds the address. The
+/// model is loaded by [`Server::run`], after the socket is up, so `/healthz` answers at once
+/// and `/readyz` once the model is warm.
+pub async fn bind(config: ServerConfig) -> Result<Server> {
+    config.validate()?;
+    let model_dir = config.model_dir()?;
+    let addr = config.addr;
+    let state = AppState::new(config)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("bind {addr}"), e))?;
+    Ok(Server {
+        listener,
+        state,
+        model_dir,
+    })
+}
+
+impl Server {
+    /// The bound address (the port chosen when asked for port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::io("local address", e))
+    }
+
+    /// The shared state (its API key, models, stores).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Loads the model, serves until `shutdown` resolves, then stops accepting, lets the
+    /// requests in flight finish, and returns. A model that fails to load stops the server
+    /// with that error.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Server {
+            listener,
+            state,
+            model_dir,
+        } = self;
+        let failed: Arc<Mutex<Option<Error>>> = Arc::default();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        {
+            let (state, failed, stop) = (state.clone(), failed.clone(), stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = state.load_stable(&model_dir).await {
+                    tracing::error!(dir = %model_dir.display(), error = %e, "cannot load the model");
+                    *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                    stop.notify_one();
+                }
+            });
+        }
+        let signal_state = state.clone();
+        let signal = async move {
+            tokio::select! {
+                _ = shutdown => tracing::info!("shutdown requested: draining requests in flight"),
+                _ = stop.notified() => {}
+            }
+            signal_state.begin_shutdown();
+        };
+        axum::serve(listener, app(state.clone()))
+            .with_graceful_shutdown(signal)
+            .await
+            .map_err(|e| Error::io("serving", e))?;
+        // Upgraded WebSockets are no longer HTTP connections: wait for them to flush and close.
+        if !state.streams_closed(STREAM_DRAIN).await {
+            tracing::warn!("streams still open after {STREAM_DRAIN:?}; closing them");
+        }
+        match failed.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// [`bind`] then [`Server::run`].
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    bind(config).await?.run(shutdown).await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// For the `silencio serve` binary: a multi-threaded runtime serving `config` until SIGINT or
+/// SIGTERM; `on_bound` is told the bound address before the model loads.
+pub fn serve_blocking(config: ServerConfig, on_bound: impl FnOnce(SocketAddr)) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start the async runtime", e))?;
+    rt.block_on(async move {
+        let server = bind(config).await?;
+        on_bound(server.local_addr()?);
+        server.run(shutdown_signal()).await
+    })
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); for binaries. A second call is a
+/// no-op.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,464 @@
+//! The HTTP handlers (admin ones in [`crate::admin`], the WebSocket in [`crate::stream`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use silencio_infer::{Identification, WindowScores};
+
+use crate::api::*;
+use crate::engine::Priority;
+use crate::state::{AppState, LoadedModel, RecentRequest};
+use crate::upload::{self, BodyKind};
+use crate::{Error, Result};
+
+/// Largest JSON body of the small endpoints (feedback, admin).
+pub(crate) const SMALL_BODY: u64 = 64 * 1024;
+/// Largest `top_k`.
+pub const MAX_TOP_K: usize = 1000;
+
+/// Counts and times every request under its route template (`/v1/sessions/{id}`, not the raw
+/// path, so label values stay few).
+pub(crate) async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let route = matched
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    crate::metrics::http(&route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Reads a small JSON body into `T`; bad JSON is a 400 with `{error, error_type}`.
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T> {
+    let bytes = upload::read_body(body, SMALL_BODY, content_length(headers)).await?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `top_k` and `min_score`, checked.
+pub(crate) fn listing(top_k: Option<usize>, min_score: Option<f32>) -> Result<(usize, f32)> {
+    let k = top_k.unwrap_or(5);
+    if k > MAX_TOP_K {
+        return Err(Error::BadRequest(format!(
+            "top_k must be at most {MAX_TOP_K}"
+        )));
+    }
+    let s = min_score.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&s) {
+        return Err(Error::BadRequest(format!(
+            "min_score must be in [0, 1], got {s}"
+        )));
+    }
+    Ok((k, s))
+}
+
+/// The answer's windows: the `k` best species of each with at least `min_score`.
+pub(crate) fn window_results(id: &Identification, k: usize, min_score: f32) -> Vec<WindowResult> {
+    id.windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| WindowResult {
+            start_s: w.start_s,
+            end_s: w.end_s,
+            species: id
+                .top_k(i, k, min_score)
+                .into_iter()
+                .map(SpeciesScore::from)
+                .collect(),
+        })
+        .collect()
+}
+
+fn reject_reason(e: &Error) -> Option<&'static str> {
+    Some(match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "bad_audio",
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        // Counted where it happens (admission).
+        _ => return None,
+    })
+}
+
+/// Identify the species in a recording, per 5 s window.
+///
+/// The body is raw audio (`Content-Type` audio/ogg, audio/wav, audio/mpeg, audio/flac,
+/// audio/mp4) or JSON with `audio_base64`.
+#[utoipa::path(
+    post, path = "/v1/identify", tag = "identify",
+    params(IdentifyQuery),
+    request_body(description = "A recording: raw audio, or JSON with audio_base64", content(
+        (IdentifyJson = "application/json"),
+        ("audio/ogg"), ("audio/wav"), ("audio/mpeg"), ("audio/flac"), ("audio/mp4")
+    )),
+    responses(
+        (status = 200, description = "Species per window", body = IdentifyResponse),
+        (status = 400, description = "Bad JSON, base64 or query", body = ErrorBody),
+        (status = 413, description = "Body or recording too large/long", body = ErrorBody),
+        (status = 415, description = "Unsupported or mismatched media type", body = ErrorBody),
+        (status = 422, description = "Corrupt or undecodable audio", body = ErrorBody),
+        (status = 429, description = "Overloaded: retry after the Retry-After header", body = ErrorBody),
+        (status = 503, description = "No model ready, or shutting down", body = ErrorBody),
+    )
+)]
+pub async fn identify(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<IdentifyQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IdentifyResponse>> {
+    let r = identify_inner(&state, query, &headers, body).await;
+    if let Err(e) = &r
+        && let Some(reason) = reject_reason(e)
+    {
+        crate::metrics::rejected(reason);
+    }
+    r.map(Json)
+}
+
+async fn identify_inner(
+    state: &AppState,
+    query: std::result::Result<Query<IdentifyQuery>, QueryRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<IdentifyResponse> {
+    let started = Instant::now();
+    let Query(q) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let (k, min_score) = listing(q.top_k, q.min_score)?;
+    // Refuse at once, before reading a byte, when the queue is full.
+    let _admission = state.admit()?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = upload::body_kind(content_type)?;
+    let limit = state.config().max_body_bytes;
+    let raw = upload::read_body(body, limit, content_length(headers)).await?;
+    let (audio, declared, mut session_id) = match kind {
+        BodyKind::Audio(t) => (raw, Some(t), None),
+        BodyKind::Json => {
+            let j: IdentifyJson = serde_json::from_slice(&raw)
+                .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
+            let audio = base64::engine::general_purpose::STANDARD
+                .decode(j.audio_base64.trim())
+                .map_err(|e| Error::BadRequest(format!("audio_base64 is not valid base64: {e}")))?;
+            (Bytes::from(audio), None, j.session_id)
+        }
+    };
+    if q.session_id.is_some() {
+        session_id = q.session_id;
+    }
+    if let Some(s) = &session_id {
+        crate::sessions::validate_session_id(s)?;
+    }
+    let media_type = declared
+        .or_else(|| upload::sniff(&audio))
+        .map_or("application/octet-stream", |t| t.media_type());
+
+    let model = state.pick()?;
+    let t_decode = Instant::now();
+    let (info, feats) = {
+        let _decoder = state
+            .decoders()
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("shutting down".into()))?;
+        let cfg = model.features().clone();
+        let max_s = state.config().max_duration_s;
+        let bytes = audio.clone();
+        tokio::task::spawn_blocking(move || {
+            upload::vet(&bytes, declared)?;
+            silencio_audio::features_from_bytes(bytes.to_vec(), &cfg, max_s).map_err(Error::from)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("decoder task failed: {e}")))??
+    };
+    let decode = t_decode.elapsed();
+    let feats = Arc::new(feats);
+    let priority = Priority::for_windows(feats.windows.len());
+    let scored = model
+        .engine()
+        .submit(feats.clone(), priority)
+        .await
+        .map_err(|_| Error::Internal("the model engine stopped".into()))??;
+
+    let id = Identification {
+        model_version: model.model_version(),
+        audio: Some(info),
+        species: model.species().clone(),
+        windows: feats
+            .windows
+            .iter()
+            .zip(scored.scores)
+            .map(|(w, scores)| WindowScores {
+                start_s: w.start_s,
+                end_s: w.end_s,
+                scores,
+            })
+            .collect(),
+    };
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    state.remember(
+        &request_id,
+        RecentRequest {
+            windows: id.windows.len(),
+            species: id.species.clone(),
+        },
+    );
+    if let Some(s) = &session_id {
+        state.sessions().record(s, &id.model_version, &id);
+    }
+    let resp = IdentifyResponse {
+        request_id,
+        model_version: id.model_version.clone(),
+        windows: window_results(&id, k, min_score),
+        timing_ms: Timing {
+            decode: ms(decode),
+            queue: ms(scored.queue),
+            inference: ms(scored.inference),
+            total: ms(started.elapsed()),
+        },
+    };
+    maybe_sample(state, &resp, media_type, audio);
+    Ok(resp)
+}
+
+/// Saves the request for labelling when the sampler draws it; off the request's path, and a
+/// failure is only logged.
+fn maybe_sample(state: &AppState, resp: &IdentifyResponse, media_type: &'static str, audio: Bytes) {
+    if !state.sampler().should_sample() {
+        return;
+    }
+    let prediction = match serde_json::to_value(resp) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "sample not saved: prediction does not serialise");
+            return;
+        }
+    };
+    let state = state.clone();
+    let request_id = resp.request_id.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = state
+            .sampler()
+            .save(&request_id, media_type, &audio, &prediction)
+        {
+            tracing::warn!(request_id, error = %e, kind = e.kind(), "sample not saved");
+        }
+    });
+}
+
+fn stable(state: &AppState) -> Result<Arc<LoadedModel>> {
+    state
+        .routing()
+        .stable
+        .clone()
+        .ok_or_else(|| Error::Unavailable("no model loaded yet; see /readyz".into()))
+}
+
+/// The species the stable model knows, in class order.
+#[utoipa::path(get, path = "/v1/species", tag = "identify", responses(
+    (status = 200, description = "The taxonomy", body = SpeciesList),
+    (status = 503, description = "No model loaded yet", body = ErrorBody),
+))]
+pub async fn species(State(state): State<AppState>) -> Result<Json<SpeciesList>> {
+    let m = stable(&state)?;
+    Ok(Json(SpeciesList {
+        model_version: m.model_version(),
+        species: m
+            .species()
+            .iter()
+            .map(|s| SpeciesInfo {
+                code: s.code.clone(),
+                scientific_name: s.scientific_name.clone(),
+                common_name: s.common_name.clone(),
+                class_name: s.class_name.clone(),
+            })
+            .collect(),
+    }))
+}
+
+pub(crate) fn model_info(m: &LoadedModel, role: &str, share: f64) -> ModelInfo {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = m.engine().stats();
+    ModelInfo {
+        model_version: m.model_version(),
+        role: role.into(),
+        share,
+        loaded_at: m.loaded_at().to_string(),
+        requests_served: s.requests.load(Relaxed),
+        windows_inferred: s.windows.load(Relaxed),
+        client_gone: s.client_gone.load(Relaxed),
+        queued_windows: m.engine().queued(),
+        replicas: m.engine().config().replicas,
+        max_batch: m.engine().config().max_batch,
+        architecture: m.meta().model.name().to_string(),
+        trained: m.meta().provenance.trained,
+        path: m.dir().display().to_string(),
+    }
+}
+
+pub(crate) fn models_list(state: &AppState) -> ModelsList {
+    let r = state.routing();
+    let canary_share = r.canary.as_ref().map_or(0.0, |c| c.share);
+    let mut models = Vec::new();
+    if let Some(s) = &r.stable {
+        models.push(model_info(s, "stable", 1.0 - canary_share));
+    }
+    if let Some(c) = &r.canary {
+        models.push(model_info(&c.model, "canary", c.share));
+    }
+    if let Some(p) = &r.previous {
+        models.push(model_info(p, "previous", 0.0));
+    }
+    ModelsList { models }
+}
+
+/// Loaded model versions, their roles, traffic shares and counters.
+#[utoipa::path(get, path = "/v1/models", tag = "models", responses(
+    (status = 200, description = "Loaded versions", body = ModelsList),
+))]
+pub async fn models(State(state): State<AppState>) -> Json<ModelsList> {
+    Json(models_list(&state))
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses(
+    (status = 200, description = "Up", body = Health),
+))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        model_version: None,
+    })
+}
+
+/// Ready for traffic: a model is loaded and warmed up by a real forward pass, and the server
+/// is not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "Ready", body = Health),
+    (status = 503, description = "Loading, warming up or shutting down", body = ErrorBody),
+))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
+    if state.is_shutting_down() {
+        return Err(Error::Unavailable("shutting down".into()));
+    }
+    let m = stable(&state)?;
+    Ok(Json(Health {
+        status: "ready".into(),
+        model_version: Some(m.model_version()),
+    }))
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let h = state.metrics();
+    h.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        h.render(),
+    )
+        .into_response()
+}
+
+/// The species detected in one outing (session).
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The session", body = crate::sessions::SessionSummary),
+        (status = 404, description = "Unknown or expired session", body = ErrorBody),
+    )
+)]
+pub async fn session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::sessions::SessionSummary>> {
+    crate::sessions::validate_session_id(&id)?;
+    state
+        .sessions()
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no session {id:?} (unknown or expired)")))
+}
+
+/// Feedback on one window of an identification (API key required); stored durably before
+/// the 201.
+#[utoipa::path(post, path = "/v1/feedback", tag = "feedback",
+    request_body = FeedbackRequest,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Stored (fsync'd)", body = Stored),
+        (status = 400, description = "Invalid JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown (or too old) request_id", body = ErrorBody),
+        (status = 422, description = "Window out of range or unknown species code", body = ErrorBody),
+    )
+)]
+pub async fn feedback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Stored>)> {
+    crate::auth::check_api_key(&headers, state.api_key())?;
+    let req: FeedbackRequest = json_body(&headers, body).await?;
+    let recent = state.recent(&req.request_id).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no recent request {:?} (unknown, or older than the last {} requests)",
+            req.request_id,
+            state.config().recent_requests
+        ))
+    })?;
+    if req.window >= recent.windows {
+        return Err(Error::Invalid(format!(
+            "window {} is out of range: request {} had {} window(s)",
+            req.window, req.request_id, recent.windows
+        )));
+    }
+    if let Some(code) = &req.correct_code
+        && !recent.species.iter().any(|s| &s.code == code)
+    {
+        return Err(Error::Invalid(format!(
+            "correct_code {code:?} is not a species the model knows (see /v1/species)"
+        )));
+    }
+    let fb = crate::feedback::Feedback {
+        request_id: req.request_id,
+        window: req.window,
+        verdict: req.verdict,
+        correct_code: req.correct_code,
+        received_at: crate::feedback::now_rfc3339(),
+    };
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.feedback().append(&fb))
+        .await
+        .map_err(|e| Error::Internal(format!("feedback task failed: {e}")))??;
+    Ok((StatusCode::CREATED, Json(Stored { stored: true })))
+}

@@ -1,0 +1,417 @@
+//! The server's shared state: the loaded model versions and how traffic is split between
+//! them, admission, the stores, recent requests for feedback.
+//!
+//! Model versions are swapped through one `RwLock<Arc<Routing>>`: a request clones the
+//! `Arc<LoadedModel>` it was routed to and keeps it until it is answered, so a promote or
+//! rollback never pulls a model from under a request in flight; the old version's replicas
+//! exit once its last request is done.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use silencio_audio::{FeatureConfig, LogMel};
+use silencio_infer::{BundleMeta, ModelBundle, Species};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::config::{EngineConfig, ServerConfig};
+use crate::engine::Engine;
+use crate::feedback::FeedbackStore;
+use crate::sampling::{Sampler, SamplerConfig};
+use crate::sessions::Sessions;
+use crate::{Error, Result};
+
+/// One model version, loaded with its replicas and warmed up.
+#[derive(Debug)]
+pub struct LoadedModel {
+    meta: BundleMeta,
+    dir: PathBuf,
+    loaded_at: String,
+    species: Arc<Vec<Species>>,
+    logmel: LogMel,
+    engine: Engine,
+}
+
+impl LoadedModel {
+    /// Opens the bundle at `dir` and starts its replicas (blocking until all are warm).
+    pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<Arc<Self>> {
+        let bundle = ModelBundle::open(dir)?;
+        let meta = bundle.meta().clone();
+        let logmel = LogMel::new(&meta.features)?;
+        let engine = Engine::start(
+            dir,
+            &meta.model_version(),
+            meta.features.window.length_s,
+            cfg,
+        )?;
+        Ok(Arc::new(Self {
+            species: Arc::new(meta.species.clone()),
+            meta,
+            dir: dir.to_path_buf(),
+            loaded_at: crate::feedback::now_rfc3339(),
+            logmel,
+            engine,
+        }))
+    }
+
+    /// `name@version`.
+    pub fn model_version(&self) -> String {
+        self.meta.model_version()
+    }
+
+    /// The bundle's description.
+    pub fn meta(&self) -> &BundleMeta {
+        &self.meta
+    }
+
+    /// The bundle directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// When it was loaded (RFC 3339).
+    pub fn loaded_at(&self) -> &str {
+        &self.loaded_at
+    }
+
+    /// Classes in score order.
+    pub fn species(&self) -> &Arc<Vec<Species>> {
+        &self.species
+    }
+
+    /// The feature recipe.
+    pub fn features(&self) -> &FeatureConfig {
+        &self.meta.features
+    }
+
+    /// The recipe's log-mel transform.
+    pub fn logmel(&self) -> &LogMel {
+        &self.logmel
+    }
+
+    /// Its batching engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// A version taking part of the traffic.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    /// The model.
+    pub model: Arc<LoadedModel>,
+    /// Share of requests it gets, in [0, 1].
+    pub share: f64,
+}
+
+/// Which versions serve traffic.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// Takes what the canary does not.
+    pub stable: Option<Arc<LoadedModel>>,
+    /// Takes `share` of requests.
+    pub canary: Option<Canary>,
+    /// The stable version before the last promote (kept loaded for an instant rollback).
+    pub previous: Option<Arc<LoadedModel>>,
+}
+
+/// A request admitted past the queue limit; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// An open stream, counted while alive.
+#[derive(Debug)]
+pub struct StreamGuard {
+    state: AppState,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.state
+            .inner
+            .streams
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// What feedback needs to know about an answered request.
+#[derive(Debug, Clone)]
+pub struct RecentRequest {
+    /// Windows in the answer.
+    pub windows: usize,
+    /// The species of the model that answered.
+    pub species: Arc<Vec<Species>>,
+}
+
+/// A bounded map of recent request ids (oldest forgotten first).
+#[derive(Debug, Default)]
+struct Recent {
+    map: HashMap<String, RecentRequest>,
+    order: VecDeque<String>,
+}
+
+struct Inner {
+    cfg: ServerConfig,
+    routing: RwLock<Arc<Routing>>,
+    routed: AtomicU64,
+    admission: Arc<Semaphore>,
+    /// Decoding runs on the blocking pool; at most this many at once so an overload cannot
+    /// spread hundreds of decoders over two cores.
+    decoders: Semaphore,
+    admin: tokio::sync::Mutex<()>,
+    recent: Mutex<Recent>,
+    sessions: Sessions,
+    feedback: FeedbackStore,
+    sampler: Sampler,
+    shutting_down: AtomicBool,
+    shutdown_tx: watch::Sender<bool>,
+    /// Open WebSocket streams (they outlive the HTTP connection that upgraded them, so the
+    /// server's graceful shutdown waits for them separately).
+    streams: watch::Sender<usize>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// The state every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("addr", &self.inner.cfg.addr)
+            .finish()
+    }
+}
+
+impl AppState {
+    /// State with no model loaded yet (`/readyz` says 503 until [`AppState::load_stable`]):
+    /// opens the feedback log and sample store under `cfg.data_dir` and the metrics recorder.
+    pub fn new(cfg: ServerConfig) -> Result<Self> {
+        cfg.validate()?;
+        let metrics = crate::metrics::handle()?;
+        let feedback = FeedbackStore::open(&cfg.data_dir.join("feedback"))?;
+        let sampler = Sampler::open(
+            &cfg.data_dir.join("samples"),
+            SamplerConfig {
+                share: cfg.sample_share,
+                quota_bytes: cfg.sample_quota_bytes,
+                max_age: cfg.sample_max_age,
+            },
+        )?;
+        let decoders = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2);
+        let (shutdown_tx, _) = watch::channel(false);
+        let (streams, _) = watch::channel(0usize);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                routing: RwLock::new(Arc::new(Routing::default())),
+                routed: AtomicU64::new(0),
+                admission: Arc::new(Semaphore::new(cfg.queue)),
+                decoders: Semaphore::new(decoders),
+                admin: tokio::sync::Mutex::new(()),
+                recent: Mutex::new(Recent::default()),
+                sessions: Sessions::new(cfg.session_threshold),
+                feedback,
+                sampler,
+                shutting_down: AtomicBool::new(false),
+                shutdown_tx,
+                streams,
+                metrics,
+                cfg,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.cfg
+    }
+
+    /// Loads `dir` as the stable version (warm before it takes traffic); the current stable, if
+    /// any, becomes the previous one.
+    pub async fn load_stable(&self, dir: &Path) -> Result<Arc<LoadedModel>> {
+        let model = self.load(dir).await?;
+        let _admin = self.inner.admin.lock().await;
+        self.swap(|r| Routing {
+            previous: r.stable.clone(),
+            stable: Some(model.clone()),
+            canary: r.canary.clone(),
+        });
+        tracing::info!(model = %model.model_version(), dir = %dir.display(), "stable model ready");
+        Ok(model)
+    }
+
+    /// Loads and warms a bundle without routing any traffic to it.
+    pub async fn load(&self, dir: &Path) -> Result<Arc<LoadedModel>> {
+        let dir = dir.to_path_buf();
+        let cfg = self.inner.cfg.engine.clone();
+        tokio::task::spawn_blocking(move || LoadedModel::load(&dir, &cfg))
+            .await
+            .map_err(|e| Error::Internal(format!("model loading task failed: {e}")))?
+    }
+
+    /// The current routing table.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.inner
+            .routing
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the routing table (callers hold the admin lock).
+    pub(crate) fn swap(&self, f: impl FnOnce(&Routing) -> Routing) {
+        let mut w = self
+            .inner
+            .routing
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let next = f(&w);
+        *w = Arc::new(next);
+    }
+
+    /// Serialises admin operations (load, promote, rollback).
+    pub(crate) async fn admin_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.admin.lock().await
+    }
+
+    /// The version the next request goes to: the canary for exactly `share` of requests
+    /// (spread evenly by a counter, so a test or a small canary sees its share without luck).
+    pub fn pick(&self) -> Result<Arc<LoadedModel>> {
+        let r = self.routing();
+        let Some(stable) = &r.stable else {
+            return Err(Error::Unavailable(
+                "no model loaded yet (loading and warming up); see /readyz".into(),
+            ));
+        };
+        if let Some(c) = &r.canary {
+            let n = self.inner.routed.fetch_add(1, Ordering::Relaxed) as f64;
+            if ((n + 1.0) * c.share).floor() > (n * c.share).floor() {
+                return Ok(c.model.clone());
+            }
+        }
+        Ok(stable.clone())
+    }
+
+    /// A slot for one request, or 429 at once when `queue` requests are already in.
+    pub fn admit(&self) -> Result<Admission> {
+        if self.is_shutting_down() {
+            return Err(Error::Unavailable("shutting down".into()));
+        }
+        self.admit_draining()
+    }
+
+    /// [`AppState::admit`] that still admits while draining: the last window of a stream
+    /// that is being closed by the shutdown.
+    pub(crate) fn admit_draining(&self) -> Result<Admission> {
+        match self.inner.admission.clone().try_acquire_owned() {
+            Ok(p) => Ok(Admission { _permit: p }),
+            Err(_) => {
+                crate::metrics::rejected("overloaded");
+                Err(Error::Overloaded { retry_after_s: 1 })
+            }
+        }
+    }
+
+    pub(crate) fn decoders(&self) -> &Semaphore {
+        &self.inner.decoders
+    }
+
+    /// Remembers an answered request for feedback.
+    pub fn remember(&self, request_id: &str, r: RecentRequest) {
+        let cap = self.inner.cfg.recent_requests.max(1);
+        let mut recent = self
+            .inner
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while recent.order.len() >= cap {
+            if let Some(old) = recent.order.pop_front() {
+                recent.map.remove(&old);
+            }
+        }
+        recent.order.push_back(request_id.to_string());
+        recent.map.insert(request_id.to_string(), r);
+    }
+
+    /// A recent request by id.
+    pub fn recent(&self, request_id: &str) -> Option<RecentRequest> {
+        self.inner
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map
+            .get(request_id)
+            .cloned()
+    }
+
+    /// Session store.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// Feedback log.
+    pub fn feedback(&self) -> &FeedbackStore {
+        &self.inner.feedback
+    }
+
+    /// Passive sampler.
+    pub fn sampler(&self) -> &Sampler {
+        &self.inner.sampler
+    }
+
+    /// The API key of the write endpoints.
+    pub fn api_key(&self) -> &str {
+        &self.inner.cfg.api_key
+    }
+
+    /// The metrics handle.
+    pub fn metrics(&self) -> &metrics_exporter_prometheus::PrometheusHandle {
+        &self.inner.metrics
+    }
+
+    /// Marks the server as draining: `/readyz` answers 503, new identifications 503, streams
+    /// flush and close.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let _ = self.inner.shutdown_tx.send(true);
+    }
+
+    /// Whether [`AppState::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when shutdown begins (for long-lived connections).
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown_tx.subscribe()
+    }
+
+    /// Counts an open stream until the guard is dropped.
+    pub(crate) fn stream_opened(&self) -> StreamGuard {
+        self.inner.streams.send_modify(|n| *n += 1);
+        StreamGuard {
+            state: self.clone(),
+        }
+    }
+
+    /// Waits until no stream is open, at most `limit`.
+    pub async fn streams_closed(&self, limit: std::time::Duration) -> bool {
+        let mut rx = self.inner.streams.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Ready: a stable model is loaded and warm, and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down() && self.routing().stable.is_some()
+    }
+}

@@ -1,0 +1,335 @@
+//! "Tour guide mode": a WebSocket that takes live PCM and answers each 5 s window as it
+//! closes.
+//!
+//! Protocol: the client's first message is text JSON [`StreamStart`] (`sample_rate`,
+//! `encoding` `pcm_s16le`|`pcm_f32le`, `session_id`, optional `top_k`, `min_score`); then
+//! binary frames of mono PCM in any sizes (a sample may straddle frames). For every completed
+//! window the server sends one text message [`StreamWindow`]; a text `{"end": true}` flushes
+//! the last partial window (if it holds at least the recipe's minimum tail, 1 s) and closes.
+//! Errors are text messages `{error, error_type}`; a fatal one is followed by a close.
+//!
+//! Each window is resampled on its own (a fresh resampler per window, exact length), so the
+//! memory of a stream is one window, however long the outing.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use silencio_audio::Features;
+use silencio_audio::resample::StreamResampler;
+use silencio_infer::{Identification, WindowScores};
+
+use crate::api::{StreamSession, StreamStart, StreamWindow};
+use crate::engine::Priority;
+use crate::routes::{listing, window_results};
+use crate::state::{AppState, LoadedModel};
+use crate::{Error, Result};
+
+/// Largest WebSocket message accepted.
+const MAX_MESSAGE: usize = 4 << 20;
+/// How long a client may take to send its start message.
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Open a tour-guide stream (WebSocket upgrade).
+#[utoipa::path(get, path = "/v1/stream", tag = "identify",
+    responses(
+        (status = 101, description = "WebSocket: first a text StreamStart, then binary mono PCM; \
+            one text StreamWindow per closed 5 s window; text {\"end\": true} flushes and closes"),
+        (status = 503, description = "No model ready", body = crate::api::ErrorBody),
+    )
+)]
+pub async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let model = match state.pick() {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    ws.max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| run(state, model, socket))
+}
+
+fn error_message(e: &Error) -> Message {
+    Message::Text(
+        serde_json::json!({ "error": e.to_string(), "error_type": e.kind() })
+            .to_string()
+            .into(),
+    )
+}
+
+async fn run(state: AppState, model: Arc<LoadedModel>, mut socket: WebSocket) {
+    let _open = state.stream_opened();
+    let mut shutdown = state.shutdown_signal();
+    let start = match tokio::time::timeout(START_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<StreamStart>(&t)
+            .map_err(|e| Error::BadRequest(format!("invalid start message: {e}"))),
+        Ok(Some(Ok(_))) => Err(Error::BadRequest(
+            "the first message must be the text JSON start message".into(),
+        )),
+        Ok(_) => return,
+        Err(_) => Err(Error::BadRequest("no start message within 30 s".into())),
+    };
+    let mut session = match start.and_then(|s| Session::new(&state, model, s)) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = socket.send(error_message(&e)).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            m = socket.recv() => m,
+            _ = until_shutdown(&mut shutdown) => {
+                // Draining: answer what was heard, then close.
+                let _ = session.flush(&mut socket).await;
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+        };
+        let step = match msg {
+            Some(Ok(Message::Binary(b))) => session.push_bytes(&b, &mut socket).await,
+            Some(Ok(Message::Text(t))) => {
+                let end = serde_json::from_str::<serde_json::Value>(&t)
+                    .ok()
+                    .and_then(|v| v.get("end").and_then(|e| e.as_bool()))
+                    .unwrap_or(false);
+                if end {
+                    let _ = session.flush(&mut socket).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                Err(Error::BadRequest(
+                    "text messages after the start must be {\"end\": true}".into(),
+                ))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+        };
+        if let Err(e) = step {
+            let _ = socket.send(error_message(&e)).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    }
+}
+
+async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        // The state (and its sender) is gone: never resolve.
+        std::future::pending::<()>().await;
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    S16,
+    F32,
+}
+
+impl Encoding {
+    fn bytes(self) -> usize {
+        match self {
+            Self::S16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+struct Session {
+    state: AppState,
+    model: Arc<LoadedModel>,
+    id: String,
+    top_k: usize,
+    min_score: f32,
+    encoding: Encoding,
+    in_rate: u32,
+    /// Input samples per window.
+    window_in: usize,
+    min_tail_in: usize,
+    /// Samples of the model's rate per window.
+    window_out: usize,
+    resampler: StreamResampler,
+    in_window: usize,
+    index: usize,
+    leftover: Vec<u8>,
+}
+
+impl Session {
+    fn new(state: &AppState, model: Arc<LoadedModel>, start: StreamStart) -> Result<Self> {
+        crate::sessions::validate_session_id(&start.session_id)?;
+        let (top_k, min_score) = listing(start.top_k, start.min_score)?;
+        let encoding = match start.encoding.as_str() {
+            "pcm_s16le" => Encoding::S16,
+            "pcm_f32le" => Encoding::F32,
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "encoding {other:?}: use pcm_s16le or pcm_f32le"
+                )));
+            }
+        };
+        if !(8_000..=384_000).contains(&start.sample_rate) {
+            return Err(Error::BadRequest(format!(
+                "sample_rate {} Hz: use 8000..=384000",
+                start.sample_rate
+            )));
+        }
+        let fc = model.features();
+        let window_in = fc.window.length_samples(start.sample_rate);
+        let min_tail_in = (fc.window.min_tail_s * f64::from(start.sample_rate)).round() as usize;
+        let window_out = fc.window.length_samples(fc.sample_rate);
+        let resampler = StreamResampler::new(start.sample_rate, fc.sample_rate)?;
+        Ok(Self {
+            state: state.clone(),
+            id: start.session_id,
+            top_k,
+            min_score,
+            encoding,
+            in_rate: start.sample_rate,
+            window_in,
+            min_tail_in: min_tail_in.max(1),
+            window_out,
+            resampler,
+            in_window: 0,
+            index: 0,
+            leftover: Vec::new(),
+            model,
+        })
+    }
+
+    fn decode(&mut self, bytes: &[u8]) -> Result<Vec<f32>> {
+        let width = self.encoding.bytes();
+        let mut buf = std::mem::take(&mut self.leftover);
+        buf.extend_from_slice(bytes);
+        let whole = buf.len() / width * width;
+        let mut out = Vec::with_capacity(whole / width);
+        for c in buf[..whole].chunks_exact(width) {
+            let v = match self.encoding {
+                Encoding::S16 => f32::from(i16::from_le_bytes([c[0], c[1]])) / 32_768.0,
+                Encoding::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            };
+            if !v.is_finite() {
+                return Err(silencio_audio::Error::NonFinite {
+                    frame: (self.index * self.window_in + self.in_window + out.len()) as u64,
+                }
+                .into());
+            }
+            out.push(v);
+        }
+        self.leftover = buf[whole..].to_vec();
+        Ok(out)
+    }
+
+    async fn push_bytes(&mut self, bytes: &[u8], socket: &mut WebSocket) -> Result<()> {
+        let samples = self.decode(bytes)?;
+        let mut rest = &samples[..];
+        while !rest.is_empty() {
+            let take = (self.window_in - self.in_window).min(rest.len());
+            self.resampler.push(&rest[..take])?;
+            self.in_window += take;
+            rest = &rest[take..];
+            if self.in_window == self.window_in {
+                self.close_window(socket).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the partial window if it holds enough audio.
+    async fn flush(&mut self, socket: &mut WebSocket) -> Result<()> {
+        if self.in_window >= self.min_tail_in {
+            self.close_window(socket).await?;
+        }
+        Ok(())
+    }
+
+    async fn close_window(&mut self, socket: &mut WebSocket) -> Result<()> {
+        let fresh = StreamResampler::new(self.in_rate, self.model.features().sample_rate)?;
+        let resampler = std::mem::replace(&mut self.resampler, fresh);
+        self.in_window = 0;
+        let index = self.index;
+        self.index += 1;
+        let msg = match self.score(resampler, index).await {
+            Ok(m) => serde_json::to_string(&m)
+                .map_err(|e| Error::Internal(format!("serialise a window: {e}")))?,
+            // Overload drops this window, not the stream.
+            Err(e @ Error::Overloaded { .. }) => {
+                let _ = socket.send(error_message(&e)).await;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        socket
+            .send(Message::Text(msg.into()))
+            .await
+            .map_err(|e| Error::BadRequest(format!("client gone: {e}")))
+    }
+
+    async fn score(&self, resampler: StreamResampler, index: usize) -> Result<StreamWindow> {
+        // A stream closed by the shutdown still gets its last window.
+        let _admission = if self.state.is_shutting_down() {
+            self.state.admit_draining()?
+        } else {
+            self.state.admit()?
+        };
+        let model = self.model.clone();
+        let window_out = self.window_out;
+        let fc = model.features().clone();
+        let start_s = index as f64 * fc.window.length_s;
+        let feats = tokio::task::spawn_blocking(move || -> Result<Features> {
+            let mut samples = resampler.finish()?;
+            let valid = samples.len().min(window_out);
+            samples.resize(window_out, 0.0);
+            let data = model.logmel().compute(&samples);
+            Ok(Features {
+                windows: vec![silencio_audio::Window {
+                    index,
+                    start_s,
+                    end_s: start_s + fc.window.length_s,
+                    start_sample: index * window_out,
+                    valid_samples: valid,
+                }],
+                n_mels: fc.n_mels,
+                n_frames: fc.frames_per_window(),
+                data,
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("feature task failed: {e}")))??;
+        let feats = Arc::new(feats);
+        let scored = self
+            .model
+            .engine()
+            .submit(feats.clone(), Priority::High)
+            .await
+            .map_err(|_| Error::Internal("the model engine stopped".into()))??;
+        let w = feats.windows[0];
+        let id = Identification {
+            model_version: self.model.model_version(),
+            audio: None,
+            species: self.model.species().clone(),
+            windows: scored
+                .scores
+                .into_iter()
+                .map(|scores| WindowScores {
+                    start_s: w.start_s,
+                    end_s: w.end_s,
+                    scores,
+                })
+                .collect(),
+        };
+        let sessions = self.state.sessions();
+        sessions.record(&self.id, &id.model_version, &id);
+        let unique_species = sessions.get(&self.id).map_or(0, |s| s.unique_species);
+        let window = window_results(&id, self.top_k, self.min_score)
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("no scores for the window".into()))?;
+        Ok(StreamWindow {
+            window,
+            session: StreamSession {
+                session_id: self.id.clone(),
+                unique_species,
+            },
+        })
+    }
+}

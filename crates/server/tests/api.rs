@@ -1,0 +1,1116 @@
+//! Handler tests over `app(state)` with tower's `oneshot` (no socket), on a real (tiny,
+//! random-weight) model bundle and real audio: every endpoint, the bad-upload corpus,
+//! overload, cancelled clients, canary/promote/rollback and swaps under requests in flight.
+//!
+//! Metrics are process-wide, so each test uses its own model name and compares before/after.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use silencio_server::{AppState, ServerConfig, app};
+use tower::ServiceExt;
+
+#[derive(Debug)]
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body[..self.body.len().min(300)])
+            )
+        })
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Resp {
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn upload(uri: &str, content_type: &str, body: Vec<u8>) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn post_json(uri: &str, key: Option<&str>, body: Value) -> Request<Body> {
+    let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
+    if let Some(k) = key {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {k}"));
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    state: AppState,
+    app: Router,
+}
+
+/// A state with a model `name@1` loaded (warm), built from `tweak(config)`.
+async fn fixture(name: &str, tweak: impl FnOnce(&mut ServerConfig)) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let bundle = common::write_bundle(&dir.join("bundle-1"), name, "1");
+    let mut cfg = common::config(&dir.join("data"), Some(bundle.clone()));
+    tweak(&mut cfg);
+    let state = AppState::new(cfg).unwrap();
+    state.load_stable(&bundle).await.unwrap();
+    let app = app(state.clone());
+    Fixture {
+        _tmp: tmp,
+        dir,
+        state,
+        app,
+    }
+}
+
+fn ogg_10s() -> Vec<u8> {
+    std::fs::read(common::fixture("crowsetta_forest.ogg")).unwrap()
+}
+
+fn assert_error(r: &Resp, status: StatusCode, kind: &str) {
+    assert_eq!(
+        r.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let j = r.json();
+    assert_eq!(j["error_type"], kind, "{j}");
+    assert!(j["error"].as_str().is_some_and(|s| !s.is_empty()), "{j}");
+}
+
+fn scores_of(w: &Value) -> Vec<f64> {
+    w["species"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["score"].as_f64().unwrap())
+        .collect()
+}
+
+/// Sum of a metric's samples whose line contains every `needle` (label pairs).
+fn metric(text: &str, name: &str, needles: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next().is_some_and(|n| n == name))
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics_text(app: &Router) -> String {
+    let r = send(app, get("/metrics")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    String::from_utf8(r.body).unwrap()
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_follows_the_model_and_health_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = common::write_bundle(&tmp.path().join("b"), "api-ready", "1");
+    let state = AppState::new(common::config(&tmp.path().join("data"), None)).unwrap();
+    let app = app(state.clone());
+    assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK);
+    assert_error(
+        &send(&app, get("/readyz")).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    );
+    // No model: identify says so instead of failing.
+    let r = send(&app, upload("/v1/identify", "audio/ogg", ogg_10s())).await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_error(
+        &send(&app, get("/v1/species")).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    );
+
+    state.load_stable(&bundle).await.unwrap();
+    let r = send(&app, get("/readyz")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["model_version"], "api-ready@1");
+    // Warm means a forward pass ran already: the counters show the warm-up is not traffic.
+    let m = send(&app, get("/v1/models")).await.json();
+    assert_eq!(m["models"][0]["requests_served"], 0);
+
+    state.begin_shutdown();
+    assert_error(
+        &send(&app, get("/readyz")).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    );
+    assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identify_raw_json_and_query_parameters() {
+    let f = fixture("api-identify", |_| {}).await;
+    let taxonomy = common::taxonomy();
+
+    let r = send(&f.app, upload("/v1/identify", "audio/ogg", ogg_10s())).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let raw = r.json();
+    assert_eq!(raw["model_version"], "api-identify@1");
+    assert_eq!(raw["request_id"].as_str().unwrap().len(), 32);
+    let windows = raw["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2, "10 s is two 5 s windows");
+    for (i, w) in windows.iter().enumerate() {
+        assert_eq!(w["start_s"].as_f64().unwrap(), 5.0 * i as f64);
+        assert_eq!(w["end_s"].as_f64().unwrap(), 5.0 * (i + 1) as f64);
+        let sp = w["species"].as_array().unwrap();
+        assert_eq!(sp.len(), 5, "top_k defaults to 5");
+        for s in sp {
+            let t = taxonomy.iter().find(|t| t.code == s["code"]).unwrap();
+            assert_eq!(s["scientific_name"], t.scientific_name.as_str());
+            assert_eq!(s["common_name"], t.common_name.as_str());
+            assert_eq!(s["class_name"], t.class_name.as_str());
+        }
+        let sc = scores_of(w);
+        assert!(sc.windows(2).all(|p| p[0] >= p[1]), "best first: {sc:?}");
+        assert!(sc.iter().all(|s| (0.0..=1.0).contains(s)));
+    }
+    let t = &raw["timing_ms"];
+    for k in ["decode", "queue", "inference", "total"] {
+        assert!(t[k].as_f64().unwrap() >= 0.0, "{t}");
+    }
+    assert!(t["total"].as_f64().unwrap() >= t["decode"].as_f64().unwrap());
+
+    // The same audio as JSON + base64 gets the same scores.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(ogg_10s());
+    let r = send(
+        &f.app,
+        post_json(
+            "/v1/identify",
+            None,
+            json!({"audio_base64": b64, "session_id": "walk-1", "latitude": 5.9, "longitude": -75.3,
+                   "recorded_at": "2025-03-01T06:30:00Z"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let j = r.json();
+    assert_ne!(j["request_id"], raw["request_id"]);
+    for (a, b) in j["windows"].as_array().unwrap().iter().zip(windows) {
+        assert_eq!(a["species"][0]["code"], b["species"][0]["code"]);
+        for (x, y) in scores_of(a).iter().zip(scores_of(b)) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+
+    // top_k and min_score.
+    let r = send(
+        &f.app,
+        upload("/v1/identify?top_k=2", "audio/ogg", ogg_10s()),
+    )
+    .await;
+    assert_eq!(
+        r.json()["windows"][0]["species"].as_array().unwrap().len(),
+        2
+    );
+    let all = scores_of(&windows[0]);
+    let cut = all[2];
+    let r = send(
+        &f.app,
+        upload(
+            &format!("/v1/identify?top_k=9&min_score={cut}"),
+            "audio/ogg",
+            ogg_10s(),
+        ),
+    )
+    .await;
+    let kept = scores_of(&r.json()["windows"][0]);
+    assert!(kept.len() >= 3 && kept.len() < 9, "{kept:?} (cut {cut})");
+    assert!(kept.iter().all(|s| *s >= cut - 1e-6));
+    assert_error(
+        &send(
+            &f.app,
+            upload("/v1/identify?top_k=many", "audio/ogg", ogg_10s()),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert_error(
+        &send(
+            &f.app,
+            upload("/v1/identify?min_score=2", "audio/ogg", ogg_10s()),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+
+    // Other formats of the same recording decode too.
+    for (file, ct) in [
+        ("crowsetta_forest.wav", "audio/wav"),
+        ("crowsetta_forest.flac", "audio/flac"),
+        ("crowsetta_forest_32k.mp3", "audio/mpeg"),
+        ("crowsetta_forest.m4a", "audio/mp4"),
+    ] {
+        let bytes = std::fs::read(common::fixture(file)).unwrap();
+        let r = send(&f.app, upload("/v1/identify", ct, bytes)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{file}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["windows"].as_array().unwrap().len(), 2, "{file}");
+    }
+    let m = send(&f.app, get("/v1/models")).await.json();
+    assert_eq!(m["models"][0]["requests_served"], 8);
+    assert_eq!(m["models"][0]["role"], "stable");
+    assert_eq!(m["models"][0]["share"], 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn species_sessions_and_feedback() {
+    let f = fixture("api-feedback", |_| {}).await;
+    let r = send(&f.app, get("/v1/species")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let j = r.json();
+    assert_eq!(j["model_version"], "api-feedback@1");
+    let codes: Vec<&str> = j["species"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["code"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = common::taxonomy().into_iter().map(|s| s.code).collect();
+    assert_eq!(codes, expected);
+
+    // Sessions collect species over requests.
+    for _ in 0..2 {
+        let r = send(
+            &f.app,
+            upload("/v1/identify?session_id=outing-7", "audio/ogg", ogg_10s()),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let r = send(&f.app, get("/v1/sessions/outing-7")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let s = r.json();
+    assert_eq!(s["session_id"], "outing-7");
+    assert_eq!(s["requests"], 2);
+    assert_eq!(s["windows"], 4);
+    assert_eq!(
+        s["unique_species"].as_u64().unwrap() as usize,
+        s["species"].as_array().unwrap().len()
+    );
+    assert_error(
+        &send(&f.app, get("/v1/sessions/never-seen")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &send(
+            &f.app,
+            upload("/v1/identify?session_id=bad%20id", "audio/ogg", ogg_10s()),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+
+    // Feedback on a real answer.
+    let r = send(&f.app, upload("/v1/identify", "audio/ogg", ogg_10s())).await;
+    let id = r.json()["request_id"].as_str().unwrap().to_string();
+    let fb = json!({"request_id": id, "window": 1, "verdict": "wrong", "correct_code": "norcar"});
+    assert_error(
+        &send(&f.app, post_json("/v1/feedback", None, fb.clone())).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_error(
+        &send(
+            &f.app,
+            post_json("/v1/feedback", Some("wrong-key"), fb.clone()),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let unknown = json!({"request_id": "0123456789abcdef", "window": 0, "verdict": "right"});
+    assert_error(
+        &send(&f.app, post_json("/v1/feedback", Some("test-key"), unknown)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let out_of_range = json!({"request_id": id, "window": 2, "verdict": "right"});
+    assert_error(
+        &send(
+            &f.app,
+            post_json("/v1/feedback", Some("test-key"), out_of_range),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+    );
+    let bad_code =
+        json!({"request_id": id, "window": 0, "verdict": "wrong", "correct_code": "dodo"});
+    assert_error(
+        &send(
+            &f.app,
+            post_json("/v1/feedback", Some("test-key"), bad_code),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+    );
+    let bad_verdict = json!({"request_id": id, "window": 0, "verdict": "maybe"});
+    assert_error(
+        &send(
+            &f.app,
+            post_json("/v1/feedback", Some("test-key"), bad_verdict),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    let r = send(&f.app, post_json("/v1/feedback", Some("test-key"), fb)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json(), json!({"stored": true}));
+    // X-API-Key works too.
+    let req = Request::post("/v1/feedback")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-api-key", "test-key")
+        .body(Body::from(
+            json!({"request_id": id, "window": 0, "verdict": "right"}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(send(&f.app, req).await.status, StatusCode::CREATED);
+
+    let stored =
+        silencio_server::feedback::FeedbackStore::read_all(&f.dir.join("data/feedback")).unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].request_id, id);
+    assert_eq!(stored[0].window, 1);
+    assert_eq!(stored[0].correct_code.as_deref(), Some("norcar"));
+    assert!(stored[0].received_at.ends_with('Z'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_docs_and_metrics() {
+    let f = fixture("api-metrics", |c| c.sample_share = 1.0).await;
+    let r = send(&f.app, get("/openapi.json")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/v1/identify",
+        "/v1/species",
+        "/v1/models",
+        "/v1/sessions/{id}",
+        "/v1/feedback",
+        "/v1/stream",
+        "/v1/admin/models",
+        "/v1/admin/promote",
+        "/v1/admin/rollback",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from the OpenAPI paths");
+    }
+    assert!(doc["components"]["schemas"]["IdentifyResponse"].is_object());
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+
+    // Swagger UI from the vendored bundle: the page and its assets, no CDN.
+    let r = send(&f.app, get("/docs")).await;
+    assert!(r.status.is_redirection());
+    let r = send(&f.app, get("/docs/")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = String::from_utf8(r.body).unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(
+        !html.contains("unpkg.com") && !html.contains("cdn"),
+        "{html}"
+    );
+    for asset in [
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-initializer.js",
+    ] {
+        let r = send(&f.app, get(&format!("/docs/{asset}"))).await;
+        assert_eq!(r.status, StatusCode::OK, "{asset}");
+        assert!(r.body.len() > 100, "{asset}");
+    }
+    let init = send(&f.app, get("/docs/swagger-initializer.js")).await;
+    assert!(String::from_utf8_lossy(&init.body).contains("/openapi.json"));
+
+    // Traffic: identify (sampled: share 1), feedback, a session, a rejection.
+    let r = send(
+        &f.app,
+        upload("/v1/identify?session_id=m1", "audio/ogg", ogg_10s()),
+    )
+    .await;
+    let id = r.json()["request_id"].as_str().unwrap().to_string();
+    let fb = json!({"request_id": id, "window": 0, "verdict": "right"});
+    assert_eq!(
+        send(&f.app, post_json("/v1/feedback", Some("test-key"), fb))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    send(
+        &f.app,
+        upload("/v1/identify", "text/plain", b"hello".to_vec()),
+    )
+    .await;
+    let sample = f.dir.join("data/samples").join(&id).join("meta.json");
+    wait_until("the sample to be saved", || sample.is_file()).await;
+    // The sampler counts a sample after it is durable, a moment after the file appears.
+    let mut text = metrics_text(&f.app).await;
+    let t = Instant::now();
+    while metric(&text, "silencio_sampled_total", &[]) < 1.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "sampled_total never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = metrics_text(&f.app).await;
+    }
+    for name in silencio_server::metrics::NAMES {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    assert!(
+        metric(
+            &text,
+            "silencio_http_requests_total",
+            &[r#"route="/v1/identify""#, r#"status="200""#]
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &text,
+            "silencio_http_requests_total",
+            &[r#"route="/v1/identify""#, r#"status="415""#]
+        ) >= 1.0
+    );
+    // Route labels are templates, never raw paths.
+    assert!(!text.contains("route=\"/v1/sessions/m1\""));
+    assert!(
+        metric(
+            &text,
+            "silencio_http_request_duration_seconds_count",
+            &[r#"route="/v1/identify""#]
+        ) >= 2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "silencio_inference_seconds_count",
+            &[r#"model_version="api-metrics@1""#]
+        ),
+        1.0,
+        "one batch (two windows of one request)"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "silencio_real_time_factor_count",
+            &[r#"model_version="api-metrics@1""#]
+        ),
+        1.0
+    );
+    assert!(text.contains("silencio_batch_size_bucket{le=\"32\"}"));
+    assert!(
+        metric(
+            &text,
+            "silencio_rejected_total",
+            &[r#"reason="unsupported_media_type""#]
+        ) >= 1.0
+    );
+    assert!(metric(&text, "silencio_feedback_total", &[r#"verdict="right""#]) >= 1.0);
+    assert!(metric(&text, "silencio_sampled_total", &[]) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_uploads_get_4xx_and_the_server_stays_healthy() {
+    let f = fixture("api-bad", |c| {
+        c.max_body_bytes = 2 << 20;
+        c.max_duration_s = 30.0;
+    })
+    .await;
+    let ogg = ogg_10s();
+    let clip = common::decode(&common::fixture("crowsetta_forest.wav"), 32_000);
+    let good_wav = common::wav_s16(&clip, 32_000);
+    // A WAV whose data chunk claims 1 GB.
+    let mut gigabyte = good_wav.clone();
+    gigabyte[40..44].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    let mut nan = clip[..32_000].to_vec();
+    nan[1234] = f32::NAN;
+    let long = std::fs::read(common::soundscape_path()).unwrap();
+    let cases: Vec<(&str, &str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "truncated OGG",
+            "audio/ogg",
+            ogg[..ogg.len() / 2].to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "corrupt_stream",
+        ),
+        (
+            "OGG cut inside its headers",
+            "audio/ogg",
+            ogg[..200].to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "corrupt_stream",
+        ),
+        (
+            "zero bytes",
+            "audio/ogg",
+            Vec::new(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty_audio",
+        ),
+        (
+            "OGG sent as WAV",
+            "audio/wav",
+            ogg.clone(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type_mismatch",
+        ),
+        (
+            "WAV declaring 1 GB",
+            "audio/wav",
+            gigabyte,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "corrupt_stream",
+        ),
+        (
+            "NaN float WAV",
+            "audio/wav",
+            common::wav_f32(&nan, 32_000),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "non_finite_samples",
+        ),
+        (
+            "random bytes as OGG",
+            "audio/ogg",
+            (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "corrupt_stream",
+        ),
+        (
+            "body over the limit",
+            "audio/wav",
+            vec![0u8; 3 << 20],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
+        (
+            "recording over max duration",
+            "audio/ogg",
+            long,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_long",
+        ),
+        (
+            "text/plain",
+            "text/plain",
+            b"a bird".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "invalid JSON",
+            "application/json",
+            b"{\"audio_base64\": ".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "JSON without audio",
+            "application/json",
+            b"{\"session_id\": \"x\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "invalid base64",
+            "application/json",
+            br#"{"audio_base64": "not base64!!"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ];
+    for (what, ct, body, status, kind) in cases {
+        let r = send(&f.app, upload("/v1/identify", ct, body)).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["error_type"], kind, "{what}: {}", r.json());
+    }
+    // No Content-Type at all.
+    let req = Request::post("/v1/identify")
+        .body(Body::from(ogg.clone()))
+        .unwrap();
+    assert_error(
+        &send(&f.app, req).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    // A lying Content-Length larger than the limit is refused before reading.
+    let req = Request::post("/v1/identify")
+        .header(header::CONTENT_TYPE, "audio/ogg")
+        .header(header::CONTENT_LENGTH, "1073741824")
+        .body(Body::from(ogg.clone()))
+        .unwrap();
+    assert_error(
+        &send(&f.app, req).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+    );
+
+    assert_eq!(send(&f.app, get("/healthz")).await.status, StatusCode::OK);
+    assert_eq!(send(&f.app, get("/readyz")).await.status, StatusCode::OK);
+    let r = send(&f.app, upload("/v1/identify", "audio/wav", good_wav)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(&f.app, upload("/v1/identify", "audio/ogg", ogg)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["windows"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_answers_429_at_once_and_serves_what_it_admitted() {
+    let f = fixture("api-overload", |c| c.queue = 3).await;
+    let model = f.state.routing().stable.clone().unwrap();
+    // Slow work: the replica holds off batches while the burst arrives.
+    let pause = model.engine().pause();
+    let clip = common::clip_5s_wav();
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let app = f.app.clone();
+        let req = upload("/v1/identify", "audio/wav", clip.clone());
+        tasks.push(tokio::spawn(async move { send(&app, req).await }));
+    }
+    // The 9 beyond the queue come back at once, while the 3 admitted are still waiting.
+    wait_until("9 rejections", || {
+        tasks.iter().filter(|t| t.is_finished()).count() >= 9
+    })
+    .await;
+    wait_until("3 queued windows", || model.engine().queued() == 3).await;
+    assert_eq!(tasks.iter().filter(|t| t.is_finished()).count(), 9);
+    // Refused at the door, not after decoding: a fresh request is refused too.
+    let r = send(&f.app, upload("/v1/identify", "audio/wav", clip.clone())).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "overloaded");
+    assert_eq!(r.headers[header::RETRY_AFTER], "1");
+    drop(pause);
+    let mut ok = 0;
+    let mut busy = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                busy += 1;
+                assert!(r.headers.contains_key(header::RETRY_AFTER));
+                assert_eq!(r.json()["error_type"], "overloaded");
+            }
+            s => panic!("unexpected {s}: {}", String::from_utf8_lossy(&r.body)),
+        }
+    }
+    assert_eq!((ok, busy), (3, 9));
+    assert_eq!(send(&f.app, get("/healthz")).await.status, StatusCode::OK);
+    let r = send(&f.app, upload("/v1/identify", "audio/wav", clip)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = metrics_text(&f.app).await;
+    assert!(
+        metric(
+            &text,
+            "silencio_rejected_total",
+            &[r#"reason="overloaded""#]
+        ) >= 10.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_requests_are_dropped_before_inference() {
+    let f = fixture("api-gone", |_| {}).await;
+    let model = f.state.routing().stable.clone().unwrap();
+    let stats = model.engine().stats().clone();
+    let before = metric(
+        &metrics_text(&f.app).await,
+        "silencio_rejected_total",
+        &[r#"reason="client_gone""#],
+    );
+    let pause = model.engine().pause();
+    let clip = common::clip_5s_wav();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let app = f.app.clone();
+        let req = upload("/v1/identify", "audio/wav", clip.clone());
+        tasks.push(tokio::spawn(async move { send(&app, req).await }));
+    }
+    wait_until("3 queued windows", || model.engine().queued() == 3).await;
+    // The clients hang up (the HTTP futures are dropped).
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        assert!(t.await.unwrap_err().is_cancelled());
+    }
+    // One that stays.
+    let app = f.app.clone();
+    let stays =
+        tokio::spawn(async move { send(&app, upload("/v1/identify", "audio/wav", clip)).await });
+    wait_until("the 4th window", || model.engine().queued() == 4).await;
+    let windows_before = stats.windows.load(std::sync::atomic::Ordering::SeqCst);
+    drop(pause);
+    let r = stays.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(stats.client_gone.load(SeqCst), 3);
+    assert_eq!(
+        stats.windows.load(SeqCst) - windows_before,
+        1,
+        "only the window of the client that stayed was inferred"
+    );
+    let after = metric(
+        &metrics_text(&f.app).await,
+        "silencio_rejected_total",
+        &[r#"reason="client_gone""#],
+    );
+    assert!(after - before >= 3.0, "{before} -> {after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_fill_up_and_short_clips_go_first() {
+    let f = fixture("api-batch", |c| c.engine.max_batch = 4).await;
+    let model = f.state.routing().stable.clone().unwrap();
+    let stats = model.engine().stats().clone();
+    use std::sync::atomic::Ordering::SeqCst;
+
+    // Four 5 s clips queued together run as one batch of four.
+    let pause = model.engine().pause();
+    let clip = common::clip_5s_wav();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let app = f.app.clone();
+        let req = upload("/v1/identify", "audio/wav", clip.clone());
+        tasks.push(tokio::spawn(async move { send(&app, req).await }));
+    }
+    wait_until("4 queued windows", || model.engine().queued() == 4).await;
+    let batches = stats.batches.load(SeqCst);
+    drop(pause);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(stats.batches.load(SeqCst) - batches, 1);
+
+    // A 1-minute upload queued first, a 5 s clip after it: the clip is answered first.
+    let pause = model.engine().pause();
+    let long = std::fs::read(common::soundscape_path()).unwrap();
+    let app = f.app.clone();
+    let long_task = tokio::spawn(async move {
+        let r = send(&app, upload("/v1/identify", "audio/ogg", long)).await;
+        (r, Instant::now())
+    });
+    wait_until("12 queued windows", || model.engine().queued() == 12).await;
+    let app = f.app.clone();
+    let short_task = tokio::spawn(async move {
+        let r = send(&app, upload("/v1/identify", "audio/wav", clip)).await;
+        (r, Instant::now())
+    });
+    wait_until("13 queued windows", || model.engine().queued() == 13).await;
+    drop(pause);
+    let (long_r, long_done) = long_task.await.unwrap();
+    let (short_r, short_done) = short_task.await.unwrap();
+    assert_eq!(long_r.status, StatusCode::OK);
+    assert_eq!(short_r.status, StatusCode::OK);
+    assert_eq!(long_r.json()["windows"].as_array().unwrap().len(), 12);
+    assert!(
+        short_done < long_done,
+        "the short clip waited behind the long upload"
+    );
+}
+
+async fn load_canary(app: &Router, bundle: &Path, share: f64) -> Resp {
+    send(
+        app,
+        post_json(
+            "/v1/admin/models",
+            Some("test-key"),
+            json!({"path": bundle.display().to_string(), "share": share}),
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn canary_share_promote_and_rollback() {
+    let f = fixture("api-canary", |c| c.registry = c.data_dir.join("registry")).await;
+    let b2 = common::write_bundle(&f.dir.join("bundle-2"), "api-canary", "2");
+    let clip = common::clip_5s_wav();
+
+    // Admin needs the key and a valid bundle.
+    let r = send(
+        &f.app,
+        post_json(
+            "/v1/admin/models",
+            None,
+            json!({"path": b2.display().to_string()}),
+        ),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    let r = send(
+        &f.app,
+        post_json(
+            "/v1/admin/models",
+            Some("test-key"),
+            json!({"path": f.dir.join("nope").display().to_string()}),
+        ),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    let r = send(
+        &f.app,
+        post_json("/v1/admin/models", Some("test-key"), json!({})),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+    let r = send(
+        &f.app,
+        post_json("/v1/admin/promote", Some("test-key"), json!({})),
+    )
+    .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    let b1 = f.dir.join("bundle-1");
+    let r = load_canary(&f.app, &b1, 0.5).await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+
+    let r = load_canary(&f.app, &b2, 0.25).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let m = r.json();
+    assert_eq!(m["models"][0]["role"], "stable");
+    assert_eq!(m["models"][0]["share"], 0.75);
+    assert_eq!(m["models"][1]["role"], "canary");
+    assert_eq!(m["models"][1]["model_version"], "api-canary@2");
+
+    let mut by_version = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..8 {
+        let r = send(&f.app, upload("/v1/identify", "audio/wav", clip.clone())).await;
+        assert_eq!(r.status, StatusCode::OK);
+        *by_version
+            .entry(r.json()["model_version"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(by_version["api-canary@1"], 6);
+    assert_eq!(by_version["api-canary@2"], 2);
+    let m = send(&f.app, get("/v1/models")).await.json();
+    assert_eq!(m["models"][0]["requests_served"], 6);
+    assert_eq!(m["models"][1]["requests_served"], 2);
+    let text = metrics_text(&f.app).await;
+    assert_eq!(
+        metric(
+            &text,
+            "silencio_inference_seconds_count",
+            &[r#"model_version="api-canary@1""#]
+        ),
+        6.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "silencio_inference_seconds_count",
+            &[r#"model_version="api-canary@2""#]
+        ),
+        2.0
+    );
+
+    // Promote: v2 takes all traffic; v1 stays loaded for rollback.
+    let r = send(
+        &f.app,
+        post_json("/v1/admin/promote", Some("test-key"), json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let m = r.json();
+    assert_eq!(m["models"][0]["model_version"], "api-canary@2");
+    assert_eq!(m["models"][0]["share"], 1.0);
+    assert_eq!(m["models"][1]["role"], "previous");
+    for _ in 0..3 {
+        let r = send(&f.app, upload("/v1/identify", "audio/wav", clip.clone())).await;
+        assert_eq!(r.json()["model_version"], "api-canary@2");
+    }
+    assert_eq!(
+        send(&f.app, get("/v1/species")).await.json()["model_version"],
+        "api-canary@2"
+    );
+
+    // Rollback: back to v1; a second rollback has nothing left.
+    let r = send(
+        &f.app,
+        post_json("/v1/admin/rollback", Some("test-key"), json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["models"].as_array().unwrap().len(), 1);
+    let r = send(&f.app, upload("/v1/identify", "audio/wav", clip.clone())).await;
+    assert_eq!(r.json()["model_version"], "api-canary@1");
+    let r = send(
+        &f.app,
+        post_json("/v1/admin/rollback", Some("test-key"), json!({})),
+    )
+    .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+
+    // Rollback with a canary drops the canary (loaded from the registry this time).
+    common::write_bundle(&f.dir.join("data/registry/versions/7"), "api-canary", "7");
+    let bad = json!({"registry_version": "../7"});
+    let r = send(&f.app, post_json("/v1/admin/models", Some("test-key"), bad)).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+    let by_registry = json!({"registry_version": "7", "share": 1.0});
+    let r = send(
+        &f.app,
+        post_json("/v1/admin/models", Some("test-key"), by_registry),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = send(&f.app, upload("/v1/identify", "audio/wav", clip.clone())).await;
+    assert_eq!(r.json()["model_version"], "api-canary@7");
+    let r = send(
+        &f.app,
+        post_json("/v1/admin/rollback", Some("test-key"), json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(&f.app, upload("/v1/identify", "audio/wav", clip)).await;
+    assert_eq!(r.json()["model_version"], "api-canary@1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_swap_loses_no_request_in_flight() {
+    let f = fixture("api-swap", |_| {}).await;
+    let b2 = common::write_bundle(&f.dir.join("bundle-2"), "api-swap", "2");
+    let old = f.state.routing().stable.clone().unwrap();
+    let clip = common::clip_5s_wav();
+    let pause = old.engine().pause();
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let app = f.app.clone();
+        let req = upload("/v1/identify", "audio/wav", clip.clone());
+        tasks.push(tokio::spawn(async move { send(&app, req).await }));
+    }
+    wait_until("5 queued windows", || old.engine().queued() == 5).await;
+    // Swap twice while they wait: v2 as canary for all traffic, promoted, then v1 dropped from
+    // the routing table entirely by a second promote of a fresh v3.
+    assert_eq!(
+        load_canary(&f.app, &b2, 1.0).await.status,
+        StatusCode::CREATED
+    );
+    let r = send(
+        &f.app,
+        post_json("/v1/admin/promote", Some("test-key"), json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let b3 = common::write_bundle(&f.dir.join("bundle-3"), "api-swap", "3");
+    assert_eq!(
+        load_canary(&f.app, &b3, 1.0).await.status,
+        StatusCode::CREATED
+    );
+    let r = send(
+        &f.app,
+        post_json("/v1/admin/promote", Some("test-key"), json!({})),
+    )
+    .await;
+    let listed: Vec<String> = r.json()["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model_version"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!listed.contains(&"api-swap@1".to_string()), "{listed:?}");
+    // New traffic goes to v3 while the old requests still wait on v1.
+    let r = send(&f.app, upload("/v1/identify", "audio/wav", clip)).await;
+    assert_eq!(r.json()["model_version"], "api-swap@3");
+    assert!(tasks.iter().all(|t| !t.is_finished()));
+    drop(pause);
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["model_version"], "api-swap@1");
+    }
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(old.engine().stats().requests.load(SeqCst), 5);
+}

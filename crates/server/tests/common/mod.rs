@@ -1,0 +1,162 @@
+//! Shared by the server's tests (crates/server/tests) and the end-to-end serve tests
+//! (tests/serve.rs): a small random-weight bundle over the demo taxonomy, server configs,
+//! and real audio from datasets/.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use silencio_audio::{DecodeOptions, FeatureConfig};
+use silencio_infer::{BundleSpec, ModelBundle, Provenance, Species};
+use silencio_models::ModelConfig;
+use silencio_models::efficientnet::{EfficientNetConfig, EfficientNetVariant};
+use silencio_server::{EngineConfig, ServerConfig};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn demo() -> PathBuf {
+    root().join("datasets/demo/birdclef")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("datasets/fixtures/audio").join(name)
+}
+
+/// The demo taxonomy (9 real species) in file order.
+pub fn taxonomy() -> Vec<Species> {
+    let t = silencio_data::Taxonomy::from_csv(&demo().join("taxonomy.csv")).unwrap();
+    t.species()
+        .iter()
+        .map(|s| Species {
+            code: s.primary_label.clone(),
+            scientific_name: s.scientific_name.clone(),
+            common_name: s.common_name.clone(),
+            class_name: s.class_name.clone(),
+        })
+        .collect()
+}
+
+/// EfficientNet-Lite0 at width and depth 0.25: random weights, a forward in milliseconds.
+fn tiny(classes: usize) -> ModelConfig {
+    let mut cfg = ModelConfig::efficientnet_lite0(classes);
+    cfg.backbone = silencio_models::BackboneConfig::Efficientnet(
+        EfficientNetConfig::new(EfficientNetVariant::Lite0)
+            .with_width_mult(0.25)
+            .with_depth_mult(0.25),
+    );
+    cfg.with_input_norm(-40.0, 20.0)
+}
+
+/// Writes a random-weight bundle `name@version` over the demo taxonomy at `dir`.
+pub fn write_bundle(dir: &Path, name: &str, version: &str) -> PathBuf {
+    let species = taxonomy();
+    let cfg = tiny(species.len());
+    let device = silencio_infer::parse_device("flex").unwrap();
+    let model = cfg.init(&device).unwrap();
+    let spec = BundleSpec {
+        name: name.into(),
+        version: version.into(),
+        model: cfg,
+        features: FeatureConfig::recipe("birdclef").unwrap(),
+        species,
+        provenance: Provenance {
+            trained: false,
+            source: "random weights (server tests)".into(),
+            ..Provenance::default()
+        },
+    };
+    ModelBundle::write(dir, spec, &model).unwrap();
+    dir.to_path_buf()
+}
+
+/// A test server config: random port, data under `data`, one replica, small batches.
+pub fn config(data: &Path, model: Option<PathBuf>) -> ServerConfig {
+    ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        model,
+        registry: data.join("no-registry"),
+        data_dir: data.to_path_buf(),
+        api_key: "test-key".into(),
+        engine: EngineConfig {
+            replicas: 1,
+            max_batch: 8,
+            max_wait: Duration::from_millis(5),
+            device: "flex".into(),
+        },
+        queue: 64,
+        max_body_bytes: 4 << 20,
+        max_duration_s: 120.0,
+        sample_share: 0.0,
+        ..ServerConfig::default()
+    }
+}
+
+/// Mono samples of a real recording at `rate`.
+pub fn decode(path: &Path, rate: u32) -> Vec<f32> {
+    let opts = DecodeOptions {
+        target_rate: Some(rate),
+        max_duration_s: 3600.0,
+    };
+    silencio_audio::decode_path(path, &opts).unwrap().samples
+}
+
+/// The first demo soundscape (1 minute, OGG).
+pub fn soundscape_path() -> PathBuf {
+    let mut files: Vec<_> = std::fs::read_dir(demo().join("train_soundscapes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files[0].clone()
+}
+
+/// 16-bit PCM mono WAV bytes.
+pub fn wav_s16(samples: &[f32], rate: u32) -> Vec<u8> {
+    let data: Vec<u8> = samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect();
+    let mut w = Vec::with_capacity(44 + data.len());
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate * 2).to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    w.extend_from_slice(&data);
+    w
+}
+
+/// 32-bit float mono WAV bytes (format tag 3).
+pub fn wav_f32(samples: &[f32], rate: u32) -> Vec<u8> {
+    let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut w = Vec::with_capacity(44 + data.len());
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&3u16.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate * 4).to_le_bytes());
+    w.extend_from_slice(&4u16.to_le_bytes());
+    w.extend_from_slice(&32u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    w.extend_from_slice(&data);
+    w
+}
+
+/// A real 5 s clip (the soundscape's seconds 10..15) as a 32 kHz WAV: one window.
+pub fn clip_5s_wav() -> Vec<u8> {
+    let s = decode(&soundscape_path(), 32_000);
+    wav_s16(&s[320_000..480_000], 32_000)
+}

@@ -1,0 +1,341 @@
+//! What scores a file: a model bundle in this process (the same `Classifier` the offline
+//! commands use), or the HTTP server (`POST /v1/identify`).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use silencio_infer::Classifier;
+
+use crate::{Error, Result};
+
+/// BirdCLEF rows are 5 s windows every 5 s.
+const WINDOW_S: f64 = 5.0;
+
+/// Per-window probabilities of one file.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    /// `name@version` of the model that scored it.
+    pub model_version: String,
+    /// Species codes in column order.
+    pub species: Arc<Vec<String>>,
+    /// One row per 5 s window, one value per species.
+    pub rows: Vec<Vec<f32>>,
+    /// Seconds of audio scored.
+    pub audio_s: f64,
+}
+
+/// The model behind the consumer.
+#[derive(Debug)]
+pub enum Engine {
+    /// A bundle loaded in this process.
+    Local(Box<Classifier>),
+    /// The inference server.
+    Server(ServerClient),
+}
+
+impl Engine {
+    /// A local classifier; refuses a bundle whose windows are not BirdCLEF's 5 s grid.
+    pub fn local(c: Classifier) -> Result<Self> {
+        let w = &c.features().window;
+        if (w.length_s - WINDOW_S).abs() > 1e-9 || (w.hop_s - WINDOW_S).abs() > 1e-9 {
+            return Err(Error::InvalidOptions(format!(
+                "bundle {} cuts {} s windows every {} s; BirdCLEF rows are 5 s windows every 5 s",
+                c.model_version(),
+                w.length_s,
+                w.hop_s
+            )));
+        }
+        Ok(Engine::Local(Box::new(c)))
+    }
+
+    /// Splits into the engines of `n` workers: one for a local model (it already uses every
+    /// core; a second copy would only double the memory), `n` for the server (requests in
+    /// flight at once).
+    pub fn into_workers(self, n: usize) -> Vec<Engine> {
+        match self {
+            Engine::Local(c) => vec![Engine::Local(c)],
+            Engine::Server(s) => (0..n.max(1)).map(|_| Engine::Server(s.clone())).collect(),
+        }
+    }
+
+    /// Scores the encoded recording `bytes` (file name `name`, for its type).
+    pub fn score(&self, bytes: Vec<u8>, name: &str) -> Result<Scores> {
+        match self {
+            Engine::Local(c) => {
+                let id = c.identify(bytes)?;
+                Ok(Scores {
+                    model_version: id.model_version.clone(),
+                    species: Arc::new(id.species.iter().map(|s| s.code.clone()).collect()),
+                    audio_s: id.audio.as_ref().map_or(0.0, |a| a.duration_s),
+                    rows: id.windows.into_iter().map(|w| w.scores).collect(),
+                })
+            }
+            Engine::Server(s) => s.score(bytes, name),
+        }
+    }
+
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Local(c) => format!("model {}", c.model_version()),
+            Engine::Server(s) => format!("server {}", s.url),
+        }
+    }
+}
+
+/// A blocking client of the server's `POST /v1/identify`.
+#[derive(Debug, Clone)]
+pub struct ServerClient {
+    url: String,
+    agent: ureq::Agent,
+    /// Submission column order: given, or fetched once from `GET /v1/species` (shared by the
+    /// clones of every worker).
+    columns: Arc<Mutex<Option<Arc<Vec<String>>>>>,
+}
+
+#[derive(Deserialize)]
+struct SpeciesList {
+    species: Vec<SpeciesCode>,
+}
+
+#[derive(Deserialize)]
+struct SpeciesCode {
+    code: String,
+}
+
+#[derive(Deserialize)]
+struct IdentifyResponse {
+    model_version: String,
+    windows: Vec<ResponseWindow>,
+}
+
+#[derive(Deserialize)]
+struct ResponseWindow {
+    end_s: f64,
+    species: Vec<ResponseSpecies>,
+}
+
+#[derive(Deserialize)]
+struct ResponseSpecies {
+    code: String,
+    score: f32,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    error_type: String,
+}
+
+impl ServerClient {
+    /// A client of the server at `url` (`http://host:port`). `columns`: the species codes in
+    /// submission column order (a `taxonomy.csv`'s order); without it the server's own class
+    /// order (`GET /v1/species`) is used.
+    pub fn new(url: &str, columns: Option<Vec<String>>, timeout: Duration) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build();
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            agent: config.into(),
+            columns: Arc::new(Mutex::new(columns.map(Arc::new))),
+        }
+    }
+
+    /// The column order, fetched from the server the first time.
+    fn columns(&self) -> Result<Arc<Vec<String>>> {
+        let mut guard = self
+            .columns
+            .lock()
+            .map_err(|_| Error::Worker("a worker panicked holding the species list".into()))?;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let server = |message: String| Error::Server {
+            url: self.url.clone(),
+            message,
+        };
+        let mut resp = self
+            .agent
+            .get(format!("{}/v1/species", self.url))
+            .call()
+            .map_err(|e| server(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| server(format!("reading the answer: {e}")))?;
+        if status == 404 {
+            return Err(Error::ServerResponse {
+                url: self.url.clone(),
+                message: "no GET /v1/species: pass the taxonomy for the column order".into(),
+            });
+        }
+        if !(200..300).contains(&status) {
+            return Err(server(format!("GET /v1/species: HTTP {status}")));
+        }
+        let list: SpeciesList = serde_json::from_str(&body).map_err(|e| Error::ServerResponse {
+            url: self.url.clone(),
+            message: format!("GET /v1/species: {e}"),
+        })?;
+        let c = Arc::new(list.species.into_iter().map(|s| s.code).collect::<Vec<_>>());
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The column order from a `taxonomy.csv`.
+    pub fn columns_from_taxonomy(path: &Path) -> Result<Vec<String>> {
+        let t = silencio_data::Taxonomy::from_csv(path)?;
+        Ok(t.species()
+            .iter()
+            .map(|s| s.primary_label.clone())
+            .collect())
+    }
+
+    fn score(&self, bytes: Vec<u8>, name: &str) -> Result<Scores> {
+        let server = |message: String| Error::Server {
+            url: self.url.clone(),
+            message,
+        };
+        let ext = Path::new(name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let content_type = match ext.as_str() {
+            "wav" => "audio/wav",
+            "flac" => "audio/flac",
+            "mp3" => "audio/mpeg",
+            "m4a" => "audio/mp4",
+            _ => "audio/ogg",
+        };
+        let columns = self.columns()?;
+        // Every species with its score: a submission row needs them all.
+        let mut resp = self
+            .agent
+            .post(format!("{}/v1/identify", self.url))
+            .query("top_k", columns.len().to_string())
+            .query("min_score", "0")
+            .header("Content-Type", content_type)
+            .send(&bytes[..])
+            .map_err(|e| server(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| server(format!("reading the answer: {e}")))?;
+        if !(200..300).contains(&status) {
+            let parsed: Option<ErrorBody> = serde_json::from_str(&body).ok();
+            // A refused key is this consumer's misconfiguration: stop, quarantine nothing.
+            if status == 401 || status == 403 {
+                return Err(Error::ServerResponse {
+                    url: self.url.clone(),
+                    message: format!("HTTP {status}: {body}"),
+                });
+            }
+            // Other 4xx: this file is bad (408 timeout and 429 busy are the server's state).
+            if (400..500).contains(&status) && status != 408 && status != 429 {
+                return Err(match parsed {
+                    Some(b) => Error::Rejected {
+                        error_type: b.error_type,
+                        message: b.error,
+                    },
+                    None => Error::Rejected {
+                        error_type: format!("http_{status}"),
+                        message: body.chars().take(300).collect(),
+                    },
+                });
+            }
+            return Err(server(format!(
+                "HTTP {status}: {}",
+                parsed.map_or_else(|| body.chars().take(300).collect(), |b| b.error)
+            )));
+        }
+        let r: IdentifyResponse =
+            serde_json::from_str(&body).map_err(|e| Error::ServerResponse {
+                url: self.url.clone(),
+                message: e.to_string(),
+            })?;
+        self.to_scores(r, columns)
+    }
+
+    fn to_scores(&self, r: IdentifyResponse, columns: Arc<Vec<String>>) -> Result<Scores> {
+        let bad = |message: String| Error::ServerResponse {
+            url: self.url.clone(),
+            message,
+        };
+        let index: std::collections::HashMap<&str, usize> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i))
+            .collect();
+        let mut rows = Vec::with_capacity(r.windows.len());
+        for (i, w) in r.windows.iter().enumerate() {
+            let mut row = vec![f32::NAN; columns.len()];
+            for s in &w.species {
+                if let Some(&j) = index.get(s.code.as_str()) {
+                    row[j] = s.score;
+                }
+            }
+            if let Some(j) = row.iter().position(|v| v.is_nan()) {
+                return Err(bad(format!(
+                    "window {i} has no score for species {}",
+                    columns[j]
+                )));
+            }
+            rows.push(row);
+        }
+        Ok(Scores {
+            model_version: r.model_version,
+            species: columns,
+            audio_s: r.windows.last().map_or(0.0, |w| w.end_s),
+            rows,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_answers_become_rows_in_column_order() {
+        let c = ServerClient::new(
+            "http://127.0.0.1:1/",
+            Some(vec!["b".into(), "a".into()]),
+            Duration::from_secs(1),
+        );
+        let r: IdentifyResponse = serde_json::from_str(
+            r#"{"request_id":"x","model_version":"m@2","windows":[
+                {"start_s":0,"end_s":5,"species":[{"code":"a","score":0.9},{"code":"b","score":0.1}]},
+                {"start_s":5,"end_s":10,"species":[{"code":"b","score":0.7},{"code":"a","score":0.2}]}]}"#,
+        )
+        .unwrap();
+        let s = c.to_scores(r, c.columns().unwrap()).unwrap();
+        assert_eq!(s.model_version, "m@2");
+        assert_eq!(s.rows, vec![vec![0.1, 0.9], vec![0.7, 0.2]]);
+        assert_eq!(s.audio_s, 10.0);
+
+        // A window missing a species is an error, not a silent zero.
+        let r: IdentifyResponse = serde_json::from_str(
+            r#"{"model_version":"m","windows":[{"start_s":0,"end_s":5,"species":[{"code":"a","score":0.9}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.to_scores(r, c.columns().unwrap()).unwrap_err().kind(),
+            "server_response"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_server_is_a_transient_error() {
+        // Port 1 on loopback: nothing listens there.
+        let c = ServerClient::new("http://127.0.0.1:1", None, Duration::from_secs(2));
+        let e = c.score(vec![1, 2, 3], "a.ogg").unwrap_err();
+        assert_eq!(e.kind(), "server");
+        assert!(!e.is_bad_input());
+    }
+}

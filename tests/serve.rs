@@ -1,0 +1,564 @@
+//! End to end over real sockets: the HTTP API with reqwest, the tour-guide WebSocket with real
+//! audio, the exposition format checked by `promtool check metrics`, graceful shutdown with a
+//! request in flight, and the `silencio serve` binary under SIGTERM.
+//!
+//! `promtool` comes from Debian's `prometheus` package; `$SILENCIO_PROMTOOL` names the binary
+//! (default `promtool`), and `SILENCIO_SKIP_PROMTOOL=1` skips that one check.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../crates/server/tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use silencio_server::{AppState, ServerConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Running {
+    addr: SocketAddr,
+    state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<silencio_server::Result<()>>,
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str) {
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{url} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn start(cfg: ServerConfig) -> Running {
+    let server = silencio_server::bind(cfg).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let state = server.state().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    let r = Running {
+        addr,
+        state,
+        stop: Some(tx),
+        handle,
+    };
+    wait_ready(&reqwest::Client::new(), &r.url("/readyz")).await;
+    r
+}
+
+fn promtool_check(text: &str) {
+    if std::env::var_os("SILENCIO_SKIP_PROMTOOL").is_some() {
+        eprintln!("SILENCIO_SKIP_PROMTOOL set: promtool check skipped");
+        return;
+    }
+    let bin = std::env::var("SILENCIO_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = Command::new(&bin)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {bin:?} ({e}): install Debian's `prometheus` package (apt-get install \
+                 prometheus), point $SILENCIO_PROMTOOL at promtool, or set SILENCIO_SKIP_PROMTOOL=1"
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // promtool prints lint problems and still exits 0 on some versions: nothing must be said.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.trim().is_empty(), "promtool complained:\n{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_api_over_a_socket_and_metrics_pass_promtool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-http", "1");
+    let mut cfg = common::config(&tmp.path().join("data"), Some(bundle));
+    cfg.sample_share = 1.0;
+    let s = start(cfg).await;
+    let c = reqwest::Client::new();
+
+    let ogg = std::fs::read(common::fixture("crowsetta_forest.ogg")).unwrap();
+    let r = c
+        .post(s.url("/v1/identify?top_k=3&session_id=e2e"))
+        .header("content-type", "audio/ogg")
+        .body(ogg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let j: Value = r.json().await.unwrap();
+    assert_eq!(j["model_version"], "e2e-http@1");
+    assert_eq!(j["windows"].as_array().unwrap().len(), 2);
+    assert_eq!(j["windows"][1]["species"].as_array().unwrap().len(), 3);
+    let id = j["request_id"].as_str().unwrap().to_string();
+
+    let r = c
+        .post(s.url("/v1/feedback"))
+        .bearer_auth("test-key")
+        .json(
+            &json!({"request_id": id, "window": 1, "verdict": "wrong", "correct_code": "gretit1"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c.get(s.url("/v1/sessions/e2e")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(s.url("/v1/species")).send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["species"]
+            .as_array()
+            .unwrap()
+            .len(),
+        9
+    );
+    let r = c
+        .post(s.url("/v1/identify"))
+        .header("content-type", "audio/ogg")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error_type"],
+        "empty_audio"
+    );
+    let r = c.get(s.url("/docs/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("swagger-ui"));
+
+    let sample = tmp.path().join("data/samples").join(&id).join("meta.json");
+    let t = Instant::now();
+    // The sampler counts a sample once it is durable: wait for the file and the count.
+    let sampled = |text: &str| {
+        text.lines()
+            .any(|l| l.starts_with("silencio_sampled_total "))
+    };
+    loop {
+        let text = c
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if sample.is_file() && sampled(&text) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "sample never saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = c.get(s.url("/metrics")).send().await.unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    for name in silencio_server::metrics::NAMES {
+        assert!(text.contains(name), "{name} missing");
+    }
+    promtool_check(&text);
+    s.shutdown().await;
+}
+
+/// Reads text messages until one parses as JSON (skipping pings).
+async fn next_json<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .expect("no message within 60 s")
+            .expect("stream ended")
+            .unwrap();
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_stream_answers_each_window_as_it_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-stream", "1");
+    let s = start(common::config(&tmp.path().join("data"), Some(bundle))).await;
+    let ws_url = format!("ws://{}/v1/stream", s.addr);
+
+    // A real 1-minute soundscape at 48 kHz, s16, in 0.5 s chunks, plus 2.5 s more.
+    let mut pcm = common::decode(&common::soundscape_path(), 48_000);
+    assert_eq!(pcm.len(), 60 * 48_000);
+    pcm.extend_from_within(..120_000);
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(
+        json!({"sample_rate": 48000, "encoding": "pcm_s16le", "session_id": "tour-1", "top_k": 3})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut last_unique = 0;
+    let mut received = 0usize;
+    for (i, chunk) in pcm.chunks(24_000).enumerate() {
+        let bytes: Vec<u8> = chunk
+            .iter()
+            .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+            .collect();
+        tx.send(Message::binary(bytes)).await.unwrap();
+        // Each window is answered once its 5 s are in, before any later audio is sent.
+        if (i + 1) % 10 == 0 {
+            let m = next_json(&mut rx).await;
+            assert!(m.get("error").is_none(), "{m}");
+            let w = &m["window"];
+            assert_eq!(w["start_s"].as_f64().unwrap(), 5.0 * received as f64, "{m}");
+            assert_eq!(w["end_s"].as_f64().unwrap(), 5.0 * (received + 1) as f64);
+            assert_eq!(w["species"].as_array().unwrap().len(), 3);
+            assert_eq!(m["session"]["session_id"], "tour-1");
+            let u = m["session"]["unique_species"].as_u64().unwrap();
+            assert!(u >= last_unique && u <= 9, "{u} after {last_unique}");
+            last_unique = u;
+            received += 1;
+        }
+    }
+    assert_eq!(received, 12);
+    // The last 2.5 s are flushed by {"end": true}, then the server closes.
+    tx.send(Message::text(r#"{"end": true}"#)).await.unwrap();
+    let m = next_json(&mut rx).await;
+    assert_eq!(m["window"]["start_s"].as_f64().unwrap(), 60.0);
+    assert_eq!(m["window"]["end_s"].as_f64().unwrap(), 65.0);
+    last_unique = m["session"]["unique_species"].as_u64().unwrap();
+    let closing = tokio::time::timeout(Duration::from_secs(30), rx.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closing, Some(Ok(Message::Close(_))) | None),
+        "{closing:?}"
+    );
+
+    let c = reqwest::Client::new();
+    let sess: Value = c
+        .get(s.url("/v1/sessions/tour-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sess["unique_species"].as_u64().unwrap(), last_unique);
+    assert_eq!(sess["windows"], 13);
+
+    // At the model's own rate (no resampling) a stream window scores exactly as an upload of
+    // the same samples does.
+    let clip: Vec<f32> =
+        common::decode(&common::soundscape_path(), 32_000)[160_000..320_000].to_vec();
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(
+        json!({"sample_rate": 32000, "encoding": "pcm_f32le", "session_id": "tour-2", "top_k": 9})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    // Odd-sized frames: samples straddle frame boundaries.
+    let bytes: Vec<u8> = clip.iter().flat_map(|s| s.to_le_bytes()).collect();
+    for part in bytes.chunks(12_345) {
+        tx.send(Message::binary(part.to_vec())).await.unwrap();
+    }
+    let streamed = next_json(&mut rx).await;
+    tx.send(Message::text(r#"{"end": true}"#)).await.unwrap();
+    let up: Value = c
+        .post(s.url("/v1/identify?top_k=9"))
+        .header("content-type", "audio/wav")
+        .body(common::wav_f32(&clip, 32_000))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a = streamed["window"]["species"].as_array().unwrap();
+    let b = up["windows"][0]["species"].as_array().unwrap();
+    assert_eq!(a.len(), 9);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["code"], y["code"]);
+        assert!((x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 1e-4);
+    }
+
+    // A bad start message is answered with an error and a close.
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(
+        json!({"sample_rate": 48000, "encoding": "mp3", "session_id": "x"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let m = next_json(&mut rx).await;
+    assert_eq!(m["error_type"], "bad_request");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_drains_a_request_in_flight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-drain", "1");
+    let s = start(common::config(&tmp.path().join("data"), Some(bundle))).await;
+    let model = s.state.routing().stable.clone().unwrap();
+    // A slow request: its window waits in the queue while shutdown starts.
+    let pause = model.engine().pause();
+    let url = s.url("/v1/identify");
+    let slow = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "audio/wav")
+            .body(common::clip_5s_wav())
+            .send()
+            .await
+    });
+    let t = Instant::now();
+    while model.engine().queued() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let state = s.state.clone();
+    let addr = s.addr;
+    let stopping = tokio::spawn(s.shutdown());
+    let t = Instant::now();
+    while !state.is_shutting_down() {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!slow.is_finished(), "the request must still be waiting");
+    assert!(!stopping.is_finished(), "the server must wait for it");
+    // No new connections are taken while draining.
+    let fresh = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(fresh.is_err(), "a new connection was served while draining");
+    drop(pause);
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let j: Value = r.json().await.unwrap();
+    assert_eq!(j["windows"].as_array().unwrap().len(), 1);
+    tokio::time::timeout(Duration::from_secs(60), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Lines of a child's stderr, read on a thread.
+fn lines_of(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_serves_until_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-cli", "1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_silencio"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--replicas",
+            "1",
+            "--model",
+        ])
+        .arg(&bundle)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .env_remove("SILENCIO_API_KEY")
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(child.stderr.take().unwrap());
+    let (mut addr, mut key) = (None, None);
+    let t = Instant::now();
+    while addr.is_none() || key.is_none() {
+        assert!(t.elapsed() < Duration::from_secs(60), "no start-up lines");
+        let Ok(l) = lines.recv_timeout(Duration::from_secs(60)) else {
+            panic!("silencio serve ended early")
+        };
+        if let Some(rest) = l.split("listening on http://").nth(1) {
+            addr = rest.split_whitespace().next().map(str::to_string);
+        }
+        if l.contains("API key") {
+            key = l.rsplit(' ').next().map(str::to_string);
+        }
+    }
+    let (addr, key) = (addr.unwrap(), key.unwrap());
+    assert_eq!(key.len(), 32, "{key}");
+    let c = reqwest::Client::new();
+    wait_ready(&c, &format!("http://{addr}/readyz")).await;
+    let r = c
+        .post(format!("http://{addr}/v1/identify"))
+        .header("content-type", "audio/wav")
+        .body(common::clip_5s_wav())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Writes need the printed key.
+    let rollback = format!("http://{addr}/v1/admin/rollback");
+    assert_eq!(
+        c.post(&rollback)
+            .bearer_auth("guess")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.post(&rollback)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+#[test]
+fn the_cli_says_how_to_get_a_model_when_there_is_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_silencio"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--registry"])
+        .arg(tmp.path().join("empty-registry"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .env_remove("SILENCIO_MODEL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error[no_model]"), "{err}");
+    assert!(err.contains("cargo run --release -p trainer"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_flushes_open_streams() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-stream-drain", "1");
+    let s = start(common::config(&tmp.path().join("data"), Some(bundle))).await;
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/stream", s.addr))
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(
+        json!({"sample_rate": 32000, "encoding": "pcm_s16le", "session_id": "drain"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    // 7 s: one whole window and 2 s of the next.
+    let pcm = common::decode(&common::soundscape_path(), 32_000);
+    let bytes: Vec<u8> = pcm[..7 * 32_000]
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect();
+    tx.send(Message::binary(bytes)).await.unwrap();
+    let first = next_json(&mut rx).await;
+    assert_eq!(first["window"]["start_s"].as_f64().unwrap(), 0.0);
+    let stopping = tokio::spawn(s.shutdown());
+    // The shutdown answers the partial window, closes the stream, and only then returns.
+    let last = next_json(&mut rx).await;
+    assert_eq!(last["window"]["start_s"].as_f64().unwrap(), 5.0, "{last}");
+    let closing = tokio::time::timeout(Duration::from_secs(30), rx.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closing, Some(Ok(Message::Close(_))) | None),
+        "{closing:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(60), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}
