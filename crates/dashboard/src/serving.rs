@@ -19,9 +19,10 @@ use crate::prom::{self, Exposition, Histogram};
 pub const MIN_SCRAPE_INTERVAL: Duration = Duration::from_millis(900);
 /// Points of history kept.
 pub const HISTORY_POINTS: usize = 300;
-/// Routes of monitoring traffic (the dashboard's own scrapes among them), left out of the
-/// request rate and latency so that they show the API's traffic.
-pub const MONITORING_ROUTES: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+/// Routes of monitoring traffic, left out of the request rate, latency and 5xx count so that
+/// they show the identification API's traffic: the probes, and `/v1/models`, which the
+/// dashboard itself polls on every scrape (counting it would show ~1 req/s of phantom traffic).
+pub const MONITORING_ROUTES: [&str; 4] = ["/metrics", "/healthz", "/readyz", "/v1/models"];
 
 /// Metric names read (the server's contract).
 pub mod names {
@@ -136,7 +137,8 @@ pub struct ServingSnapshot {
     pub requests_total: f64,
     /// Per route and status.
     pub requests: Vec<RouteCount>,
-    /// Of which answered 5xx.
+    /// API requests (monitoring routes excluded: `/readyz` answers 503 while warming up) that
+    /// answered 5xx.
     pub errors_5xx: f64,
     /// API latency.
     pub latency: Option<Latency>,
@@ -206,7 +208,7 @@ pub fn figures(e: &Exposition, snap: &mut ServingSnapshot) {
     snap.errors_5xx = snap
         .requests
         .iter()
-        .filter(|r| r.status.starts_with('5'))
+        .filter(|r| r.status.starts_with('5') && !MONITORING_ROUTES.contains(&r.route.as_str()))
         .map(|r| r.count)
         .sum();
     snap.latency = if let Some(h) = e.histogram(names::DURATION, api_route) {
