@@ -194,7 +194,43 @@ fn identify_stops_clearly_without_a_model_and_on_bad_input() {
             .args(["--model", "birdnet"])
             .output()
             .unwrap();
-        assert!(String::from_utf8_lossy(&o.stderr).contains("convert-birdnet.sh"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with("error[no_birdnet]"), "{err}");
+        assert!(err.contains("convert-birdnet.sh"), "{err}");
+
+        // So does a linear probe on BirdNET embeddings (a `birdnet-probe` experiment's bundle).
+        use silencio_onnx::probe::{EMBEDDING_DIM, ProbeBundle, ProbeHead, ProbeSpec};
+        let probe = tmp.path().join("probe");
+        ProbeBundle::write(
+            &probe,
+            ProbeSpec {
+                name: "probe".into(),
+                version: "1".into(),
+                species: vec![silencio_infer::Species {
+                    code: "sp".into(),
+                    scientific_name: "Genus species".into(),
+                    common_name: "A bird".into(),
+                    class_name: "Aves".into(),
+                }],
+                provenance: Default::default(),
+            },
+            &ProbeHead {
+                weight: vec![0.0; EMBEDDING_DIM],
+                bias: vec![0.0],
+            },
+        )
+        .unwrap();
+        let o = silencio()
+            .arg("identify")
+            .arg(soundscape())
+            .arg("--model")
+            .arg(&probe)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with("error[no_birdnet]"), "{err}");
+        assert!(err.contains("linear probe"), "{err}");
     }
 }
 

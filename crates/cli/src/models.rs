@@ -241,19 +241,23 @@ fn probe_member(spec: &str, device: &Device, _max_duration_s: f64) -> anyhow::Re
 
 #[cfg(not(feature = "birdnet"))]
 fn probe_member(spec: &str, _device: &Device, _max_duration_s: f64) -> anyhow::Result<Loaded> {
-    bail!(
-        "{spec} is a linear probe on BirdNET embeddings and this build has no BirdNET: convert it \
+    Err(crate::Failure::error(
+        "no_birdnet",
+        format!(
+            "{spec} is a linear probe on BirdNET embeddings and this build has no BirdNET: convert it \
          with onnx-import/scripts/convert-birdnet.sh OUT_DIR, then build with \
          SILENCIO_BIRDNET_DIR=OUT_DIR cargo build --release -p silencio --features birdnet"
-    )
+        ),
+    ))
 }
 
 #[cfg(not(feature = "birdnet"))]
 fn birdnet_member(_device: &Device, _max_duration_s: f64) -> anyhow::Result<Loaded> {
-    bail!(
+    Err(crate::Failure::error(
+        "no_birdnet",
         "this build has no BirdNET: convert it with onnx-import/scripts/convert-birdnet.sh OUT_DIR, \
-         then build with SILENCIO_BIRDNET_DIR=OUT_DIR cargo build --release -p silencio --features birdnet"
-    )
+         then build with SILENCIO_BIRDNET_DIR=OUT_DIR cargo build --release -p silencio --features birdnet",
+    ))
 }
 
 /// Runs `silencio bundle create`.
