@@ -651,7 +651,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn encode_ogg(y: &[f32], quality: f32, serial: i32) -> Result<Vec<u8>> {
+/// Encodes mono 32 kHz samples as OGG Vorbis at `quality` (-0.2…1) with stream `serial`.
+pub fn encode_ogg(y: &[f32], quality: f32, serial: i32) -> Result<Vec<u8>> {
     let err = |e: vorbis_rs::VorbisError| Error::InvalidOptions(format!("vorbis encoder: {e}"));
     let mut enc = vorbis_rs::VorbisEncoderBuilder::new_with_serial(
         NonZeroU32::new(SAMPLE_RATE).unwrap_or(NonZeroU32::MIN),

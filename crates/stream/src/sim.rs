@@ -2,16 +2,17 @@
 //!
 //! Minute after minute of the input soundscapes (in file-name order, wrapping around) becomes a
 //! 1-minute 32 kHz OGG file named like a BirdCLEF soundscape (`SIM_20250101_060000.ogg`, one
-//! minute later each time). Each minute goes through the soundscape mixer of `silencio-data`
-//! with that minute as its only background: with an overlay, real calls are placed on it at
-//! SNRs drawn from the given range and their labels are written beside the audio as
-//! `<stem>.labels.csv` (BirdCLEF solution format); without one the mixer only levels and
-//! encodes it. The mixer rotates its background by a random offset, so a file is the source
-//! minute starting somewhere inside it and wrapping around.
+//! minute later each time). Without an overlay a file is the literal minute, encoded as a
+//! recorder would write it. With one, the minute goes through the soundscape mixer of
+//! `silencio-data` as its only background: real calls are placed on it at SNRs drawn from the
+//! given range and their labels are written beside the audio as `<stem>.labels.csv` (BirdCLEF
+//! solution format). The mixer levels its background and rotates it by a random offset, so an
+//! overlaid file is the source minute starting somewhere inside it and wrapping around.
 //!
-//! Nothing half-written is ever visible under a name the consumer reads: the mixer writes into
-//! a hidden staging directory inside the output directory, the labels are renamed into place
-//! first, then the audio (one rename within a file system), then the directory is fsync'd.
+//! Nothing half-written is ever visible under a name the consumer reads: plain cuts are
+//! written to a hidden temp file and renamed; the mixer writes into a hidden staging directory
+//! inside the output directory, the labels are renamed into place first, then the audio (one
+//! rename within a file system), then the directory is fsync'd.
 //! Files that already exist are never overwritten: a restarted producer continues after them.
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use silencio_audio::DecodeOptions;
-use silencio_data::mix::{self, Background, CallPool, CallSet, MixOptions, SAMPLE_RATE};
+use silencio_data::mix::{self, Background, CallPool, MixOptions, SAMPLE_RATE};
 
 use crate::{AUDIO_EXTENSIONS, Error, Result, sync_dir, write_atomic};
 
@@ -139,21 +140,9 @@ pub fn simulate_with(cfg: &SimConfig, on_file: &mut dyn FnMut(&Produced)) -> Res
                     o.pool
                 )));
             }
-            set
+            Some(set)
         }
-        None => CallSet {
-            // The mixer wants a taxonomy for its solution file; with no calls that file is
-            // all zeros and is not kept.
-            taxonomy: silencio_data::Taxonomy::new(vec![silencio_data::Species {
-                primary_label: "none".into(),
-                inat_taxon_id: None,
-                scientific_name: String::new(),
-                common_name: String::new(),
-                class_name: String::new(),
-            }])?,
-            calls: Vec::new(),
-            skipped: Vec::new(),
-        },
+        None => None,
     };
     // Hidden and inside the output directory: invisible to the consumer, and on the same file
     // system so that the final rename is atomic.
@@ -178,33 +167,44 @@ pub fn simulate_with(cfg: &SimConfig, on_file: &mut dyn FnMut(&Produced)) -> Res
                 break;
             }
             let t = Instant::now();
-            let bg = Background {
-                name: format!("{source}@{start_s}"),
-                samples,
-            };
-            let report = mix::mix(&set, &[bg], &mix_options(cfg, index), &staging)?;
-            let labels = match cfg.overlay {
-                Some(_) => {
+            let (labels, calls) = match &set {
+                // Real calls overlaid by the mixer (its background level and offset, labels
+                // by construction), the labels renamed into place before the audio.
+                Some(set) => {
+                    let bg = Background {
+                        name: format!("{source}@{start_s}"),
+                        samples,
+                    };
+                    let report = mix::mix(set, &[bg], &mix_options(cfg, index), &staging)?;
                     let p = cfg.out.join(format!("{stem}.labels.csv"));
                     let staged = staging.join("solution.csv");
                     write_atomic(&p, &relabel(&staged, &mix::soundscape_stem(0), &stem)?)?;
-                    Some(p)
+                    let staged_audio = report
+                        .soundscapes
+                        .first()
+                        .map(|f| staging.join(f))
+                        .ok_or_else(|| {
+                            Error::InvalidOptions("the mixer wrote no soundscape".into())
+                        })?;
+                    std::fs::rename(&staged_audio, &audio).map_err(|e| Error::io(&audio, e))?;
+                    sync_dir(&cfg.out)?;
+                    (Some(p), report.placed.len())
                 }
-                None => None,
+                // A literal one-minute cut of the field recording, as a recorder would write it.
+                None => {
+                    let serial = splitmix(cfg.seed ^ index as u64) as i32;
+                    let ogg =
+                        mix::encode_ogg(&samples, MixOptions::default().vorbis_quality, serial)?;
+                    write_atomic(&audio, &ogg)?;
+                    (None, 0)
+                }
             };
-            let staged_audio = report
-                .soundscapes
-                .first()
-                .map(|f| staging.join(f))
-                .ok_or_else(|| Error::InvalidOptions("the mixer wrote no soundscape".into()))?;
-            std::fs::rename(&staged_audio, &audio).map_err(|e| Error::io(&audio, e))?;
-            sync_dir(&cfg.out)?;
             let produced = Produced {
                 index,
                 audio,
                 labels,
                 source: (source, start_s),
-                calls: report.placed.len(),
+                calls,
                 seconds: t.elapsed().as_secs_f64(),
             };
             on_file(&produced);
@@ -238,7 +238,6 @@ fn mix_options(cfg: &SimConfig, index: usize) -> MixOptions {
         None => MixOptions {
             minutes: 1,
             seed,
-            background_only: 1.0,
             ..MixOptions::default()
         },
     }
@@ -465,5 +464,36 @@ mod tests {
         assert_eq!(names[0], ("DEMO1_20240101_060000.ogg".into(), 0.0, minute));
         assert_eq!(names[1], ("DEMO2_20240101_120000.ogg".into(), 0.0, minute));
         assert_eq!(names[2].0, "DEMO1_20240101_060000.ogg");
+    }
+
+    #[test]
+    fn plain_cuts_are_the_literal_minutes_in_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../datasets/demo/birdclef/train_soundscapes");
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = SimConfig::new(&dir, tmp.path());
+        cfg.every = Duration::ZERO;
+        cfg.count = Some(2);
+        let sum = simulate(&cfg).unwrap();
+        assert_eq!(sum.written.len(), 2);
+        let mut m = Minutes::new(&dir).unwrap();
+        for p in &sum.written {
+            let (_, _, source) = m.next_minute().unwrap();
+            let got = silencio_audio::decode_path(&p.audio, &Default::default())
+                .unwrap()
+                .samples;
+            assert_eq!(got.len(), source.len());
+            // The same waveform through Vorbis: no rotation, no gain change.
+            let dot: f64 = got.iter().zip(&source).map(|(a, b)| f64::from(a * b)).sum();
+            let e = |x: &[f32]| x.iter().map(|v| f64::from(v * v)).sum::<f64>();
+            let corr = dot / (e(&got) * e(&source)).sqrt();
+            assert!(corr > 0.95, "correlation {corr}");
+            let gain = (e(&got) / e(&source)).sqrt();
+            assert!((0.9..1.1).contains(&gain), "gain {gain}");
+            assert!(p.labels.is_none());
+        }
+        // Nothing but the two files is left in the output directory.
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }
