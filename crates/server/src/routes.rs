@@ -57,6 +57,27 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Longest refused upload read off before its 429 goes out (a 5 s clip is ~320 kB as WAV).
+const DRAIN_BYTES: u64 = 1 << 20;
+/// Longest time spent reading it off.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads off (and drops) a small refused upload before answering. Closing a connection with
+/// request bytes still unread makes the kernel reset it, and the client then sees "connection
+/// closed" or a broken pipe instead of the 429 and its `Retry-After`. Large or undeclared
+/// bodies are not read: they are closed on, as before.
+async fn drain_refused(body: Body, declared: Option<u64>) {
+    use futures_util::StreamExt as _;
+    if declared.is_none_or(|n| n > DRAIN_BYTES) {
+        return;
+    }
+    let mut data = body.into_data_stream();
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(_)) = data.next().await {}
+    })
+    .await;
+}
+
 /// `top_k` and `min_score`, checked.
 pub(crate) fn listing(top_k: Option<usize>, min_score: Option<f32>) -> Result<(usize, f32)> {
     let k = top_k.unwrap_or(5);
@@ -148,8 +169,14 @@ async fn identify_inner(
     let started = Instant::now();
     let Query(q) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     let (k, min_score) = listing(q.top_k, q.min_score)?;
-    // Refuse at once, before reading a byte, when the queue is full.
-    let _admission = state.admit()?;
+    // Refuse at once, before any decoding, when the queue is full.
+    let _admission = match state.admit() {
+        Ok(a) => a,
+        Err(e) => {
+            drain_refused(body, content_length(headers)).await;
+            return Err(e);
+        }
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
