@@ -24,7 +24,7 @@ pub struct ServeArgs {
     /// API key of the write endpoints (feedback, admin). Default: a random key, printed once.
     #[arg(long, env = "SILENCIO_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Model replicas (worker threads, one model copy each). Default: one per two cores.
+    /// Model replicas (worker threads, one model copy each). Default: one per core (at most 8).
     #[arg(long, env = "SILENCIO_REPLICAS")]
     pub replicas: Option<usize>,
     /// A batch closes at this many windows (1 disables batching).

@@ -31,11 +31,12 @@ impl Default for EngineConfig {
     }
 }
 
-/// One replica per two cores: Burn's CPU backend already spreads one forward over a couple of
-/// threads, so more replicas than that only contend.
+/// One replica per core (at most 8): a flex forward keeps only about one core busy, so on
+/// 2 cores one replica served 66 clips/s and two served 125 (tour mode, 16 users); four added
+/// nothing more.
 pub fn default_replicas() -> usize {
     std::thread::available_parallelism()
-        .map(|n| (n.get() / 2).clamp(1, 4))
+        .map(|n| n.get().clamp(1, 8))
         .unwrap_or(1)
 }
 
