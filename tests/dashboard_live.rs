@@ -8,7 +8,6 @@
 #[path = "../crates/server/tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,38 +31,20 @@ impl Drop for Server {
 }
 
 fn spawn_server(bundle: &Path, data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_silencio"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--replicas", "1"])
-        .args(["--api-key", "dashboard-live-key", "--sample-share", "0"])
-        .arg("--model")
-        .arg(bundle)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Stderr is drained on a thread for the whole run, so the pipe never fills and blocks it.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut server = Server {
+    let (child, addr, _, _) = common::start_serve(
+        Command::new(env!("CARGO_BIN_EXE_silencio"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--replicas", "1"])
+            .args(["--api-key", "dashboard-live-key", "--sample-share", "0"])
+            .arg("--model")
+            .arg(bundle)
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::null()),
+    );
+    Server {
         child,
-        base: String::new(),
-    };
-    let mut seen = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) {
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            server.base = format!("http://{}", rest.split_whitespace().next().unwrap());
-            return server;
-        }
-        seen.push(line);
+        base: format!("http://{addr}"),
     }
-    panic!("silencio serve printed no address; stderr: {seen:?}");
 }
 
 async fn wait_ready(c: &reqwest::Client, base: &str) {

@@ -9,7 +9,7 @@
 #[path = "../crates/server/tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -403,56 +403,42 @@ async fn graceful_shutdown_drains_a_request_in_flight() {
         .unwrap();
 }
 
-/// Lines of a child's stderr, read on a thread.
-fn lines_of(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_serves_until_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-cli", "1");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_silencio"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--replicas",
-            "1",
-            "--model",
-        ])
-        .arg(&bundle)
-        .arg("--data-dir")
-        .arg(tmp.path().join("data"))
-        .env_remove("SILENCIO_API_KEY")
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(child.stderr.take().unwrap());
-    let (mut addr, mut key) = (None, None);
+    let (mut child, addr, seen, lines) = common::start_serve(
+        Command::new(env!("CARGO_BIN_EXE_silencio"))
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--replicas",
+                "1",
+                "--model",
+            ])
+            .arg(&bundle)
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .env_remove("SILENCIO_API_KEY")
+            .env("RUST_LOG", "warn"),
+    );
+    // The generated key is printed once at start-up, before or after the address.
+    let key_of = |l: &str| {
+        l.contains("API key")
+            .then(|| l.rsplit(' ').next().map(str::to_string))
+            .flatten()
+    };
+    let mut key = seen.iter().find_map(|l| key_of(l));
     let t = Instant::now();
-    while addr.is_none() || key.is_none() {
-        assert!(t.elapsed() < Duration::from_secs(60), "no start-up lines");
+    while key.is_none() {
+        assert!(t.elapsed() < Duration::from_secs(60), "no API key line");
         let Ok(l) = lines.recv_timeout(Duration::from_secs(60)) else {
             panic!("silencio serve ended early")
         };
-        if let Some(rest) = l.split("listening on http://").nth(1) {
-            addr = rest.split_whitespace().next().map(str::to_string);
-        }
-        if l.contains("API key") {
-            key = l.rsplit(' ').next().map(str::to_string);
-        }
+        key = key_of(&l);
     }
-    let (addr, key) = (addr.unwrap(), key.unwrap());
+    let key = key.unwrap();
     assert_eq!(key.len(), 32, "{key}");
     let c = reqwest::Client::new();
     wait_ready(&c, &format!("http://{addr}/readyz")).await;

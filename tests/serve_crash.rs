@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,43 +28,18 @@ struct Server {
 }
 
 fn spawn_server(bundle: &Path, data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_silencio"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--replicas", "1"])
-        .args(["--api-key", KEY, "--sample-share", "1.0", "--model"])
-        .arg(bundle)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read stderr on a thread (for the address, and so the pipe never fills and blocks it).
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let t = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("silencio serve printed no address; stderr so far: {seen:?}")
-            });
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
-            return Server {
-                child,
-                base: format!("http://{addr}"),
-            };
-        }
-        seen.push(line);
-        assert!(t.elapsed() < Duration::from_secs(120), "{seen:?}");
+    let (child, addr, _, _) = common::start_serve(
+        Command::new(env!("CARGO_BIN_EXE_silencio"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--replicas", "1"])
+            .args(["--api-key", KEY, "--sample-share", "1.0", "--model"])
+            .arg(bundle)
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::null()),
+    );
+    Server {
+        child,
+        base: format!("http://{addr}"),
     }
 }
 

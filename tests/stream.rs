@@ -8,6 +8,9 @@
 //! file, which shows that the consumer runs the offline features and model.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../crates/server/tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -483,23 +486,6 @@ fn corrupt_inputs_are_quarantined_and_the_stream_goes_on() {
     );
 }
 
-/// Reads the first `listening on http://ADDR` line of `silencio serve`'s stderr.
-fn server_addr(child: &mut Child) -> String {
-    use std::io::BufRead;
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("serve: {line}");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("silencio serve never said where it listens")
-}
-
 fn http_get_status(addr: &str, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
@@ -528,25 +514,23 @@ fn watch_through_the_server_writes_what_the_local_model_writes() {
     }
     std::fs::write(input.join("X_text.ogg"), "not audio at all\n".repeat(20)).unwrap();
 
-    let mut server = Command::new(bin())
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--replicas",
-            "1",
-            "--model",
-        ])
-        .arg(&bundle)
-        .arg("--data-dir")
-        .arg(tmp.path().join("serve-data"))
-        .env_remove("SILENCIO_API_KEY")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = server_addr(&mut server);
+    let (mut server, addr, _, _) = common::start_serve(
+        Command::new(bin())
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--replicas",
+                "1",
+                "--model",
+            ])
+            .arg(&bundle)
+            .arg("--data-dir")
+            .arg(tmp.path().join("serve-data"))
+            .env_remove("SILENCIO_API_KEY")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null()),
+    );
     wait_for("the server", Duration::from_secs(120), || {
         http_get_status(&addr, "/readyz") == Some(200)
     });

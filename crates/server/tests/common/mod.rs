@@ -160,3 +160,40 @@ pub fn clip_5s_wav() -> Vec<u8> {
     let s = decode(&soundscape_path(), 32_000);
     wav_s16(&s[320_000..480_000], 32_000)
 }
+
+/// Starts a prepared `silencio serve … --addr 127.0.0.1:0` (the end-to-end tests' binary) with
+/// stderr piped and waits for its `listening on http://ADDR` line. Stderr is drained on a
+/// thread for the whole run, so the pipe never fills and blocks the server. Returns the child,
+/// `ADDR`, the stderr lines before that one, and a receiver of the later lines.
+pub fn start_serve(
+    cmd: &mut std::process::Command,
+) -> (
+    std::process::Child,
+    String,
+    Vec<String>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::BufRead;
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) {
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+            return (child, addr, seen, rx);
+        }
+        seen.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("silencio serve printed no address; stderr: {seen:?}");
+}
