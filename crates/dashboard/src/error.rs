@@ -31,14 +31,6 @@ pub enum Error {
         /// The parser's message.
         message: String,
     },
-    /// A Prometheus text exposition line that does not parse.
-    #[error("Prometheus text, line {line}: {message}")]
-    Prometheus {
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
     /// The address to listen on is unusable.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -72,7 +64,6 @@ impl Error {
             Error::Eval(e) => e.kind(),
             Error::Io { .. } => "io",
             Error::Json { .. } => "invalid_json",
-            Error::Prometheus { .. } => "invalid_prometheus_text",
             Error::Bind { .. } => "bind",
             Error::NotFound(_) => "not_found",
             Error::InvalidOption(_) => "invalid_option",

@@ -16,7 +16,7 @@
 pub mod clips;
 pub mod dataset;
 pub mod error;
-pub mod prom;
+pub use silencio_prom as prom;
 pub mod registry;
 pub mod report;
 pub mod serving;

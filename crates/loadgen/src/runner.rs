@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::client::{Outcome, ServerTiming, upload};
 use crate::clips::{Clip, ClipSet};
 use crate::error::{Error, Result};
-use crate::prom::{self, Histogram};
+use crate::prom::{self, Exposition, Histogram};
 use crate::report::{ClipInfo, ConfigEcho, LevelReport, Report, TimingMeans};
 use crate::stats::{LatencySummary, Rng};
 use crate::{LoadConfig, LoopKind, Mode};
@@ -176,7 +176,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str, wait: Duration) -> Res
 }
 
 /// A parsed `/metrics`, or why there is none.
-type Scrape = std::result::Result<Vec<prom::Sample>, String>;
+type Scrape = std::result::Result<Exposition, String>;
 
 async fn scrape(client: &reqwest::Client, base: &str) -> Scrape {
     let r = client
@@ -476,8 +476,8 @@ fn summarize(
     match (before, after) {
         (Ok(b), Ok(a)) => {
             match (
-                Histogram::from_samples(&b, BATCH_METRIC),
-                Histogram::from_samples(&a, BATCH_METRIC),
+                b.histogram(BATCH_METRIC, |_| true),
+                a.histogram(BATCH_METRIC, |_| true),
             ) {
                 (bh, Some(ah)) => {
                     let empty = Histogram {
@@ -485,12 +485,12 @@ fn summarize(
                         sum: 0.0,
                         count: 0.0,
                     };
-                    l.batch_size = Some(ah.since(bh.as_ref().unwrap_or(&empty)).summary());
+                    l.batch_size = Some(prom::summary(&ah.since(bh.as_ref().unwrap_or(&empty))));
                 }
                 (_, None) => l.metrics_note = Some(format!("/metrics has no {BATCH_METRIC}")),
             }
-            let rb = prom::sum_by_label(&b, REJECTED_METRIC, "reason");
-            for (reason, v) in prom::sum_by_label(&a, REJECTED_METRIC, "reason") {
+            let rb = b.sum_by(REJECTED_METRIC, "reason");
+            for (reason, v) in a.sum_by(REJECTED_METRIC, "reason") {
                 let d = v - rb.get(&reason).copied().unwrap_or(0.0);
                 if d > 0.0 {
                     l.server_rejected.insert(reason, d);

@@ -1,13 +1,24 @@
 //! A small parser for the Prometheus text exposition format (version 0.0.4), enough to read
 //! the serving process's `/metrics`: `# TYPE`/`# HELP` lines, samples with quoted, escaped
 //! labels, `+Inf`/`-Inf`/`NaN` values and optional timestamps; plus the reductions the
-//! dashboard needs (sums over label sets, histogram and summary quantiles).
+//! dashboard and the load generator need (sums over label sets, histogram differences and
+//! quantiles, summary quantiles).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+/// A line of exposition text that does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("Prometheus text, line {line}: {message}")]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+type Result<T, E = ParseError> = std::result::Result<T, E>;
 
 /// One sample line: `name{labels} value`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,7 +58,7 @@ pub fn parse(text: &str) -> Result<Exposition> {
     let mut out = Exposition::default();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
-        let err = |message: &str| Error::Prometheus {
+        let err = |message: &str| ParseError {
             line: i + 1,
             message: message.to_string(),
         };
@@ -459,7 +470,7 @@ silencio_predictions_total{species="grekis",} 7
             ("# TYPE onlyname\n", 1),
         ] {
             match parse(bad) {
-                Err(Error::Prometheus { line: l, .. }) => assert_eq!(l, line, "{bad:?}"),
+                Err(ParseError { line: l, .. }) => assert_eq!(l, line, "{bad:?}"),
                 other => panic!("{bad:?} parsed: {other:?}"),
             }
         }
