@@ -15,63 +15,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use silencio_audio::FeatureConfig;
-use silencio_infer::{BundleSpec, Classifier, ModelBundle, Provenance, Species};
-use silencio_models::ModelConfig;
-use silencio_models::efficientnet::{EfficientNetConfig, EfficientNetVariant};
+use silencio_infer::Classifier;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_silencio")
 }
 
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/demo/birdclef")
-}
-
 fn soundscapes() -> PathBuf {
-    demo().join("train_soundscapes")
+    common::demo().join("train_soundscapes")
 }
 
 fn device() -> burn::tensor::Device {
     silencio_infer::parse_device("flex").unwrap()
 }
 
-/// The demo taxonomy's species, so that label and prediction columns are the same codes.
-fn taxonomy_species() -> Vec<Species> {
-    let t = silencio_data::Taxonomy::from_csv(&demo().join("taxonomy.csv")).unwrap();
-    t.species()
-        .iter()
-        .map(|s| Species {
-            code: s.primary_label.clone(),
-            scientific_name: s.scientific_name.clone(),
-            common_name: s.common_name.clone(),
-            class_name: s.class_name.clone(),
-        })
-        .collect()
-}
-
-/// A small random EfficientNet-B0 bundle (as crates/infer/tests/bundle.rs writes one).
+/// A small random-weight bundle over the demo taxonomy (the server tests' own), so that
+/// label and prediction columns are the same codes.
 fn write_bundle(dir: &Path) {
-    let species = taxonomy_species();
-    let mut cfg = ModelConfig::efficientnet_b0(species.len());
-    cfg.backbone = silencio_models::BackboneConfig::Efficientnet(
-        EfficientNetConfig::new(EfficientNetVariant::B0).with_width_mult(0.25),
-    );
-    let cfg = cfg.with_input_norm(-40.0, 20.0);
-    let model = cfg.init(&device()).unwrap();
-    let spec = BundleSpec {
-        name: "stream-test".into(),
-        version: "1".into(),
-        model: cfg,
-        features: FeatureConfig::recipe("birdclef").unwrap(),
-        species,
-        provenance: Provenance {
-            trained: false,
-            source: "random weights (test)".into(),
-            ..Provenance::default()
-        },
-    };
-    ModelBundle::write(dir, spec, &model).unwrap();
+    common::write_bundle(dir, "stream-test", "1");
 }
 
 fn run(args: &[&str]) -> Output {
@@ -176,7 +137,7 @@ fn simulate_then_watch_scores_every_file_once_like_offline() {
         "--count",
         "3",
         "--overlay-calls",
-        s(&demo()),
+        s(&common::demo()),
         "--pool",
         "all",
         "--snr",
@@ -196,7 +157,7 @@ fn simulate_then_watch_scores_every_file_once_like_offline() {
     );
     // Nothing else: labels beside each file, no staging or temp file left.
     assert_eq!(names(&input).len(), 6, "{:?}", names(&input));
-    let codes: Vec<String> = taxonomy_species().into_iter().map(|s| s.code).collect();
+    let codes: Vec<String> = common::taxonomy().into_iter().map(|s| s.code).collect();
     let mut positives = 0.0;
     for ogg in &oggs {
         let stem = ogg.trim_end_matches(".ogg");
