@@ -20,7 +20,7 @@ pub use model::{
 };
 pub use pretrained::{
     CheckpointLayout, LoadReport, adapt_input_channels, from_checkpoint, load_pytorch,
-    load_pytorch_into, replace_classifier,
+    load_pytorch_into, load_safetensors_into, pytorch_tensors, replace_classifier,
 };
 
 /// The one error type of this crate.

@@ -10,7 +10,9 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
-use burn_store::{ModuleSnapshot, PytorchStore};
+use burn_store::{
+    BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
 
 use crate::model::{Backbone, Head, HeadConfig, Model, ModelConfig};
 use crate::{Error, Result};
@@ -219,32 +221,112 @@ pub fn load_pytorch_into(
     let result = model
         .load_from(&mut store)
         .map_err(|e| err(format!("cannot read checkpoint: {e}")))?;
+    check_applied(&result, layout).map_err(err)
+}
+
+/// Loads a safetensors state dict in a PyTorch `layout` (PyTorch tensor names and shapes: linear
+/// weights `[out, in]`, BatchNorm `weight`/`bias`) into `model`, as strictly as
+/// [`load_pytorch_into`]. timm's hub checkpoints come in this form; `label` names the source in
+/// errors.
+pub fn load_safetensors_into(
+    model: &mut Model,
+    layout: CheckpointLayout,
+    bytes: Vec<u8>,
+    label: &str,
+) -> Result<LoadReport> {
+    let err = |message: String| Error::Checkpoint {
+        path: label.to_string(),
+        message,
+    };
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .skip_enum_variants(true)
+        .map_indices_contiguous(false)
+        .allow_partial(true);
+    for (from, to) in layout.renames() {
+        store = store.with_key_remapping(&from, &to);
+    }
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| err(format!("cannot read safetensors: {e}")))?;
+    check_applied(&result, layout).map_err(err)
+}
+
+/// The strictness of every loader: all model parameters found with their shapes, every
+/// checkpoint tensor used unless the layout declares it irrelevant.
+fn check_applied(
+    result: &burn_store::ApplyResult,
+    layout: CheckpointLayout,
+) -> std::result::Result<LoadReport, String> {
     if !result.errors.is_empty() {
         let list: Vec<String> = result.errors.iter().map(|e| format!("{e}")).collect();
-        return Err(err(format!("tensors do not fit: {}", list.join("; "))));
+        return Err(format!("tensors do not fit: {}", list.join("; ")));
     }
     if !result.missing.is_empty() {
         let list: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
-        return Err(err(format!(
+        return Err(format!(
             "{} model parameters not in the checkpoint (wrong layout or architecture?): {}",
             list.len(),
             abbreviate(&list)
-        )));
+        ));
     }
     let (ignored, unused): (Vec<&String>, Vec<&String>) =
         result.unused.iter().partition(|k| layout.ignorable(k));
     if !unused.is_empty() {
         let list: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-        return Err(err(format!(
+        return Err(format!(
             "{} checkpoint tensors the model does not use (wrong layout or architecture?): {}",
             list.len(),
             abbreviate(&list)
-        )));
+        ));
     }
     Ok(LoadReport {
         applied: result.applied.len(),
         ignored: ignored.len(),
     })
+}
+
+/// Float tensors of `model` under their PyTorch names in `layout`, in PyTorch's shapes
+/// (linear weights transposed back to `[out, in]`): what `state_dict()[key]` holds in the
+/// reference implementation. Each entry of `keys` must name a parameter or buffer the layout
+/// maps onto the model.
+pub fn pytorch_tensors(
+    model: &Model,
+    layout: CheckpointLayout,
+    keys: &[&str],
+) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+    let err = |message: String| Error::Checkpoint {
+        path: "model".into(),
+        message,
+    };
+    let collected = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true);
+    let renames: Vec<(regex::Regex, String)> = layout
+        .renames()
+        .into_iter()
+        .map(|(from, to)| {
+            regex::Regex::new(&from)
+                .map(|r| (r, to))
+                .map_err(|e| err(format!("layout pattern {from:?}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    keys.iter()
+        .map(|key| {
+            let path = renames.iter().fold(key.to_string(), |k, (re, to)| {
+                re.replace(&k, to.as_str()).into_owned()
+            });
+            let t = collected
+                .iter()
+                .find(|t| t.name == path)
+                .ok_or_else(|| err(format!("{key} (model path {path}) is not in the model")))?;
+            let data = burn_store::bridge::to_data(t).map_err(|e| err(format!("{key}: {e}")))?;
+            let shape = data.shape().to_vec();
+            let data = data
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| err(format!("{key}: {e:?}")))?;
+            Ok((shape, data))
+        })
+        .collect()
 }
 
 fn abbreviate(list: &[&str]) -> String {

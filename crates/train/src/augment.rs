@@ -119,6 +119,58 @@ pub fn add_noise(x: &mut [f32], noise: &[Vec<f32>], cfg: &AugmentConfig, rng: &m
     }
 }
 
+/// Where SpecAugment masks one window: `(first, width)` of each time stripe (frames) and each
+/// frequency stripe (mel bins). Drawing and applying are apart so that the randomness can be
+/// fixed from outside (the PyTorch equivalence test feeds both frameworks the same masks).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpecMasks {
+    /// Time stripes.
+    pub time: Vec<(usize, usize)>,
+    /// Frequency stripes.
+    pub freq: Vec<(usize, usize)>,
+}
+
+/// Draws `time_masks` time stripes and `freq_masks` mel stripes (Park et al. 2019).
+pub fn draw_spec_masks(
+    mels: usize,
+    frames: usize,
+    cfg: &AugmentConfig,
+    rng: &mut SplitMix64,
+) -> SpecMasks {
+    let time = (0..cfg.time_masks)
+        .map(|_| {
+            let w = rng.below(cfg.time_mask_frames.min(frames) + 1);
+            (rng.below(frames - w + 1), w)
+        })
+        .collect();
+    let freq = (0..cfg.freq_masks)
+        .map(|_| {
+            let w = rng.below(cfg.freq_mask_bins.min(mels) + 1);
+            (rng.below(mels - w + 1), w)
+        })
+        .collect();
+    SpecMasks { time, freq }
+}
+
+/// Sets the stripes of `masks` to the mean of the window before masking. Stripes reaching past
+/// the window are clipped to it.
+pub fn apply_spec_masks(x: &mut [f32], mels: usize, frames: usize, masks: &SpecMasks) {
+    if x.is_empty() || x.len() != mels * frames {
+        return;
+    }
+    let mean = x.iter().sum::<f32>() / x.len() as f32;
+    for &(t0, w) in &masks.time {
+        let (t0, t1) = (t0.min(frames), (t0 + w).min(frames));
+        for m in 0..mels {
+            x[m * frames + t0..m * frames + t1].fill(mean);
+        }
+    }
+    for &(m0, w) in &masks.freq {
+        let (m0, m1) = (m0.min(mels), (m0 + w).min(mels));
+        x[m0 * frames..m1 * frames].fill(mean);
+    }
+}
+
 /// SpecAugment: `time_masks` time stripes and `freq_masks` mel stripes set to the window mean.
 pub fn spec_augment(
     x: &mut [f32],
@@ -130,44 +182,76 @@ pub fn spec_augment(
     if x.is_empty() {
         return;
     }
-    let mean = x.iter().sum::<f32>() / x.len() as f32;
-    for _ in 0..cfg.time_masks {
-        let w = rng.below(cfg.time_mask_frames.min(frames) + 1);
-        let t0 = rng.below(frames - w + 1);
-        for m in 0..mels {
-            x[m * frames + t0..m * frames + t0 + w].fill(mean);
-        }
+    let masks = draw_spec_masks(mels, frames, cfg, rng);
+    apply_spec_masks(x, mels, frames, &masks);
+}
+
+/// One mixup of a batch: item `item` becomes `lambda`·itself + (1 − `lambda`)·item `partner`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MixPair {
+    /// The item that is mixed.
+    pub item: usize,
+    /// The item mixed into it (another one).
+    pub partner: usize,
+    /// Weight of the item itself.
+    pub lambda: f32,
+}
+
+/// Draws the mixups of a batch of `b`: each item with probability `mixup_prob`, a random other
+/// partner, λ ~ Beta(α, α).
+pub fn draw_mixup(b: usize, cfg: &AugmentConfig, rng: &mut SplitMix64) -> Vec<MixPair> {
+    if b < 2 || cfg.mixup_prob <= 0.0 {
+        return Vec::new();
     }
-    for _ in 0..cfg.freq_masks {
-        let w = rng.below(cfg.freq_mask_bins.min(mels) + 1);
-        let m0 = rng.below(mels - w + 1);
-        x[m0 * frames..(m0 + w) * frames].fill(mean);
+    let mut pairs = Vec::new();
+    for item in 0..b {
+        if uniform(rng) >= cfg.mixup_prob {
+            continue;
+        }
+        let partner = (item + 1 + rng.below(b - 1)) % b;
+        let lambda = beta(cfg.mixup_alpha, rng) as f32;
+        pairs.push(MixPair {
+            item,
+            partner,
+            lambda,
+        });
+    }
+    pairs
+}
+
+/// Applies `pairs` (power domain; targets take the element-wise max). Partners are always the
+/// unmixed originals. Pairs naming items outside the batch are skipped.
+pub fn apply_mixup(xs: &mut [Vec<f32>], ys: &mut [Vec<f32>], pairs: &[MixPair]) {
+    if pairs.is_empty() {
+        return;
+    }
+    let originals_x = xs.to_vec();
+    let originals_y = ys.to_vec();
+    for p in pairs {
+        let (Some(x), Some(u), Some(y), Some(v)) = (
+            xs.get_mut(p.item),
+            originals_x.get(p.partner),
+            ys.get_mut(p.item),
+            originals_y.get(p.partner),
+        ) else {
+            continue;
+        };
+        let lam = p.lambda;
+        for (a, &b) in x.iter_mut().zip(u) {
+            let pw = lam * 10f32.powf(*a / 10.0) + (1.0 - lam) * 10f32.powf(b / 10.0);
+            *a = 10.0 * pw.max(1e-10).log10();
+        }
+        for (t, &w) in y.iter_mut().zip(v) {
+            *t = t.max(w);
+        }
     }
 }
 
 /// Mixup within the batch: item i takes λ·x_i + (1−λ)·x_j of a random partner j (power
 /// domain) and the element-wise max of both targets.
 pub fn mixup(xs: &mut [Vec<f32>], ys: &mut [Vec<f32>], cfg: &AugmentConfig, rng: &mut SplitMix64) {
-    let b = xs.len();
-    if b < 2 || cfg.mixup_prob <= 0.0 {
-        return;
-    }
-    let originals_x = xs.to_vec();
-    let originals_y = ys.to_vec();
-    for i in 0..b {
-        if uniform(rng) >= cfg.mixup_prob {
-            continue;
-        }
-        let j = (i + 1 + rng.below(b - 1)) % b;
-        let lam = beta(cfg.mixup_alpha, rng) as f32;
-        for (v, &u) in xs[i].iter_mut().zip(&originals_x[j]) {
-            let p = lam * 10f32.powf(*v / 10.0) + (1.0 - lam) * 10f32.powf(u / 10.0);
-            *v = 10.0 * p.max(1e-10).log10();
-        }
-        for (t, &u) in ys[i].iter_mut().zip(&originals_y[j]) {
-            *t = t.max(u);
-        }
-    }
+    let pairs = draw_mixup(xs.len(), cfg, rng);
+    apply_mixup(xs, ys, &pairs);
 }
 
 #[cfg(test)]

@@ -177,8 +177,16 @@ pub fn augment_config(t: &TrainConfig) -> AugmentConfig {
     }
 }
 
+/// The optimiser of every training run: AdamW with the recipe's decoupled weight decay and
+/// Burn's other defaults (β 0.9 / 0.999, ε 1e-5).
+pub fn optimizer(t: &TrainConfig) -> AdamWConfig {
+    AdamWConfig::new().with_weight_decay(t.weight_decay)
+}
+
 /// The learning-rate schedule: linear warm-up from lr/100 to lr, then cosine to `min_lr`.
-fn schedule(t: &TrainConfig, steps_per_epoch: usize) -> Result<SequentialLrSchedulerConfig> {
+/// Step k (from 0) of a warm-up of w steps takes lr/100 + k·(lr − lr/100)/w; step w + j of the
+/// cosine's c = total − w steps takes min_lr + (lr − min_lr)(1 + cos(πj/c))/2.
+pub fn schedule(t: &TrainConfig, steps_per_epoch: usize) -> Result<SequentialLrSchedulerConfig> {
     let total = (t.epochs * steps_per_epoch).max(2);
     let warm = ((t.warmup_epochs * steps_per_epoch as f64).round() as usize).clamp(1, total - 1);
     Ok(SequentialLrSchedulerConfig::new(
@@ -254,7 +262,7 @@ pub fn fit(
             smoothing: t.label_smoothing,
         },
     };
-    let optim = AdamWConfig::new().with_weight_decay(t.weight_decay).init();
+    let optim = optimizer(t).init();
     let sched = schedule(t, steps)?.init().map_err(|m| Error::Config {
         path: "train".into(),
         message: format!("learning-rate schedule: {m}"),

@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod dataset;
+pub mod equivalence;
 pub mod error;
 pub mod evaluate;
 pub mod experiment;
