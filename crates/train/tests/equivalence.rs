@@ -12,9 +12,11 @@
 //! from the exact one by about what PyTorch's float32 run differs from its float64 run, and Burn's
 //! float32 run is another such trajectory. So at step k Burn may differ from PyTorch-f32 by at most
 //! `GAP_FACTOR` times the largest f32–f64 gap seen up to step k, plus a floor for the rounding of
-//! one evaluation (loss and gradient norm: 1e-5 relative; parameters: 1e-6 of the sample's norm
-//! plus 1e-5 of its movement). The initial weights must be bit-identical, the learning rates equal
-//! to 1e-12, and each batch's input sums equal to 1e-6.
+//! one evaluation (loss: 1e-5 relative; gradient norm: K·2⁻²⁴ relative, the float32 bound of a
+//! sum of the K = batch × stem positions terms of a stem weight gradient, 2.4e-3 at batch 4;
+//! parameters: 1e-6 of the sample's norm plus 1e-5 of its movement plus 2·lr₁, one flipped first
+//! Adam update). The initial weights must be bit-identical, the learning rates equal
+//! to 1e-12, and each batch's input Σx² equal to 1e-6 (Σx to 1e-7 of √(n·Σx²)).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -124,8 +126,12 @@ fn batches(fx: &Fixture, k: usize, store: &WindowStore, device: &Device) -> Vec<
         });
     }
     let close = |a: f64, e: f64| (a - e).abs() <= 1e-6 * e.abs().max(1.0);
+    // Σx cancels to near 0: its scale is Σ|x| ≤ √(n·Σx²), of which float32 rounding of each
+    // element (masks' means, mixup's powers) may move it by ~1e-7.
+    let n = (fx.recipe.devices * b * m * t) as f64;
+    let sum_ok = (s1 - spec.input_sums[0]).abs() <= 1e-7 * (n * spec.input_sums[1]).sqrt();
     assert!(
-        close(s1, spec.input_sums[0]) && close(s2, spec.input_sums[1]),
+        sum_ok && close(s2, spec.input_sums[1]),
         "step {}: the input differs from PyTorch's (Σx {s1} vs {}, Σx² {s2} vs {})",
         k + 1,
         spec.input_sums[0],
@@ -222,18 +228,23 @@ fn check(name: &str) {
 
     let gap =
         |a: &[f64], b: &[f64], k: usize| (0..=k).map(|j| (a[j] - b[j]).abs()).fold(0.0, f64::max);
+    // A weight gradient of the stem sums batch × positions products; float32 summation of K
+    // terms may be off by K·u (u = 2⁻²⁴, Higham's bound), and the two frameworks sum in other
+    // orders (ResNet-50 measured: 5e-4 at step 1, where PyTorch's own f32–f64 gap is 8e-6).
+    let sum_bound = stem_positions(&fx, "bn1.") as f64 * f64::powi(2.0, -24);
     let mut worst: f64 = 0.0;
     for k in 0..fx.recipe.steps {
-        for (what, burn, r32, r64) in [
-            ("loss", &loss, &fx.f32.loss, &fx.f64.loss),
+        for (what, burn, r32, r64, floor) in [
+            ("loss", &loss, &fx.f32.loss, &fx.f64.loss, 1e-5),
             (
                 "gradient norm",
                 &gnorm,
                 &fx.f32.grad_norm,
                 &fx.f64.grad_norm,
+                sum_bound,
             ),
         ] {
-            let tol = GAP_FACTOR * gap(r32, r64, k) + 1e-5 * r32[k].abs();
+            let tol = GAP_FACTOR * gap(r32, r64, k) + floor * r32[k].abs();
             let d = (burn[k] - r32[k]).abs();
             worst = worst.max(d / tol);
             assert!(
@@ -256,7 +267,10 @@ fn check(name: &str) {
             let init = &fx.f32.params[0][j];
             let moved = norm(r32, init);
             let size = r32.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let mut tol = GAP_FACTOR * norm(r32, r64) + 1e-6 * size + 1e-5 * moved;
+            // Adam's first update is ≈ ±lr₁ per element: an element whose gradient lies within
+            // the float32 reduction error of zero may take the other sign, a 2·lr₁ difference
+            // that stays (ResNet-50, step 1: one of 16 sampled elements of a layer2 conv).
+            let mut tol = GAP_FACTOR * norm(r32, r64) + 1e-6 * size + 1e-5 * moved + 2.0 * fx.lr[0];
             if key.ends_with(".running_var") {
                 // Burn's running variance averages biased batch variances, PyTorch's unbiased
                 // ones (× n/(n−1)): an exponential average of them differs by at most 1/(n−1)
@@ -268,7 +282,7 @@ fn check(name: &str) {
             assert!(
                 d <= tol,
                 "{name} after step {step}: {key} differs from PyTorch by {d:.3e} (moved {moved:.3e}, \
-                 f32–f64 gap {:.3e}, tolerance {tol:.3e})",
+                 f32–f64 gap {:.3e}, tolerance {tol:.3e})\nBurn    {b:?}\nPyTorch {r32:?}\ninitial {init:?}",
                 norm(r32, r64)
             );
         }
