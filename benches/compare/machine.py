@@ -58,3 +58,27 @@ def other_cores(a, b):
     if a[1] is None or b[1] is None or b[0] <= a[0]:
         return None
     return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / (b[0] - a[0]))
+
+
+def portable_paths(obj, repo: Path):
+    """`obj` (JSON-like) with this machine's paths made portable: the repository as `.`, the
+    temporary folder as `$TMPDIR`, the home folder as `~` — committed figures name no machine."""
+    import tempfile
+
+    roots = [(str(repo.resolve()), "."), (tempfile.gettempdir(), "$TMPDIR"),
+             (str(Path.home()), "~")]
+
+    def fix(v):
+        if isinstance(v, str):
+            for root, name in roots:
+                if v == root or v.startswith(root + "/"):
+                    return name + v[len(root):]
+                v = v.replace(" " + root + "/", " " + name + "/").replace("`" + root + "/", "`" + name + "/")
+            return v
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+
+    return fix(obj)
