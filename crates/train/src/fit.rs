@@ -9,7 +9,6 @@ use std::sync::Arc;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::Dataset;
 use burn::module::Module;
-use burn::optim::AdamWConfig;
 use burn::optim::lr_scheduler::LrSchedulerConfig;
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
@@ -27,6 +26,7 @@ use burn::train::{
 };
 use silencio_models::{Model, ModelConfig};
 
+use crate::adamw::FusedAdamW;
 use crate::augment::AugmentConfig;
 use crate::dataset::{WindowBatcher, WindowDataset};
 use crate::experiment::TrainConfig;
@@ -178,9 +178,9 @@ pub fn augment_config(t: &TrainConfig) -> AugmentConfig {
 }
 
 /// The optimiser of every training run: AdamW with the recipe's decoupled weight decay and
-/// Burn's other defaults (β 0.9 / 0.999, ε 1e-5).
-pub fn optimizer(t: &TrainConfig) -> AdamWConfig {
-    AdamWConfig::new().with_weight_decay(t.weight_decay)
+/// Burn's other defaults (β 0.9 / 0.999, ε 1e-5), fused on flex.
+pub fn optimizer(t: &TrainConfig) -> FusedAdamW {
+    FusedAdamW::new(t.weight_decay)
 }
 
 /// The learning-rate schedule: linear warm-up from lr/100 to lr, then cosine to `min_lr`.

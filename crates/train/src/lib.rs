@@ -2,6 +2,7 @@
 //! augmentation, data-parallel devices, evaluation, quality gate, registry and MLflow tracking.
 #![warn(missing_docs)]
 
+pub mod adamw;
 pub mod augment;
 pub mod dataset;
 pub mod equivalence;
