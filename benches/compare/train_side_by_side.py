@@ -10,13 +10,13 @@ frames), random weights, train mode.
 * efficientnet_b0  torchvision ``efficientnet_b0(num_classes=206)`` (classifier: dropout 0.2 +
                    Linear(1280, 206)), ``features[0][0]`` = Conv2d(1, 32, 3, 2, 1).
 
-PyTorch: ``nn.BCEWithLogitsLoss()``, ``torch.optim.AdamW(lr=1e-3, weight_decay=1e-2)`` (eps 1e-8,
+PyTorch: ``nn.BCEWithLogitsLoss()``, ``torch.optim.AdamW(lr=1e-3, weight_decay=1e-2, eps=1e-5)`` (eps as Burn's,
 betas 0.9/0.999), ``torch.set_num_threads(--threads)``; a step is ``zero_grad(set_to_none=True)``,
 forward, loss, ``backward()``, ``step()``, ``loss.item()`` (the read-back stops the clock).
 
 Burn: the bench binary ``cargo bench -p silencio-benches --bench train_throughput`` (the
 trainer's ``Trainee`` + ``multilabel_loss`` with ``LossKind::Bce``, ``AdamWConfig`` weight decay
-1e-2, epsilon 1e-8, lr 1e-3, on ``Device::flex().autodiff()``), ``RAYON_NUM_THREADS=--threads``.
+1e-2, epsilon 1e-5, lr 1e-3, on ``Device::flex().autodiff()``; the trainer's fused AdamW), ``RAYON_NUM_THREADS=--threads``.
 Its rows are named ``flex/train_{model}/bs{n}`` and read from the JSON it writes.
 
 Order, so that neither compile nor drift go unnoticed: (1) ``cargo bench --no-run`` (the build,
@@ -137,7 +137,7 @@ def torch_cell(name: str, bs: int, warmup: int, steps: int) -> dict:
 
     model = build_model(name)
     n_params = sum(p.numel() for p in model.parameters())
-    optim = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    optim = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, eps=1e-5)
     crit = nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(SEED + bs)
     x = torch.randn(bs, 1, N_MELS, N_FRAMES, generator=gen)
@@ -340,7 +340,7 @@ def main() -> int:
             "threads": args.threads, "warmup": args.warmup, "steps": args.steps,
             "input": f"[B, 1, {N_MELS}, {N_FRAMES}]", "classes": N_CLASSES,
             "loss": "BCE with logits (mean)",
-            "optimizer": {"name": "AdamW", "lr": LR, "weight_decay": WEIGHT_DECAY, "eps": 1e-8,
+            "optimizer": {"name": "AdamW", "lr": LR, "weight_decay": WEIGHT_DECAY, "eps": 1e-5,
                           "betas": [0.9, 0.999]},
             "machine": machine_facts(REPO), "cargo_target_dir": str(target),
             "load": {"start": {"loadavg": loadavg(), "uptime": uptime()}},

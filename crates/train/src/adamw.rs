@@ -101,17 +101,19 @@ mod flex {
     /// Elements per parallel task: big enough to amortise the task, small enough to balance.
     const CHUNK: usize = 1 << 16;
 
-    /// Whether `t` is a plain (float32, contiguous from offset 0) flex tensor. The probe's handle
-    /// is dropped before returning, so that the buffer's reference count is the caller's again.
+    /// Whether `t` is a float32 flex tensor. The probe's handle is dropped before returning, so
+    /// that the buffer's reference count is the caller's again.
     fn plain<const D: usize>(t: &Tensor<D>) -> bool {
-        t.clone().try_into_primitive::<Flex>().is_ok_and(|f| {
-            f.dtype() == burn::tensor::DType::F32
-                && f.layout().contiguous_offsets() == Some((0, f.layout().num_elements()))
-        })
+        t.clone()
+            .try_into_primitive::<Flex>()
+            .is_ok_and(|f| f.dtype() == burn::tensor::DType::F32)
     }
 
+    /// The flex tensor of `t`, laid out contiguously from offset 0 (gradients of convolutions
+    /// often arrive as strided views: one copy here instead of a strided walk per operation).
     fn primitive<const D: usize>(t: Tensor<D>) -> Option<FlexTensor> {
-        t.try_into_primitive::<Flex>().ok()
+        // `to_contiguous` hands back the same buffer when it already is.
+        Some(t.try_into_primitive::<Flex>().ok()?.to_contiguous())
     }
 
     /// The fused update of parameter `p` with gradient `g` and moments `m`, `v`, in place where
