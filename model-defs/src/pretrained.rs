@@ -11,7 +11,8 @@ use std::path::Path;
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 use burn_store::{
-    BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore,
 };
 
 use crate::model::{Backbone, Head, HeadConfig, Model, ModelConfig};
@@ -156,6 +157,15 @@ impl CheckpointLayout {
         v
     }
 
+    /// The renames as burn-store's remapper (compiled once; shared by every loader).
+    fn remapper(self) -> Result<KeyRemapper> {
+        KeyRemapper::from_patterns(self.renames()).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "checkpoint layout {self:?}: bad rename pattern: {e}"
+            ))
+        })
+    }
+
     /// Checkpoint tensors that are legitimately not part of the model.
     fn ignorable(self, key: &str) -> bool {
         key.ends_with("num_batches_tracked")
@@ -211,12 +221,10 @@ pub fn load_pytorch_into(
     }
     let mut store = PytorchStore::from_file(path)
         .map_indices_contiguous(false)
-        .allow_partial(true);
+        .allow_partial(true)
+        .remap(layout.remapper()?);
     if let Some(k) = layout.top_level_key() {
         store = store.with_top_level_key(k);
-    }
-    for (from, to) in layout.renames() {
-        store = store.with_key_remapping(&from, &to);
     }
     let result = model
         .load_from(&mut store)
@@ -242,10 +250,8 @@ pub fn load_safetensors_into(
         .with_from_adapter(PyTorchToBurnAdapter)
         .skip_enum_variants(true)
         .map_indices_contiguous(false)
-        .allow_partial(true);
-    for (from, to) in layout.renames() {
-        store = store.with_key_remapping(&from, &to);
-    }
+        .allow_partial(true)
+        .remap(layout.remapper()?);
     let result = model
         .load_from(&mut store)
         .map_err(|e| err(format!("cannot read safetensors: {e}")))?;
@@ -300,15 +306,7 @@ pub fn pytorch_tensors(
         message,
     };
     let collected = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true);
-    let renames: Vec<(regex::Regex, String)> = layout
-        .renames()
-        .into_iter()
-        .map(|(from, to)| {
-            regex::Regex::new(&from)
-                .map(|r| (r, to))
-                .map_err(|e| err(format!("layout pattern {from:?}: {e}")))
-        })
-        .collect::<Result<_>>()?;
+    let renames = layout.remapper()?.to_regex_pairs();
     keys.iter()
         .map(|key| {
             let path = renames.iter().fold(key.to_string(), |k, (re, to)| {
