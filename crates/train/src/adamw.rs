@@ -148,7 +148,7 @@ mod flex {
     }
 
     /// Whether the fused path takes these tensors.
-    pub(super) fn applies<const D: usize>(tensors: [&Tensor<D>; 4]) -> bool {
+    pub(super) fn applies<const D: usize>(tensors: &[&Tensor<D>]) -> bool {
         let n = tensors[0].shape().num_elements();
         tensors
             .iter()
@@ -168,25 +168,27 @@ impl Optimizer for FusedAdamW {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         #[cfg(feature = "flex")]
         {
-            let time = state.as_ref().map_or(1, |s| s.momentum.time + 1);
-            let c = StepConstants::new(self, lr, time as i32);
-            let (m, v) = match &state {
-                None => {
-                    let zeros = || Tensor::<D>::zeros(tensor.shape(), &tensor.device());
-                    (zeros(), zeros())
-                }
-                Some(s) => (s.momentum.moment_1.clone(), s.momentum.moment_2.clone()),
-            };
             let amsgrad = state
                 .as_ref()
                 .is_some_and(|s| s.momentum.max_moment_2.is_some());
-            if !amsgrad && flex::applies([&tensor, &grad, &m, &v]) {
-                drop(state); // the moments' buffers are then ours alone: updated in place
-                if let Some([p, m, v]) = flex::step(tensor, grad, m, v, c) {
-                    let momentum = burn::optim::AdaptiveMomentumState::new(time, m, v);
-                    return (p, Some(AdamWState::new(momentum)));
+            if !amsgrad && flex::applies(&[&tensor, &grad]) {
+                let time = state.as_ref().map_or(1, |s| s.momentum.time + 1);
+                let c = StepConstants::new(self, lr, time as i32);
+                let (m, v) = match &state {
+                    None => {
+                        let zeros = || Tensor::<D>::zeros(tensor.shape(), &tensor.device());
+                        (zeros(), zeros())
+                    }
+                    Some(s) => (s.momentum.moment_1.clone(), s.momentum.moment_2.clone()),
+                };
+                if flex::applies(&[&tensor, &m, &v]) {
+                    drop(state); // the moments' buffers are then ours alone: updated in place
+                    if let Some([p, m, v]) = flex::step(tensor, grad, m, v, c) {
+                        let momentum = burn::optim::AdaptiveMomentumState::new(time, m, v);
+                        return (p, Some(AdamWState::new(momentum)));
+                    }
+                    unreachable!("flex::applies checked every tensor");
                 }
-                unreachable!("flex::applies checked every tensor");
             }
         }
         self.fallback.step(lr, tensor, grad, state)
@@ -197,7 +199,7 @@ impl Optimizer for FusedAdamW {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
     use burn::optim::AdamWConfig;
@@ -221,7 +223,7 @@ mod tests {
             if let Some(s) = &sa {
                 let s: &AdamWState<2> = s;
                 // The fused path, not the fallback, is what is compared.
-                assert!(flex::applies([
+                assert!(flex::applies(&[
                     &pa,
                     &g,
                     &s.momentum.moment_1,
