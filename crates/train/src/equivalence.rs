@@ -281,16 +281,10 @@ pub struct Stepper {
 impl Stepper {
     /// The trainer's optimiser and schedule (`fit::optimizer`, `fit::schedule`) for `t`.
     pub fn new(trainee: Trainee, t: &TrainConfig, steps_per_epoch: usize) -> Result<Self> {
-        let sched = crate::fit::schedule(t, steps_per_epoch)?
-            .init()
-            .map_err(|m| Error::Config {
-                path: "train".into(),
-                message: format!("learning-rate schedule: {m}"),
-            })?;
         Ok(Self {
             trainee,
             optim: crate::fit::optimizer(t).init(),
-            sched,
+            sched: crate::fit::schedule(t, steps_per_epoch)?,
         })
     }
 

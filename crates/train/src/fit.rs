@@ -12,6 +12,7 @@ use burn::module::Module;
 use burn::optim::lr_scheduler::LrSchedulerConfig;
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::tensor::Device;
 use burn::train::logger::{FileMetricLogger, MetricLogger};
@@ -186,10 +187,10 @@ pub fn optimizer(t: &TrainConfig) -> FusedAdamW {
 /// The learning-rate schedule: linear warm-up from lr/100 to lr, then cosine to `min_lr`.
 /// Step k (from 0) of a warm-up of w steps takes lr/100 + k·(lr − lr/100)/w; step w + j of the
 /// cosine's c = total − w steps takes min_lr + (lr − min_lr)(1 + cos(πj/c))/2.
-pub fn schedule(t: &TrainConfig, steps_per_epoch: usize) -> Result<SequentialLrSchedulerConfig> {
+pub fn schedule(t: &TrainConfig, steps_per_epoch: usize) -> Result<ModuleLrScheduler> {
     let total = (t.epochs * steps_per_epoch).max(2);
     let warm = ((t.warmup_epochs * steps_per_epoch as f64).round() as usize).clamp(1, total - 1);
-    Ok(SequentialLrSchedulerConfig::new(
+    SequentialLrSchedulerConfig::new(
         vec![
             LrSchedulerConfig::Linear(LinearLrSchedulerConfig::new(t.lr / 100.0, t.lr, warm)),
             LrSchedulerConfig::Cosine(
@@ -197,7 +198,12 @@ pub fn schedule(t: &TrainConfig, steps_per_epoch: usize) -> Result<SequentialLrS
             ),
         ],
         vec![warm],
-    ))
+    )
+    .init()
+    .map_err(|m| Error::Config {
+        path: "train".into(),
+        message: format!("learning-rate schedule: {m}"),
+    })
 }
 
 /// Trains `model` (config `config`) on `train` and validates on `valid`.
@@ -263,10 +269,7 @@ pub fn fit(
         },
     };
     let optim = optimizer(t).init();
-    let sched = schedule(t, steps)?.init().map_err(|m| Error::Config {
-        path: "train".into(),
-        message: format!("learning-rate schedule: {m}"),
-    })?;
+    let sched = schedule(t, steps)?;
 
     let strategy = if n_dev == 1 {
         ExecutionStrategy::SingleDevice(main.clone())

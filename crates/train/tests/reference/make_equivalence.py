@@ -171,6 +171,10 @@ class Windows:
         self.shape = self.manifest["feature_shape"]
         assert self.manifest["options"]["dtype"] in ("f16", "F16"), self.manifest["options"]["dtype"]
 
+    def train_indices(self) -> list[int]:
+        """Manifest indices of the training split's windows, in manifest order."""
+        return [i for i, w in enumerate(self.manifest["windows"]) if w["split"] in ("train", "Train")]
+
     def features(self, i: int) -> np.ndarray:
         w = self.manifest["windows"][i]
         m, t = self.shape
@@ -250,10 +254,10 @@ def schedule(r: dict) -> list[float]:
     return out
 
 
-def make_batches(arch: str, variant: str, data: Windows, recipe: dict):
+def make_batches(variant: str, data: Windows, recipe: dict):
     """Window indices, augmentation draws and the (augmented, unnormalised) inputs of each step."""
     rng = np.random.default_rng(1000 + ["plain", "augment", "two_devices"].index(variant))
-    train = [i for i, w in enumerate(data.manifest["windows"]) if w["split"] in ("train", "Train")]
+    train = data.train_indices()
     per_step = recipe["batch_size"] * recipe["devices"]
     order = list(rng.permutation(len(train)))
     m, t = data.shape
@@ -286,7 +290,7 @@ def augmented(step: dict, dtype, recipe: dict):
     return xs, ys
 
 
-def run(arch: str, variant: str, data: Windows, recipe: dict, dtype, batches, sample) -> dict:
+def run(arch: str, variant: str, recipe: dict, dtype, batches, sample) -> dict:
     torch.manual_seed(0)
     model = build(arch)
     keys = state_keys(model)
@@ -355,6 +359,9 @@ def main() -> None:
         shards = args.shards or etl_shards(Path(tmp), args.silencio)
         data = Windows(shards)
         args.out.mkdir(parents=True, exist_ok=True)
+        # The model's input normalisation: mean and std of the training windows.
+        allx = np.stack([data.features(i) for i in data.train_indices()]).astype(np.float64)
+        input_norm = [round(float(allx.mean()), 3), round(float(allx.std()), 3)]
         todo = [(a, v) for a in ("efficientnet_b0", "resnet50")
                 for v in ("plain", "augment", "two_devices")]
         if args.only:
@@ -364,10 +371,8 @@ def main() -> None:
             recipe = dict(RECIPE)
             if variant == "two_devices":
                 recipe.update(batch_size=2, devices=2)
-            train = [i for i, w in enumerate(data.manifest["windows"]) if w["split"] in ("train", "Train")]
-            allx = np.stack([data.features(i) for i in train]).astype(np.float64)
-            recipe["input_norm"] = [round(float(allx.mean()), 3), round(float(allx.std()), 3)]
-            batches = make_batches(arch, variant, data, recipe)
+            recipe["input_norm"] = input_norm
+            batches = make_batches(variant, data, recipe)
             model = build(arch)
             shapes = dict(state_keys(model))
             rng = np.random.default_rng(7)
@@ -376,8 +381,8 @@ def main() -> None:
                                                                    size=min(SAMPLES_PER_KEY, int(np.prod(shapes[k]))),
                                                                    replace=False))
                                   for k in SAMPLE_KEYS[arch]]}
-            r32 = run(arch, variant, data, recipe, torch.float32, batches, sample)
-            r64 = run(arch, variant, data, recipe, torch.float64, batches, sample)
+            r32 = run(arch, variant, recipe, torch.float32, batches, sample)
+            r64 = run(arch, variant, recipe, torch.float64, batches, sample)
             fixture = {
                 "arch": arch,
                 "variant": variant,
