@@ -27,6 +27,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from machine import portable_paths  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 REFERENCE = pathlib.Path(__file__).resolve().with_name("etl_reference.py")
 MIB = 1024 * 1024
@@ -422,7 +425,7 @@ def main():
                             "python": python_cmd(args.python, args.workers, "<data>", "<out>",
                                                  "<summary.json>")},
                "machine": info, "results": rows, "ratios": ratios, "markdown": table}
-        pathlib.Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        pathlib.Path(args.json).write_text(json.dumps(portable_paths(doc, REPO), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """What every side-by-side script records about the machine it ran on (shared by
-models_side_by_side.py and train_side_by_side.py)."""
+models_side_by_side.py and train_side_by_side.py), and the portable paths all four write."""
 
 from __future__ import annotations
 

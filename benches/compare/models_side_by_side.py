@@ -47,7 +47,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_snapshot, machine_facts, other_cores  # noqa: E402
+from machine import cpu_snapshot, machine_facts, other_cores, portable_paths  # noqa: E402
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # panns_inference.models imports matplotlib.pyplot
 
@@ -566,9 +566,9 @@ def main() -> int:
               f"numbers are noisy: rerun on an idle machine")
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": meta, "goal": goal_res, "rows": rows,
-                                     "table_md": "\n".join(lines), "details_md": "\n".join(details)},
-                                    indent=2) + "\n")
+    doc = portable_paths({"meta": meta, "goal": goal_res, "rows": rows,
+                          "table_md": "\n".join(lines), "details_md": "\n".join(details)}, REPO)
+    args.json.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nwrote {args.json}")
     return 0
 

@@ -30,6 +30,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from machine import portable_paths  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SR = 32000
 WIN = 160000
@@ -224,7 +227,7 @@ def main():
                         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")},
             "results": results, "ratios": ratios, "markdown": table,
         }
-        pathlib.Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        pathlib.Path(args.json).write_text(json.dumps(portable_paths(doc, REPO), indent=2) + "\n")
 
 
 if __name__ == "__main__":
