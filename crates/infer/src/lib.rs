@@ -142,10 +142,21 @@ pub fn compiled_backends() -> Vec<&'static str> {
     v
 }
 
-/// Parses `flex`, `wgpu`, `wgpu:N` (N-th discrete GPU), `cuda`, `cuda:N`.
+/// Parses `flex`, `wgpu`, `wgpu:N` (N-th discrete GPU), `wgpu:cpu` (a software adapter such as
+/// Mesa's lavapipe: a second Burn device beside `wgpu` when that is the only adapter), `cuda`,
+/// `cuda:N`.
 pub fn parse_device(spec: &str) -> Result<Device> {
     let compiled = compiled_backends().join(", ");
     let spec = spec.trim().to_ascii_lowercase();
+    if spec == "wgpu:cpu" {
+        #[cfg(feature = "wgpu")]
+        return Ok(Device::wgpu(burn::tensor::DeviceKind::Cpu));
+        #[allow(unreachable_code)]
+        return Err(Error::NotCompiled {
+            name: "wgpu".into(),
+            compiled,
+        });
+    }
     let (name, index) = match spec.split_once(':') {
         Some((n, i)) => match i.parse::<usize>() {
             Ok(i) => (n.to_string(), Some(i)),

@@ -65,6 +65,16 @@ impl WindowStore {
         })
     }
 
+    /// Windows stored.
+    pub fn len(&self) -> usize {
+        self.manifest.windows.len()
+    }
+
+    /// Whether no window is stored.
+    pub fn is_empty(&self) -> bool {
+        self.manifest.windows.is_empty()
+    }
+
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

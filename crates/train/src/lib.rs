@@ -10,6 +10,7 @@ pub mod error;
 pub mod evaluate;
 pub mod experiment;
 pub mod fit;
+pub mod gpu_check;
 pub mod jobs;
 pub mod model;
 pub mod pipeline;

@@ -146,10 +146,17 @@ fn real_main() -> Result<()> {
             out,
             run,
         }) => {
-            let table =
-                trainer::scaling::run(options(&run)?, &kind, &counts, steps, &out, &mut |m| {
-                    println!("{m}")
-                })?;
+            let devices =
+                trainer::scaling::device_names(&kind, counts.iter().copied().max().unwrap_or(1));
+            let (_, table) = trainer::scaling::run(
+                options(&run)?,
+                &kind,
+                &devices,
+                &counts,
+                steps,
+                &out,
+                &mut |m| println!("{m}"),
+            )?;
             println!("{table}");
         }
     }

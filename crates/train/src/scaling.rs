@@ -10,11 +10,11 @@ use silencio_data::splits::Split;
 
 use crate::dataset::WindowDataset;
 use crate::fit::{self, FitSpec};
-use crate::pipeline::RunOptions;
+use crate::pipeline::{RunOptions, write_atomic};
 use crate::{Error, Result, prepare};
 
 /// One row of the table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ScalingRow {
     /// Devices used.
     pub devices: usize,
@@ -42,15 +42,17 @@ pub fn device_names(kind: &str, count: usize) -> Vec<String> {
     }
 }
 
-/// Runs the scaling table and writes `out/scaling.csv` and `out/scaling.svg`.
+/// Runs the scaling table and writes `out/scaling.csv` and `out/scaling.svg`: for each count `n`,
+/// the first `n` of `devices` (see [`device_names`]); `kind` labels the table.
 pub fn run(
     opts: RunOptions,
     kind: &str,
+    devices: &[String],
     counts: &[usize],
     steps: usize,
     out: &Path,
     log: &mut dyn FnMut(&str),
-) -> Result<String> {
+) -> Result<(Vec<ScalingRow>, String)> {
     let exp = opts.experiment;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let store = Arc::new(prepare::shards(&exp, log)?);
@@ -64,7 +66,12 @@ pub fn run(
         .collect();
     let mut rows = Vec::new();
     for &n in counts {
-        let names = device_names(kind, n);
+        let Some(names) = devices.get(..n).map(<[String]>::to_vec) else {
+            return Err(Error::Config {
+                path: "scaling".into(),
+                message: format!("{n} devices asked for, {} named", devices.len()),
+            });
+        };
         let devices = names
             .iter()
             .map(|d| silencio_infer::parse_device(d))
@@ -128,15 +135,9 @@ pub fn run(
         let _ = writeln!(csv, "{}", cells.join(","));
         let _ = writeln!(table, "| {} |", cells.join(" | "));
     }
-    write(out.join("scaling.csv"), csv.as_bytes())?;
-    write(out.join("scaling.svg"), plot(&rows, kind).as_bytes())?;
-    Ok(table)
-}
-
-fn write(path: std::path::PathBuf, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    write_atomic(&out.join("scaling.csv"), csv.as_bytes())?;
+    write_atomic(&out.join("scaling.svg"), plot(&rows, kind).as_bytes())?;
+    Ok((rows, table))
 }
 
 /// Throughput against device count, with the ideal linear line.
