@@ -7,7 +7,10 @@
 //! Tolerances: both sides compute in float32, in a different order (flex's sequential sums,
 //! lavapipe's tiled shaders), so each result may move by a few ulps of its scale per reduction:
 //! logits and probabilities 1e-4 of their scale (the bound the issue set; measured ~1e-6);
-//! gradients 1e-4 of each tensor's largest value at the first step; losses 1e-4 relative over
+//! gradients 1e-2 of each tensor's largest value at the first step: flex sums a weight gradient's
+//! batch × positions terms sequentially in float32, which the PyTorch-equivalence work measured
+//! at 0.3–0.7 % off for ResNet's early layers (measured here: 3.8e-3 on the reduced ResNet);
+//! losses 1e-4 relative over
 //! three AdamW steps (Adam's normalised update can turn a 1e-6 gradient difference on a
 //! near-zero gradient into a step of lr, so later steps drift by more than the first).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -152,12 +155,15 @@ fn training_steps_on_wgpu_match_flex() {
             grads[1].len(),
             "{arch}: same parameters have gradients"
         );
+        let grad_tol = 1e-2f32;
         let mut worst = 0f32;
         for (id, g) in &grads[0] {
             let (scale, diff) = (max_abs(g), max_diff(g, &grads[1][id]));
             worst = worst.max(diff / scale.max(1e-12));
             assert!(
-                diff <= 1e-4 * scale.max(1e-6),
+                // Floor: a parameter whose exact gradient is 0 (a bias ahead of a batch norm)
+                // carries rounding noise only (seen: 5e-9).
+                diff <= grad_tol * scale.max(1e-4),
                 "{arch}: gradient {id} differs by {diff} (scale {scale})"
             );
         }
