@@ -668,7 +668,7 @@ pub fn run(opts: &CheckOptions, log: &mut dyn FnMut(&str)) -> Result<Report> {
             .collect::<Result<Vec<_>>>()?;
         let failed: Vec<String> = rows
             .iter()
-            .filter(|r| !(r.max_abs_diff <= r.tolerance))
+            .filter(|r| r.max_abs_diff > r.tolerance || r.max_abs_diff.is_nan())
             .map(|r| format!("{}: |Δlogit| {} > {}", r.arch, r.max_abs_diff, r.tolerance))
             .collect();
         Ok((
