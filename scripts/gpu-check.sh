@@ -13,9 +13,11 @@
 #       figures so far). ARGS go to the binary (`--size tiny` for a software adapter such as
 #       Mesa's lavapipe; `--device cuda` in a CUDA build; `--help`).
 #
-# Environment: GPU_CHECK_PROFILE (cargo profile of `build`, default release; CI uses dev to reuse
-# its test build), GPU_CHECK_FEATURES (default wgpu; a user with network access may build
-# `cuda`), GPU_CHECK_TIMEOUT (seconds of `run`, default 540).
+# Environment: GPU_CHECK_PROFILE (cargo profile of `build`, default release), GPU_CHECK_FEATURES
+# (default wgpu; a user with network access may build `cuda`), GPU_CHECK_BIN (package this
+# binary instead of building one: CI passes the one its wgpu tests built, since a plain
+# `cargo build` resolves other dependency features and would compile everything again),
+# GPU_CHECK_TIMEOUT (seconds of `run`, default 540).
 set -euo pipefail
 
 cmd="${1:-}"
@@ -29,11 +31,15 @@ build)
   out="${1:-$repo/target/gpu-check}"
   profile="${GPU_CHECK_PROFILE:-release}"
   features="${GPU_CHECK_FEATURES:-wgpu},gpu-check"
-  (cd "$repo" && cargo build -p silencio --profile "$profile" --features "$features" --bin gpu-check)
-  target="${CARGO_TARGET_DIR:-$repo/target}"
-  dir="$profile"; [ "$profile" = dev ] && dir=debug
+  bin="${GPU_CHECK_BIN:-}"
+  if [ -z "$bin" ]; then
+    (cd "$repo" && cargo build -p silencio --profile "$profile" --features "$features" --bin gpu-check)
+    target="${CARGO_TARGET_DIR:-$repo/target}"
+    dir="$profile"; [ "$profile" = dev ] && dir=debug
+    bin="$target/$dir/gpu-check"
+  fi
   mkdir -p "$out"
-  strip -o "$out/gpu-check" "$target/$dir/gpu-check"
+  strip -o "$out/gpu-check" "$bin"
   xz -T2 -6 -f "$out/gpu-check"
   cp "$repo/scripts/gpu-check.sh" "$out/gpu-check.sh"
   size=$(du -cb "$out/gpu-check.xz" "$out/gpu-check.sh" | tail -1 | cut -f1)

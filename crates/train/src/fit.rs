@@ -223,6 +223,14 @@ pub fn fit(
         path: "train.devices".into(),
         message: "no device".into(),
     })?;
+    // Burn's AUROC/AUC-PR metrics panic on an epoch without validation items: refuse first.
+    if valid.is_empty() {
+        return Err(Error::Data {
+            message: "the validation split holds no windows (more recordings, or a larger \
+                      data.valid_fraction)"
+                .into(),
+        });
+    }
     main.seed(t.seed);
     let n_dev = spec.devices.len();
     // Each device takes one batch per step: an epoch has ⌈n / (batch · devices)⌉ steps.

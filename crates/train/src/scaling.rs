@@ -59,11 +59,13 @@ pub fn run(
     let [mels, frames] = store.shape();
     let classes = store.classes();
     let train_idx = store.select(Split::Train, &exp.data.period);
-    let valid_idx: Vec<usize> = store
-        .select(Split::Valid, "all")
-        .into_iter()
-        .take(8)
-        .collect();
+    // Validation only has to exist here (the table times training): a set too small to hold
+    // out any recording validates on training windows.
+    let mut valid_idx = store.select(Split::Valid, "all");
+    if valid_idx.is_empty() {
+        valid_idx.clone_from(&train_idx);
+    }
+    valid_idx.truncate(8);
     let mut rows = Vec::new();
     for &n in counts {
         let Some(names) = devices.get(..n).map(<[String]>::to_vec) else {

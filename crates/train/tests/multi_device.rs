@@ -106,3 +106,74 @@ fn two_cpu_devices_agree_with_one() {
         "two devices disagree with one: {d_devices} vs {d_trained} moved by training"
     );
 }
+
+/// `trainer scaling` on one and two CPU devices, on the gpu-check's six embedded recordings
+/// (too few to hold out a validation recording): one row per count, each run trained its steps
+/// (a checkpoint exists) and the CSV and plot carry the rows.
+#[test]
+fn scaling_table_runs_one_and_two_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut exp = Experiment::demo().unwrap();
+    exp.data.root = tmp.path().join("data");
+    exp.data.shards = tmp.path().join("shards");
+    exp.data.backgrounds = None;
+    exp.train.batch_size = 2;
+    exp.train.workers = 1;
+    trainer::gpu_check::write_embedded_dataset(&exp.data.root).unwrap();
+    let out = tmp.path().join("scaling");
+    let devices = trainer::scaling::device_names("flex", 2);
+    let exp_copy = exp.clone();
+    let opts = trainer::pipeline::RunOptions {
+        experiment: exp,
+        resume: false,
+        run_name: None,
+        tracking_uri: tmp.path().join("mlruns").display().to_string(),
+        registry: tmp.path().join("registry").display().to_string(),
+    };
+    let (rows, table) =
+        trainer::scaling::run(opts, "flex", &devices, &[1, 2], 2, &out, &mut |_| {}).unwrap();
+    println!("{table}");
+    assert_eq!(rows.iter().map(|r| r.devices).collect::<Vec<_>>(), [1, 2]);
+    for r in &rows {
+        assert_eq!(r.windows, 2 * 2 * r.devices);
+        assert!(r.seconds > 0.0 && r.throughput().is_finite());
+        let run = out.join(format!("run-{}", r.devices));
+        assert!(
+            std::fs::read_dir(run.join("checkpoint")).unwrap().count() > 0,
+            "no checkpoint in {}",
+            run.display()
+        );
+    }
+    let csv = std::fs::read_to_string(out.join("scaling.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.lines().nth(2).unwrap().starts_with("2,2,8,"), "{csv}");
+    let svg = std::fs::read_to_string(out.join("scaling.svg")).unwrap();
+    assert_eq!(svg.matches("<circle").count(), 2);
+
+    // Training proper refuses an empty validation split with a typed error, instead of the
+    // panic in Burn's AUROC metric.
+    let store = Arc::new(prepare::shards(&exp_copy, &mut |_| {}).unwrap());
+    let [mels, frames] = store.shape();
+    let cfg = prepare::model_config(&exp_copy, store.classes(), mels).unwrap();
+    let train_idx = store.select(Split::Train, "all");
+    let err = fit(
+        FitSpec {
+            train: &exp_copy.train,
+            dir: &tmp.path().join("no-valid"),
+            resume_epoch: None,
+            devices: vec![Device::flex()],
+            on_epoch: None,
+        },
+        cfg.init(&Device::flex()).unwrap(),
+        &cfg,
+        WindowDataset::new(store.clone(), train_idx, 0.5, false),
+        WindowDataset::new(store.clone(), Vec::new(), 1.0, false),
+        [mels, frames],
+        Arc::new(Vec::new()),
+    )
+    .expect_err("fit without validation windows must fail");
+    assert!(
+        matches!(err, trainer::Error::Data { .. }),
+        "unexpected error: {err}"
+    );
+}
