@@ -2,7 +2,8 @@
 //! (one 1-minute soundscape) and 32 on the `birdclef` window (128 mels × 313 frames), random
 //! weights; plus `{backend}/e2e_soundscape_effb0/bs12`: decode + log-mel + EfficientNet-B0 of a
 //! real 1-minute soundscape (divide by 12 for the per-window cost against Kaggle's 0.64 s).
-//! The backend is `$SILENCIO_DEVICE` (default flex); reading the output back to the host
+//! On flex every forward also runs with the project's kernels off (`flex-burn-ops/…`; skip
+//! with `SILENCIO_BENCH_KERNELS_ONLY=1`). The backend is `$SILENCIO_DEVICE` (default flex); reading the output back to the host
 //! synchronises the device before the clock stops. Side by side with PyTorch and ONNX Runtime:
 //! `benches/compare/models_side_by_side.py`.
 
@@ -22,11 +23,31 @@ fn forward(c: &mut Criterion) {
     let models: Vec<String> = std::env::var("SILENCIO_BENCH_MODELS")
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_else(|_| ARCHITECTURES.iter().map(|s| s.to_string()).collect());
-    let mut g = c.benchmark_group(&backend);
+    // On flex, the same models again with the project's kernels off (`{backend}-burn-ops/…`):
+    // Burn's own ops, before and after side by side in one run.
+    let passes: &[(bool, String)] =
+        if backend == "flex" && std::env::var_os("SILENCIO_BENCH_KERNELS_ONLY").is_none() {
+            &[
+                (true, backend.clone()),
+                (false, format!("{backend}-burn-ops")),
+            ]
+        } else {
+            &[(true, backend.clone())]
+        };
+    for (kernels, group) in passes {
+        silencio_kernels::set_enabled(*kernels);
+        forward_group(c, group, &models, &device);
+    }
+    silencio_kernels::set_enabled(true);
+}
+
+fn forward_group(c: &mut Criterion, group: &str, models: &[String], device: &burn::tensor::Device) {
+    let device = device.clone();
+    let mut g = c.benchmark_group(group);
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(5));
-    for name in &models {
+    for name in models {
         let model = ModelConfig::named(name, 206, 128)
             .expect("architecture")
             .init(&device)
@@ -71,7 +92,7 @@ fn end_to_end(c: &mut Criterion) {
             let (_, f) = silencio_audio::features_from_bytes(black_box(ogg.clone()), &cfg, 3600.0)
                 .expect("features");
             let x = silencio_infer::features_to_tensor(&f, &device);
-            let p = burn::tensor::activation::sigmoid(model.forward(x).logits);
+            let p = silencio_kernels::sigmoid(model.forward(x).logits);
             black_box(p.into_data())
         })
     });

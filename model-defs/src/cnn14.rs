@@ -14,12 +14,12 @@
 //! last feature map in our `[B, C, freq, time]` order; PANNs' pooling (mean over frequency, max +
 //! mean over time) and `fc1` live in the clip head.
 
+use crate::layers::{Activation, batch_norm_act};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
@@ -72,8 +72,8 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
+        let x = batch_norm_act(&self.bn1, Activation::Relu, self.conv1.forward(x));
+        let x = batch_norm_act(&self.bn2, Activation::Relu, self.conv2.forward(x));
         if self.pool == [1, 1] {
             return x;
         }

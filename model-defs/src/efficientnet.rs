@@ -18,7 +18,6 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
 use crate::layers::{Activation, ConvBnAct, ConvSpec};
@@ -196,11 +195,24 @@ impl SqueezeExcitation {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // On flex at inference: one fused kernel, scaling `x` in place.
+        let bias = |c: &Conv2d| c.bias.as_ref().map(|b| b.val());
+        let (b1, b2) = (bias(&self.fc1), bias(&self.fc2));
+        let x = match silencio_kernels::squeeze_excitation(
+            x,
+            &self.fc1.weight.val(),
+            b1.as_ref(),
+            &self.fc2.weight.val(),
+            b2.as_ref(),
+        ) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         // [B, C, H, W] -> [B, C, 1, 1]
         let s = x.clone().mean_dims(&[2, 3]);
-        let s = sigmoid(
+        let s = silencio_kernels::sigmoid(
             self.fc2
-                .forward(burn::tensor::activation::silu(self.fc1.forward(s))),
+                .forward(silencio_kernels::silu(self.fc1.forward(s))),
         );
         x * s
     }

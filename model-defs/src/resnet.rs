@@ -6,6 +6,7 @@
 //! bottleneck). Deviations: configurable input channels (1 for log-mel spectrograms) and a
 //! backbone that stops before the average pooling; the classifier is a head from `heads.rs`.
 
+use crate::layers::{Activation, batch_norm_act};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
@@ -90,12 +91,12 @@ impl Bottleneck {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => batch_norm_act(&d.bn, Activation::Identity, d.conv.forward(x.clone())),
             None => x.clone(),
         };
-        let h = relu(self.bn1.forward(self.conv1.forward(x)));
-        let h = relu(self.bn2.forward(self.conv2.forward(h)));
-        let h = self.bn3.forward(self.conv3.forward(h));
+        let h = batch_norm_act(&self.bn1, Activation::Relu, self.conv1.forward(x));
+        let h = batch_norm_act(&self.bn2, Activation::Relu, self.conv2.forward(h));
+        let h = batch_norm_act(&self.bn3, Activation::Identity, self.conv3.forward(h));
         relu(h + identity)
     }
 }
@@ -160,7 +161,7 @@ impl ResNetConfig {
 impl ResNet {
     /// `[B, C_in, H, W] -> [B, 2048, H/32, W/32]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let x = batch_norm_act(&self.bn1, Activation::Relu, self.conv1.forward(x));
         let mut x = self.maxpool.forward(x);
         for b in self
             .layer1

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 use silencio_audio::{AudioInfo, FeatureConfig, Features, LogMel};
@@ -256,7 +255,7 @@ impl Classifier {
     fn probabilities(&self, x: Tensor<4>) -> Result<Vec<Vec<f32>>> {
         let [b, ..] = x.dims();
         let k = self.species.len();
-        let p = sigmoid(self.model.forward(x).logits);
+        let p = silencio_kernels::sigmoid(self.model.forward(x).logits);
         let v: Vec<f32> = p
             .into_data()
             .convert::<f32>()

@@ -1,0 +1,313 @@
+//! Vectorised CPU kernels for the models' forward pass, written as if for burn-flex: small,
+//! documented, each tested against a scalar reference (`tests/`) and benchmarked
+//! (`benches/kernels.rs` in `silencio-benches`).
+//!
+//! Two layers:
+//! - slice kernels ([`act`], [`plane`]), independent of Burn;
+//! - tensor entry points that run them on float32 flex tensors outside autodiff, in place when
+//!   a buffer is not shared (Burn 0.22's backend extension API:
+//!   `Tensor::try_into_primitive::<Flex>()` / `from_primitive`). [`silu`] and [`sigmoid`] fall
+//!   back to Burn's op by themselves; [`batch_norm_act`], [`squeeze_excitation`] and
+//!   [`depthwise_conv2d`] return `Err(x)` for the caller's module code to run instead — on
+//!   wgpu, CUDA, under autodiff (training), for other dtypes — so models call them
+//!   unconditionally.
+
+// `Err(x)` hands the input tensor back for the caller's fallback: both variants are the same
+// 256-byte `Tensor`, and boxing it would allocate on every layer call.
+#![allow(clippy::result_large_err)]
+
+pub mod act;
+pub mod plane;
+
+pub use plane::DwGeometry;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::Tensor;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fast paths on or off for the whole process (on by default). Off, every entry point
+/// runs Burn's ops: benchmarks compare both in one run, and a user can rule the kernels out.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the fast paths are on (see [`set_enabled`]).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether the kernels take `x`: a float32 flex tensor outside autodiff, kernels enabled.
+/// Callers check it before preparing a kernel's arguments (reading parameters back from a GPU
+/// would stall it).
+pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    #[cfg(feature = "flex")]
+    return enabled() && flex::is_plain(x);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = x;
+        false
+    }
+}
+
+/// SiLU `x · sigmoid(x)` (see [`act`] for its accuracy on flex).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::map_in_place(x, act::silu_in_place) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::silu(x)
+}
+
+/// Logistic sigmoid (see [`act`] for its accuracy on flex).
+pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::map_in_place(x, act::sigmoid_in_place) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::sigmoid(x)
+}
+
+/// `act(x · scale[c] + shift[c])` for every channel `c` of an NCHW tensor, in one pass: a batch
+/// norm at inference with its activation. `Err(x)` off the flex fast path.
+pub fn batch_norm_act<F>(
+    x: Tensor<4>,
+    scale: &[f32],
+    shift: &[f32],
+    act: F,
+) -> Result<Tensor<4>, Tensor<4>>
+where
+    F: Fn(f32) -> f32 + Copy + Send + Sync,
+{
+    #[cfg(feature = "flex")]
+    return flex::batch_norm_act(x, scale, shift, act);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (scale, shift, act);
+        Err(x)
+    }
+}
+
+/// Squeeze-and-excitation (Hu et al. 2018) at inference, as torchvision's: per image,
+/// `s = sigmoid(W₂ · silu(W₁ · mean_hw(x) + b₁) + b₂)`, then `x[c] ← x[c] · s[c]`. `w1` is the
+/// reduce convolution's weight `[C_sq, C, 1, 1]`, `w2` the expand one's `[C, C_sq, 1, 1]`.
+/// `Err(x)` off the flex fast path.
+pub fn squeeze_excitation(
+    x: Tensor<4>,
+    w1: &Tensor<4>,
+    b1: Option<&Tensor<1>>,
+    w2: &Tensor<4>,
+    b2: Option<&Tensor<1>>,
+) -> Result<Tensor<4>, Tensor<4>> {
+    #[cfg(feature = "flex")]
+    return flex::squeeze_excitation(x, w1, b1, w2, b2);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (w1, b1, w2, b2);
+        Err(x)
+    }
+}
+
+/// Depthwise 2-D convolution (one `k × k` filter per channel, weight `[C, 1, k, k]`, no bias)
+/// with `stride` and zero padding `[[top, bottom], [left, right]]`. `Err(x)` off the flex fast
+/// path or when the weight is not depthwise for `x`.
+pub fn depthwise_conv2d(
+    x: Tensor<4>,
+    weight: &Tensor<4>,
+    stride: usize,
+    pad: [[usize; 2]; 2],
+) -> Result<Tensor<4>, Tensor<4>> {
+    #[cfg(feature = "flex")]
+    return flex::depthwise_conv2d(x, weight, stride, pad);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (weight, stride, pad);
+        Err(x)
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::tensor::{DType, Tensor};
+    use burn_flex::{Flex, FlexTensor};
+
+    /// Elements per parallel task: large enough to amortise a rayon task (~µs), small enough
+    /// that two cores share a layer's activations evenly.
+    const CHUNK: usize = 1 << 14;
+
+    /// Whether `t` is a float32 flex tensor outside autodiff. The probe's handle is dropped
+    /// before returning, so that the buffer's reference count is the caller's again.
+    pub(crate) fn is_plain<const D: usize>(t: &Tensor<D>) -> bool {
+        t.clone()
+            .try_into_primitive::<Flex>()
+            .is_ok_and(|f| f.dtype() == DType::F32)
+    }
+
+    /// The contiguous flex tensor of `t` (which [`is_plain`] accepted); `Err(t)` if it is not
+    /// plain after all.
+    pub(crate) fn take<const D: usize>(t: Tensor<D>) -> Result<FlexTensor, Tensor<D>> {
+        if !super::enabled() || !is_plain(&t) {
+            return Err(t);
+        }
+        // The probe succeeded, so the conversion does; `to_contiguous` shares the buffer when
+        // it is already dense from offset 0.
+        match t.try_into_primitive::<Flex>() {
+            Ok(f) => Ok(f.to_contiguous()),
+            Err(e) => unreachable!("a probed flex tensor failed to convert: {e:?}"),
+        }
+    }
+
+    /// `kernel` over every element of `x`, in parallel chunks, in place unless the buffer is
+    /// shared (then copied once); `Err(x)` when `x` is not a plain flex tensor.
+    pub(crate) fn map_in_place<const D: usize>(
+        x: Tensor<D>,
+        kernel: fn(&mut [f32]),
+    ) -> Result<Tensor<D>, Tensor<D>> {
+        use rayon::prelude::*;
+        let mut f = take(x)?;
+        let n = f.layout().num_elements();
+        let data = &mut f.storage_mut::<f32>()[..n];
+        if n <= CHUNK {
+            kernel(data);
+        } else {
+            data.par_chunks_mut(CHUNK).for_each(kernel);
+        }
+        Ok(Tensor::from_primitive::<Flex>(f))
+    }
+
+    /// `f` on the contiguous float32 data of `t`, if `t` is plain (no copy when it already is
+    /// contiguous: the handle shares the buffer).
+    fn with_slice<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+        let p = take(t.clone()).ok()?;
+        Some(f(p.storage::<f32>()))
+    }
+
+    /// Planes of `[B, C, H, W]` data, `(index, plane)`, in parallel.
+    fn planes_mut(data: &mut [f32], plane: usize) -> rayon::slice::ChunksMut<'_, f32> {
+        use rayon::prelude::*;
+        data.par_chunks_mut(plane.max(1))
+    }
+
+    pub(crate) fn batch_norm_act<F>(
+        x: Tensor<4>,
+        scale: &[f32],
+        shift: &[f32],
+        act: F,
+    ) -> Result<Tensor<4>, Tensor<4>>
+    where
+        F: Fn(f32) -> f32 + Copy + Send + Sync,
+    {
+        use rayon::prelude::*;
+        let [_, c, h, w] = x.dims();
+        if scale.len() != c || shift.len() != c {
+            return Err(x);
+        }
+        let mut f = take(x)?;
+        let n = f.layout().num_elements();
+        planes_mut(&mut f.storage_mut::<f32>()[..n], h * w)
+            .enumerate()
+            .for_each(|(i, p)| {
+                let (a, b) = (scale[i % c], shift[i % c]);
+                crate::plane::vectorized(|| crate::plane::affine_act(p, a, b, act));
+            });
+        Ok(Tensor::from_primitive::<Flex>(f))
+    }
+
+    pub(crate) fn squeeze_excitation(
+        x: Tensor<4>,
+        w1: &Tensor<4>,
+        b1: Option<&Tensor<1>>,
+        w2: &Tensor<4>,
+        b2: Option<&Tensor<1>>,
+    ) -> Result<Tensor<4>, Tensor<4>> {
+        use crate::plane::{dot, sum, vectorized};
+        use rayon::prelude::*;
+        let [b, c, h, w] = x.dims();
+        let [sq, c1, ..] = w1.dims();
+        if c1 != c || w2.dims()[..2] != [c, sq] {
+            return Err(x);
+        }
+        let owned = |t: Option<&Tensor<1>>, n: usize| match t {
+            Some(t) => with_slice(t, <[f32]>::to_vec),
+            None => Some(vec![0.0; n]),
+        };
+        let (Some(w1v), Some(w2v), Some(b1v), Some(b2v)) = (
+            with_slice(w1, <[f32]>::to_vec),
+            with_slice(w2, <[f32]>::to_vec),
+            owned(b1, sq),
+            owned(b2, c),
+        ) else {
+            return Err(x);
+        };
+        let mut f = take(x)?;
+        let n = f.layout().num_elements();
+        let data = &mut f.storage_mut::<f32>()[..n];
+        let plane = h * w;
+        // Squeeze: the mean of every plane.
+        let means: Vec<f32> = data
+            .par_chunks(plane.max(1))
+            .map(|p| vectorized(|| sum(p)) / plane as f32)
+            .collect();
+        // Excite: two small matrix-vector products per image.
+        let mut scales = Vec::with_capacity(b * c);
+        for m in means.chunks_exact(c) {
+            let hidden: Vec<f32> = w1v
+                .chunks_exact(c)
+                .zip(&b1v)
+                .map(|(row, bias)| crate::act::silu(vectorized(|| dot(row, m)) + bias))
+                .collect();
+            scales.extend(
+                w2v.chunks_exact(sq).zip(&b2v).map(|(row, bias)| {
+                    crate::act::sigmoid(vectorized(|| dot(row, &hidden)) + bias)
+                }),
+            );
+        }
+        // Scale every plane in place.
+        planes_mut(data, plane).enumerate().for_each(|(i, p)| {
+            let s = scales[i];
+            vectorized(|| p.iter_mut().for_each(|v| *v *= s));
+        });
+        Ok(Tensor::from_primitive::<Flex>(f))
+    }
+
+    pub(crate) fn depthwise_conv2d(
+        x: Tensor<4>,
+        weight: &Tensor<4>,
+        stride: usize,
+        pad: [[usize; 2]; 2],
+    ) -> Result<Tensor<4>, Tensor<4>> {
+        use burn_flex::Layout;
+        use rayon::prelude::*;
+        let [b, c, h, w] = x.dims();
+        let [wc, one, k, k2] = weight.dims();
+        if wc != c || one != 1 || k != k2 || stride == 0 || k == 0 {
+            return Err(x);
+        }
+        let g = crate::plane::DwGeometry::new([h, w], k, stride, pad);
+        if h + pad[0][0] + pad[0][1] < k || w + pad[1][0] + pad[1][1] < k {
+            return Err(x);
+        }
+        let Some(wv) = with_slice(weight, <[f32]>::to_vec) else {
+            return Err(x);
+        };
+        let input = take(x)?;
+        let src = input.storage::<f32>();
+        let [ho, wo] = g.output;
+        let mut out = vec![0.0f32; b * c * ho * wo];
+        out.par_chunks_mut(ho * wo)
+            .zip(src.par_chunks(h * w))
+            .enumerate()
+            .for_each(|(i, (o, p))| {
+                let kw = &wv[(i % c) * k * k..][..k * k];
+                crate::plane::vectorized(|| crate::plane::depthwise_plane(p, kw, &g, o));
+            });
+        Ok(Tensor::from_primitive::<Flex>(FlexTensor::new(
+            burn::tensor::Bytes::from_elems(out),
+            Layout::contiguous(burn::tensor::Shape::new([b, c, ho, wo])),
+            DType::F32,
+        )))
+    }
+}
