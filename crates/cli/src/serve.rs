@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Compute device: flex, wgpu[:N], cuda[:N].
     #[arg(long, env = "SILENCIO_DEVICE", default_value = "flex")]
     pub device: String,
+    /// Replica threads: `own` (each replica's CPU kernels stay on its thread) or `shared`
+    /// (they use the process-wide pool too).
+    #[arg(long, env = "SILENCIO_REPLICA_THREADS", value_enum, default_value_t)]
+    pub replica_threads: silencio_server::config::ReplicaThreads,
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -73,6 +77,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             max_batch: a.max_batch,
             max_wait: Duration::from_millis(a.max_wait_ms),
             device: a.device,
+            threads: a.replica_threads,
         },
         queue: a.queue,
         max_body_bytes: (a.max_body_mb * 1_048_576.0).round() as u64,

@@ -18,6 +18,8 @@ pub struct EngineConfig {
     pub max_wait: Duration,
     /// Compute device (`flex`, `wgpu[:N]`, `cuda[:N]`).
     pub device: String,
+    /// Where the replicas' CPU kernels find their threads.
+    pub threads: ReplicaThreads,
 }
 
 impl Default for EngineConfig {
@@ -27,8 +29,22 @@ impl Default for EngineConfig {
             max_batch: 8,
             max_wait: Duration::from_millis(10),
             device: "flex".into(),
+            threads: ReplicaThreads::default(),
         }
     }
+}
+
+/// How replicas and the CPU kernels' parallel loops share the cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReplicaThreads {
+    /// Each replica is a thread of its model version's own rayon pool of `replicas` threads:
+    /// a replica's parallel loops (flex's GEMM, the kernels) stay on its thread, so `replicas`
+    /// threads are all the model ever runs (one replica per core, no oversubscription).
+    #[default]
+    Own,
+    /// Each replica is a plain thread; the parallel loops go to the process-wide rayon pool (one
+    /// thread per core) besides: one request can use every core, several oversubscribe them.
+    Shared,
 }
 
 /// One replica per core (at most 8): a flex forward keeps only about one core busy, so on

@@ -27,7 +27,7 @@ use silencio_audio::{Features, Window};
 use silencio_infer::{Classifier, Species};
 use tokio::sync::oneshot;
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, ReplicaThreads};
 use crate::metrics as m;
 use crate::{Error, Result};
 
@@ -364,6 +364,8 @@ impl Drop for PauseGuard {
 /// what is queued and exit.
 pub struct Engine {
     shared: Arc<Shared>,
+    /// The replicas' threads under [`ReplicaThreads::Own`] (dropped after the shutdown signal).
+    _pool: Option<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -393,19 +395,41 @@ impl Engine {
             window_s,
             stats: Arc::new(Stats::default()),
         });
-        let engine = Self {
-            shared: shared.clone(),
-        };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
-        for i in 0..cfg.replicas.max(1) {
+        let replicas = cfg.replicas.max(1);
+        // `Own`: a pool whose every thread runs one replica's loop for the engine's lifetime
+        // (its threads end once the replicas return and the pool is dropped).
+        let pool = match cfg.threads {
+            ReplicaThreads::Own => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(replicas)
+                    .thread_name(|i| format!("model-{i}"))
+                    // A replica's batches already run under `catch_unwind`; anything else
+                    // must not abort the server (rayon's default for a panicking job).
+                    .panic_handler(|_| tracing::error!("a model thread panicked"))
+                    .build()
+                    .map_err(|e| Error::Internal(format!("model thread pool: {e}")))?,
+            ),
+            ReplicaThreads::Shared => None,
+        };
+        for i in 0..replicas {
             let shared = shared.clone();
             let ready = ready_tx.clone();
             let dir: PathBuf = dir.to_path_buf();
-            std::thread::Builder::new()
-                .name(format!("model-{i}"))
-                .spawn(move || replica(shared, dir, ready))
-                .map_err(|e| Error::io("spawn a model thread", e))?;
+            match &pool {
+                Some(pool) => pool.spawn(move || replica(shared, dir, ready)),
+                None => {
+                    std::thread::Builder::new()
+                        .name(format!("model-{i}"))
+                        .spawn(move || replica(shared, dir, ready))
+                        .map_err(|e| Error::io("spawn a model thread", e))?;
+                }
+            }
         }
+        let engine = Self {
+            shared: shared.clone(),
+            _pool: pool,
+        };
         drop(ready_tx);
         for _ in 0..cfg.replicas.max(1) {
             match ready_rx.recv() {

@@ -1114,3 +1114,54 @@ async fn a_swap_loses_no_request_in_flight() {
     use std::sync::atomic::Ordering::SeqCst;
     assert_eq!(old.engine().stats().requests.load(SeqCst), 5);
 }
+
+/// Two replicas in either thread mode (`own`: each replica a thread of the model's own rayon
+/// pool; `shared`: plain threads beside the process-wide pool) answer concurrent requests, and
+/// every answer carries the same scores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_in_either_thread_mode_agree() {
+    use silencio_server::config::ReplicaThreads;
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = common::write_bundle(&tmp.path().join("b"), "api-threads", "1");
+    let mut answers = Vec::new();
+    for threads in [ReplicaThreads::Own, ReplicaThreads::Shared] {
+        let mut cfg = common::config(&tmp.path().join(format!("{threads:?}")), None);
+        cfg.engine.replicas = 2;
+        cfg.engine.threads = threads;
+        let state = AppState::new(cfg).unwrap();
+        state.load_stable(&bundle).await.unwrap();
+        let app = app(state);
+        let requests = (0..6).map(|_| {
+            let app = app.clone();
+            async move { send(&app, upload("/v1/identify?top_k=9", "audio/ogg", ogg_10s())).await }
+        });
+        for r in futures_util::future::join_all(requests).await {
+            assert_eq!(r.status, StatusCode::OK, "{threads:?}: {}", r.json());
+            answers.push((threads, r.json()["windows"].clone()));
+        }
+        let m = send(&app, get("/v1/models")).await.json();
+        assert_eq!(m["models"][0]["replicas"], 2);
+    }
+    // Scores of every species per window (near-equal scores of an untrained model would swap
+    // places in a top-5); batches of other sizes and threads may round differently.
+    let scores = |w: &serde_json::Value| -> Vec<(String, f64)> {
+        let mut v = Vec::new();
+        for (i, win) in w.as_array().unwrap().iter().enumerate() {
+            for s in win["species"].as_array().unwrap() {
+                v.push((format!("{i}/{}", s["code"]), s["score"].as_f64().unwrap()));
+            }
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let first = scores(&answers[0].1);
+    assert!(!first.is_empty());
+    for (threads, windows) in &answers {
+        let got = scores(windows);
+        assert_eq!(got.len(), first.len(), "{threads:?}");
+        for (a, b) in got.iter().zip(&first) {
+            assert_eq!(a.0, b.0, "{threads:?}");
+            assert!((a.1 - b.1).abs() <= 1e-5, "{threads:?}: {a:?} vs {b:?}");
+        }
+    }
+}

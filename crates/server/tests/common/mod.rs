@@ -83,7 +83,7 @@ pub fn config(data: &Path, model: Option<PathBuf>) -> ServerConfig {
             replicas: 1,
             max_batch: 8,
             max_wait: Duration::from_millis(5),
-            device: "flex".into(),
+            ..EngineConfig::default()
         },
         queue: 64,
         max_body_bytes: 4 << 20,
