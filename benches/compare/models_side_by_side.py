@@ -17,7 +17,8 @@ The input is one ``birdclef`` log-mel window per item, [B, 1, 128, 313]; batch 1
 1-minute soundscape. Every framework runs on ``--threads`` threads (default 2).
 
 The Burn side is the criterion bench ``cargo bench -p silencio-benches --bench models``, whose
-benchmarks are named ``flex/{model}/bs{n}``; its results are read from
+benchmarks are named ``flex/{model}/bs{n}`` (as users run them: the project's CPU kernels on)
+and ``flex-burn-ops/{model}/bs{n}`` (Burn's own ops: before the kernels); its results are read from
 ``$CARGO_TARGET_DIR/criterion/**/new/{benchmark,estimates}.json``.
 
 Run from the repository root:
@@ -315,8 +316,14 @@ def cargo_target_dir() -> Path:
     return cache if cache.is_dir() else REPO / "target"
 
 
+# The bench's groups: `flex` runs the models as users do (the project's CPU kernels on),
+# `flex-burn-ops` the same models on Burn's own ops (kernels off): Burn before and after.
+BURN_GROUPS = {"flex": "burn", "flex-burn-ops": "burn_ops"}
+
+
 def burn_filter(models, batches) -> str:
-    return "^flex/(" + "|".join(models) + ")/bs(" + "|".join(str(b) for b in batches) + ")$"
+    return ("^flex(-burn-ops)?/(" + "|".join(models) + ")/bs("
+            + "|".join(str(b) for b in batches) + ")$")
 
 
 def run_burn(args, target: Path, meta: dict) -> float:
@@ -343,7 +350,7 @@ def run_burn(args, target: Path, meta: dict) -> float:
 
 
 def read_burn(target: Path, models, batches) -> dict:
-    """{(model, bs): {...}} from criterion's new/benchmark.json + new/estimates.json."""
+    """{(group, model, bs): {...}} from criterion's new/benchmark.json + new/estimates.json."""
     found = {}
     pattern = str(target / "criterion" / "**" / "new" / "benchmark.json")
     for bj in glob.glob(pattern, recursive=True):
@@ -351,7 +358,7 @@ def read_burn(target: Path, models, batches) -> dict:
             bench = json.loads(Path(bj).read_text())
             full_id = bench.get("full_id", "")
             parts = full_id.split("/")
-            if len(parts) != 3 or parts[0] != "flex" or not parts[2].startswith("bs"):
+            if len(parts) != 3 or parts[0] not in BURN_GROUPS or not parts[2].startswith("bs"):
                 continue
             model, bs = parts[1], int(parts[2][2:])
             if model not in models or bs not in batches:
@@ -372,7 +379,7 @@ def read_burn(target: Path, models, batches) -> dict:
                 s = json.loads(sample.read_text())
                 cell["samples"] = len(s.get("iters", []))
                 cell["iterations"] = int(sum(s.get("iters", [])))
-            found[(model, bs)] = cell
+            found[(parts[0], model, bs)] = cell
         except (OSError, ValueError, KeyError) as e:
             print(f"[burn] cannot read {bj}: {e!r}")
     return found
@@ -489,14 +496,14 @@ def main() -> int:
             burn_start = run_burn(args, target, meta)
         burn = read_burn(target, args.models, args.batches)
         if not burn:
-            print(f"[burn] no flex/{{model}}/bs{{n}} results under {target}/criterion")
-        for key, cell in burn.items():
+            print(f"[burn] no flex[-burn-ops]/{{model}}/bs{{n}} results under {target}/criterion")
+        for (group, model, bs), cell in burn.items():
             cell["stale"] = burn_start is not None and cell["mtime"] < burn_start
             if cell["stale"]:
                 print(f"[burn] {cell['full_id']}: result predates this run (not re-measured)")
             cell["measured_at"] = datetime.fromtimestamp(cell.pop("mtime"), timezone.utc).isoformat(
                 timespec="seconds")
-            results.setdefault(key, {})["burn"] = cell
+            results.setdefault((model, bs), {})[BURN_GROUPS[group]] = cell
 
     if not (args.skip_torch and args.skip_ort):
         meta["loadavg_before_python"] = loadavg()
@@ -506,22 +513,28 @@ def main() -> int:
 
     # ---- table
     rows = []
-    lines = ["| model | bs | Burn flex (s) | Burn ms/window | PyTorch (s) | ORT (s) | Burn/PyTorch | Burn/ORT |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | bs | Burn flex (s) | Burn ms/window | Burn's ops only (s) | before/after "
+             "| PyTorch (s) | ORT (s) | Burn/PyTorch | Burn/ORT | Burn's ops/ORT |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in args.models:
         for bs in args.batches:
             cell = results.get((name, bs), {})
             b, t, o = med(cell, "burn"), med(cell, "torch"), med(cell, "ort")
+            bo = med(cell, "burn_ops")
             lines.append(f"| {name} | {bs} | {fmt_s(b)} | {'—' if b is None else f'{1e3 * b / bs:.1f}'} | "
-                         f"{fmt_s(t)} | {fmt_s(o)} | {fmt_ratio(b, t)} | {fmt_ratio(b, o)} |")
+                         f"{fmt_s(bo)} | {fmt_ratio(bo, b)} | "
+                         f"{fmt_s(t)} | {fmt_s(o)} | {fmt_ratio(b, t)} | {fmt_ratio(b, o)} | "
+                         f"{fmt_ratio(bo, o)} |")
             rows.append({
                 "model": name, "bs": bs, "burn_s": b, "torch_s": t, "ort_s": o,
+                "burn_ops_s": bo, "speedup_over_burn_ops": None if b is None or not bo else bo / b,
                 "burn_ms_per_window": None if b is None else 1e3 * b / bs,
                 "torch_ms_per_window": None if t is None else 1e3 * t / bs,
                 "ort_ms_per_window": None if o is None else 1e3 * o / bs,
                 "burn_over_torch": None if b is None or not t else b / t,
                 "burn_over_ort": None if b is None or not o else b / o,
-                **{k: v for k, v in cell.items() if k in ("burn", "torch", "ort", "ort_vs_torch", "error")},
+                **{k: v for k, v in cell.items()
+                   if k in ("burn", "burn_ops", "torch", "ort", "ort_vs_torch", "error")},
             })
     print()
     print(f"Forward pass, random weights, {args.threads} threads, input [B, 1, {N_MELS}, {N_FRAMES}], "
