@@ -35,6 +35,31 @@ impl Activation {
     }
 }
 
+/// Evaluates `$body` with `$lane` bound to the scalar function of activation `$act` (a fn item
+/// per activation, so that each kernel is compiled, and vectorised, with its activation inlined).
+macro_rules! with_lane {
+    ($act:expr, $lane:ident => $body:expr) => {
+        match $act {
+            Activation::Relu => {
+                let $lane = relu_lane;
+                $body
+            }
+            Activation::Relu6 => {
+                let $lane = relu6_lane;
+                $body
+            }
+            Activation::Silu => {
+                let $lane = silencio_kernels::act::silu;
+                $body
+            }
+            Activation::Identity => {
+                let $lane = identity_lane;
+                $body
+            }
+        }
+    };
+}
+
 /// Convolution without bias, batch norm, then an activation: torchvision's
 /// `Conv2dNormActivation` (keys `N.0` conv, `N.1` bn).
 #[derive(Module, Debug)]
@@ -148,24 +173,22 @@ pub fn batch_norm_act(bn: &BatchNorm, act: Activation, x: Tensor<4>) -> Tensor<4
     if silencio_kernels::applies(&x) {
         let (scale, shift) = batch_norm_affine(bn);
         let fused =
-            match act {
-                Activation::Relu => silencio_kernels::batch_norm_act(x, &scale, &shift, |v| {
-                    if v > 0.0 { v } else { 0.0 }
-                }),
-                Activation::Relu6 => {
-                    silencio_kernels::batch_norm_act(x, &scale, &shift, |v| v.clamp(0.0, 6.0))
-                }
-                Activation::Silu => {
-                    silencio_kernels::batch_norm_act(x, &scale, &shift, silencio_kernels::act::silu)
-                }
-                Activation::Identity => silencio_kernels::batch_norm_act(x, &scale, &shift, |v| v),
-            };
-        match fused {
-            Ok(y) => return y,
-            Err(x) => return act.apply(bn.forward(x)),
-        }
+            with_lane!(act, lane => silencio_kernels::batch_norm_act(x, &scale, &shift, lane));
+        return fused.unwrap_or_else(|x| act.apply(bn.forward(x)));
     }
     act.apply(bn.forward(x))
+}
+
+fn relu_lane(v: f32) -> f32 {
+    if v > 0.0 { v } else { 0.0 }
+}
+
+fn relu6_lane(v: f32) -> f32 {
+    v.clamp(0.0, 6.0)
+}
+
+fn identity_lane(v: f32) -> f32 {
+    v
 }
 
 /// A batch norm at inference as `x · scale + shift` per channel:
@@ -209,10 +232,12 @@ impl ConvBnAct {
                     [[p, p], [p, p]]
                 }
             };
-            match silencio_kernels::depthwise_conv2d(x, &self.conv.weight.val(), s, pad) {
-                Ok(y) => return batch_norm_act(&self.bn, self.act, y),
-                Err(x) => return self.forward_modules(x),
-            }
+            let (scale, shift) = batch_norm_affine(&self.bn);
+            let w = self.conv.weight.val();
+            let fused = with_lane!(self.act, lane => silencio_kernels::depthwise_conv2d_bn_act(
+                x, &w, s, pad, &scale, &shift, lane
+            ));
+            return fused.unwrap_or_else(|x| self.forward_modules(x));
         }
         self.forward_modules(x)
     }

@@ -7,8 +7,9 @@
 //! - tensor entry points that run them on float32 flex tensors outside autodiff, in place when
 //!   a buffer is not shared (Burn 0.22's backend extension API:
 //!   `Tensor::try_into_primitive::<Flex>()` / `from_primitive`). [`silu`] and [`sigmoid`] fall
-//!   back to Burn's op by themselves; [`batch_norm_act`], [`squeeze_excitation`] and
-//!   [`depthwise_conv2d`] return `Err(x)` for the caller's module code to run instead — on
+//!   back to Burn's op by themselves; [`batch_norm_act`], [`squeeze_excitation`],
+//!   [`depthwise_conv2d`] and [`depthwise_conv2d_bn_act`] return `Err(x)` for the caller's
+//!   module code to run instead — on
 //!   wgpu, CUDA, under autodiff (training), for other dtypes — so models call them
 //!   unconditionally.
 
@@ -120,11 +121,29 @@ pub fn depthwise_conv2d(
     stride: usize,
     pad: [[usize; 2]; 2],
 ) -> Result<Tensor<4>, Tensor<4>> {
+    let c = x.dims()[1];
+    depthwise_conv2d_bn_act(x, weight, stride, pad, &vec![1.0; c], &vec![0.0; c], |v| v)
+}
+
+/// [`depthwise_conv2d`] followed by [`batch_norm_act`]'s `act(y · scale[c] + shift[c])`, applied
+/// to each output plane while it is still in cache (one pass over memory fewer).
+pub fn depthwise_conv2d_bn_act<F>(
+    x: Tensor<4>,
+    weight: &Tensor<4>,
+    stride: usize,
+    pad: [[usize; 2]; 2],
+    scale: &[f32],
+    shift: &[f32],
+    act: F,
+) -> Result<Tensor<4>, Tensor<4>>
+where
+    F: Fn(f32) -> f32 + Copy + Send + Sync,
+{
     #[cfg(feature = "flex")]
-    return flex::depthwise_conv2d(x, weight, stride, pad);
+    return flex::depthwise_conv2d_bn_act(x, weight, stride, pad, scale, shift, act);
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (weight, stride, pad);
+        let _ = (weight, stride, pad, scale, shift, act);
         Err(x)
     }
 }
@@ -273,17 +292,26 @@ mod flex {
         Ok(Tensor::from_primitive::<Flex>(f))
     }
 
-    pub(crate) fn depthwise_conv2d(
+    pub(crate) fn depthwise_conv2d_bn_act<F>(
         x: Tensor<4>,
         weight: &Tensor<4>,
         stride: usize,
         pad: [[usize; 2]; 2],
-    ) -> Result<Tensor<4>, Tensor<4>> {
+        scale: &[f32],
+        shift: &[f32],
+        act: F,
+    ) -> Result<Tensor<4>, Tensor<4>>
+    where
+        F: Fn(f32) -> f32 + Copy + Send + Sync,
+    {
         use burn_flex::Layout;
         use rayon::prelude::*;
         let [b, c, h, w] = x.dims();
         let [wc, one, k, k2] = weight.dims();
-        if wc != c || one != 1 || k != k2 || stride == 0 || k == 0 {
+        if wc != c || one != 1 || k != k2 || stride == 0 || k == 0 || h == 0 || w == 0 {
+            return Err(x);
+        }
+        if scale.len() != c || shift.len() != c {
             return Err(x);
         }
         let g = crate::plane::DwGeometry::new([h, w], k, stride, pad);
@@ -301,8 +329,12 @@ mod flex {
             .zip(src.par_chunks(h * w))
             .enumerate()
             .for_each(|(i, (o, p))| {
-                let kw = &wv[(i % c) * k * k..][..k * k];
-                crate::plane::vectorized(|| crate::plane::depthwise_plane(p, kw, &g, o));
+                let ch = i % c;
+                let kw = &wv[ch * k * k..][..k * k];
+                crate::plane::vectorized(|| {
+                    crate::plane::depthwise_plane(p, kw, &g, o);
+                    crate::plane::affine_act(o, scale[ch], shift[ch], act);
+                });
             });
         Ok(Tensor::from_primitive::<Flex>(FlexTensor::new(
             burn::tensor::Bytes::from_elems(out),
