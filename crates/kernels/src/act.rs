@@ -27,15 +27,22 @@ const EXP_HI: f32 = 88.722_84;
 /// Below this, `eˣ` rounds to 0 in `f32` (half the smallest subnormal).
 const EXP_LO: f32 = -103.972_08;
 
-/// `eˣ` for one lane, branch-free (selects, not jumps, so that loops over it vectorise).
+/// `eˣ` for one lane, branch-free (selects, not jumps, so that loops over it vectorise). No
+/// float-to-int `as` conversion either: Rust's saturating casts do not vectorise on x86, so the
+/// rounding of `x·log₂e` and its integer come from adding 1.5·2²³ (which leaves the rounded
+/// value in the low mantissa bits).
 #[inline(always)]
 fn exp_lane(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that `n · LN2_HI` is exact for |n| < 2⁹ (Cephes' C1, C2).
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let xc = x.clamp(EXP_LO, EXP_HI);
-    let n = (xc * LOG2E + 0.5).floor();
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    const MAGIC_BITS: i32 = 0x4B40_0000;
+    let xc = x.max(EXP_LO).min(EXP_HI);
+    let t = xc * LOG2E + MAGIC; // rounds x·log₂e to the nearest integer n
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC_BITS);
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4_f32;
     let p = p * r + 1.398_199_9e-3;
@@ -46,11 +53,10 @@ fn exp_lane(x: f32) -> f32 {
     let er = p * r * r + r + 1.0;
     // 2ⁿ as two normal factors, so that n down to −150 underflows gradually rather than
     // wrapping the exponent field: n ∈ [−150, 128] → n₁, n₂ ∈ [−75, 64].
-    let ni = n as i32;
     let n1 = ni >> 1;
-    let n2 = ni - n1;
-    let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
-    let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
+    let n2 = ni.wrapping_sub(n1);
+    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
+    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
     let y = er * s1 * s2;
     let y = if x > EXP_HI { f32::INFINITY } else { y };
     let y = if x < EXP_LO { 0.0 } else { y };

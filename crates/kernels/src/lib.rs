@@ -204,10 +204,19 @@ mod flex {
         Some(f(p.storage::<f32>()))
     }
 
-    /// Planes of `[B, C, H, W]` data, `(index, plane)`, in parallel.
-    fn planes_mut(data: &mut [f32], plane: usize) -> rayon::slice::ChunksMut<'_, f32> {
+    /// Elements per parallel task of the plane kernels: late EfficientNet layers have planes of
+    /// 40 values, far too small for a task each (~1 µs of rayon and dispatch overhead).
+    const TASK: usize = 1 << 14;
+
+    /// `f(first_plane_index, planes)` over `[B, C, H, W]` data cut into whole planes of `plane`
+    /// values, several planes per parallel task.
+    fn for_planes_mut(data: &mut [f32], plane: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
         use rayon::prelude::*;
-        data.par_chunks_mut(plane.max(1))
+        let plane = plane.max(1);
+        let per_task = (TASK / plane).max(1);
+        data.par_chunks_mut(per_task * plane)
+            .enumerate()
+            .for_each(|(t, chunk)| f(t * per_task, chunk));
     }
 
     pub(crate) fn batch_norm_act<F>(
@@ -226,12 +235,18 @@ mod flex {
         }
         let mut f = take(x)?;
         let n = f.layout().num_elements();
-        planes_mut(&mut f.storage_mut::<f32>()[..n], h * w)
-            .enumerate()
-            .for_each(|(i, p)| {
-                let (a, b) = (scale[i % c], shift[i % c]);
-                crate::plane::vectorized(|| crate::plane::affine_act(p, a, b, act));
-            });
+        let plane = (h * w).max(1);
+        for_planes_mut(&mut f.storage_mut::<f32>()[..n], plane, |first, chunk| {
+            crate::plane::vectorized(
+                #[inline(always)]
+                || {
+                    for (j, p) in chunk.chunks_exact_mut(plane).enumerate() {
+                        let ch = (first + j) % c;
+                        crate::plane::affine_act(p, scale[ch], shift[ch], act);
+                    }
+                },
+            );
+        });
         Ok(Tensor::from_primitive::<Flex>(f))
     }
 
@@ -268,7 +283,12 @@ mod flex {
         // Squeeze: the mean of every plane.
         let means: Vec<f32> = data
             .par_chunks(plane.max(1))
-            .map(|p| vectorized(|| sum(p)) / plane as f32)
+            .map(|p| {
+                vectorized(
+                    #[inline(always)]
+                    || sum(p),
+                ) / plane as f32
+            })
             .collect();
         // Excite: two small matrix-vector products per image.
         let mut scales = Vec::with_capacity(b * c);
@@ -276,18 +296,35 @@ mod flex {
             let hidden: Vec<f32> = w1v
                 .chunks_exact(c)
                 .zip(&b1v)
-                .map(|(row, bias)| crate::act::silu(vectorized(|| dot(row, m)) + bias))
+                .map(|(row, bias)| {
+                    crate::act::silu(
+                        vectorized(
+                            #[inline(always)]
+                            || dot(row, m),
+                        ) + bias,
+                    )
+                })
                 .collect();
-            scales.extend(
-                w2v.chunks_exact(sq).zip(&b2v).map(|(row, bias)| {
-                    crate::act::sigmoid(vectorized(|| dot(row, &hidden)) + bias)
-                }),
-            );
+            scales.extend(w2v.chunks_exact(sq).zip(&b2v).map(|(row, bias)| {
+                crate::act::sigmoid(
+                    vectorized(
+                        #[inline(always)]
+                        || dot(row, &hidden),
+                    ) + bias,
+                )
+            }));
         }
         // Scale every plane in place.
-        planes_mut(data, plane).enumerate().for_each(|(i, p)| {
-            let s = scales[i];
-            vectorized(|| p.iter_mut().for_each(|v| *v *= s));
+        for_planes_mut(data, plane, |first, chunk| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (j, p) in chunk.chunks_exact_mut(plane.max(1)).enumerate() {
+                        let s = scales[first + j];
+                        p.iter_mut().for_each(|v| *v *= s);
+                    }
+                },
+            );
         });
         Ok(Tensor::from_primitive::<Flex>(f))
     }
@@ -325,16 +362,24 @@ mod flex {
         let src = input.storage::<f32>();
         let [ho, wo] = g.output;
         let mut out = vec![0.0f32; b * c * ho * wo];
-        out.par_chunks_mut(ho * wo)
-            .zip(src.par_chunks(h * w))
+        let per_task = (TASK / (ho * wo)).max(1);
+        out.par_chunks_mut(per_task * ho * wo)
+            .zip(src.par_chunks(per_task * h * w))
             .enumerate()
-            .for_each(|(i, (o, p))| {
-                let ch = i % c;
-                let kw = &wv[ch * k * k..][..k * k];
-                crate::plane::vectorized(|| {
-                    crate::plane::depthwise_plane(p, kw, &g, o);
-                    crate::plane::affine_act(o, scale[ch], shift[ch], act);
-                });
+            .for_each(|(t, (outs, ins))| {
+                let mut scratch = Vec::new();
+                crate::plane::vectorized(
+                    #[inline(always)]
+                    || {
+                        let planes = outs.chunks_exact_mut(ho * wo).zip(ins.chunks_exact(h * w));
+                        for (j, (o, p)) in planes.enumerate() {
+                            let ch = (t * per_task + j) % c;
+                            let kw = &wv[ch * k * k..][..k * k];
+                            crate::plane::depthwise_plane(p, kw, &g, o, &mut scratch);
+                            crate::plane::affine_act(o, scale[ch], shift[ch], act);
+                        }
+                    },
+                );
             });
         Ok(Tensor::from_primitive::<Flex>(FlexTensor::new(
             burn::tensor::Bytes::from_elems(out),

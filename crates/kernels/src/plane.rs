@@ -7,7 +7,9 @@
 /// Partial sums per reduction: 8 `f32` fill one AVX2 register, two SSE ones.
 pub const LANES: usize = 8;
 
-/// Runs `f` under the best instruction set of this CPU.
+/// Runs `f` under the best instruction set of this CPU. Callers mark the closure
+/// `#[inline(always)]`: only code inlined into pulp's per-instruction-set function is compiled
+/// for that instruction set (a closure left out of line runs as baseline x86-64, with libm calls).
 #[inline(always)]
 pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
@@ -103,11 +105,33 @@ impl DwGeometry {
 
 /// One output plane of a depthwise convolution: `out[oy][ox] = Σ k[ky][kx] ·
 /// in[oy·s + ky − top][ox·s + kx − left]`, zero outside the input. Rows accumulate one kernel
-/// tap at a time along contiguous output columns, which vectorises for stride 1 (stride 2
-/// reads every other input column).
+/// tap at a time along contiguous output columns, so that the loop vectorises; for stride
+/// `s > 1` the input rows are first split into their `s` column phases (columns q, q+s, q+2s…)
+/// in `scratch`, so that every tap reads consecutive values there too.
 #[inline(always)]
-pub fn depthwise_plane(input: &[f32], weights: &[f32], g: &DwGeometry, out: &mut [f32]) {
+pub fn depthwise_plane(
+    input: &[f32],
+    weights: &[f32],
+    g: &DwGeometry,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
     let ([h, w], [_, wo], k, s) = (g.input, g.output, g.kernel, g.stride);
+    let (src, row_len): (&[f32], usize) = if s == 1 {
+        (input, w)
+    } else {
+        let wq = w.div_ceil(s);
+        scratch.clear();
+        scratch.resize(s * h * wq, 0.0);
+        for (iy, row) in input.chunks_exact(w).take(h).enumerate() {
+            for (j, cols) in row.chunks(s).enumerate() {
+                for (q, v) in cols.iter().enumerate() {
+                    scratch[(q * h + iy) * wq + j] = *v;
+                }
+            }
+        }
+        (&scratch[..], wq)
+    };
     out.fill(0.0);
     let cols: Vec<std::ops::Range<usize>> = (0..k).map(|kx| g.valid_cols(kx)).collect();
     for (oy, row) in out.chunks_exact_mut(wo).enumerate() {
@@ -116,22 +140,18 @@ pub fn depthwise_plane(input: &[f32], weights: &[f32], g: &DwGeometry, out: &mut
             if iy < g.pad[0] || iy - g.pad[0] >= h {
                 continue;
             }
-            let src = &input[(iy - g.pad[0]) * w..][..w];
+            let iy = iy - g.pad[0];
             for (kx, range) in cols.iter().enumerate() {
-                let wgt = weights[ky * k + kx];
                 if range.is_empty() {
                     continue;
                 }
+                let wgt = weights[ky * k + kx];
+                // First input column read, its phase and its index within the phase.
                 let first = range.start * s + kx - g.pad[1];
-                let dst = &mut row[range.clone()];
-                if s == 1 {
-                    for (o, i) in dst.iter_mut().zip(&src[first..]) {
-                        *o += wgt * i;
-                    }
-                } else {
-                    for (o, i) in dst.iter_mut().zip(src[first..].iter().step_by(s)) {
-                        *o += wgt * i;
-                    }
+                let (q, j0) = (first % s, first / s);
+                let line = &src[(q * h + iy) * row_len..][..row_len];
+                for (o, i) in row[range.clone()].iter_mut().zip(&line[j0..]) {
+                    *o += wgt * i;
                 }
             }
         }

@@ -64,7 +64,7 @@ fn depthwise_plane_matches_the_definition() {
                     let input = values(h * w, (h * 31 + w) as u64);
                     let weights = values(k * k, k as u64 + 7);
                     let mut out = vec![f32::NAN; g.output[0] * g.output[1]];
-                    depthwise_plane(&input, &weights, &g, &mut out);
+                    depthwise_plane(&input, &weights, &g, &mut out, &mut Vec::new());
                     let r = depthwise_reference(&input, &weights, &g);
                     for (i, (a, b)) in out.iter().zip(&r).enumerate() {
                         assert!(
