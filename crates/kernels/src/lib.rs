@@ -228,7 +228,6 @@ mod flex {
     where
         F: Fn(f32) -> f32 + Copy + Send + Sync,
     {
-        use rayon::prelude::*;
         let [_, c, h, w] = x.dims();
         if scale.len() != c || shift.len() != c {
             return Err(x);
@@ -281,13 +280,19 @@ mod flex {
         let data = &mut f.storage_mut::<f32>()[..n];
         let plane = h * w;
         // Squeeze: the mean of every plane.
+        let per_task = (TASK / plane.max(1)).max(1);
         let means: Vec<f32> = data
-            .par_chunks(plane.max(1))
-            .map(|p| {
+            .par_chunks(per_task * plane.max(1))
+            .flat_map_iter(|chunk| {
                 vectorized(
                     #[inline(always)]
-                    || sum(p),
-                ) / plane as f32
+                    || {
+                        chunk
+                            .chunks(plane.max(1))
+                            .map(|p| sum(p) / plane as f32)
+                            .collect::<Vec<f32>>()
+                    },
+                )
             })
             .collect();
         // Excite: two small matrix-vector products per image.

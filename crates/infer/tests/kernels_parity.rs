@@ -1,0 +1,198 @@
+//! The project's CPU kernels (`silencio-kernels`) against Burn's own ops, on models whose
+//! activations are realistic rather than a random initialisation's (a random EfficientNet-B0's
+//! logits are ~1e-13, where sigmoid never leaves 0.5), on real audio: the 12 windows of the
+//! 1-minute soundscape fixture.
+//! - full-size EfficientNet-B0 (206 classes) whose batch-norm statistics were recalibrated on
+//!   those windows (one training-mode pass at momentum 1), so that every layer sees unit-scale
+//!   activations;
+//! - EfficientNet-Lite0 with its real ImageNet weights (`SILENCIO_LITE0_PTH`, as the PyTorch
+//!   parity test), fed the log-mels on its three channels;
+//! - full-size ResNet-50, recalibrated the same way (its ReLU/batch-norm path is fused too).
+//!
+//! Stated tolerances: the backbone's features and the logits within 1e-4 of their largest
+//! magnitude (both sides float32; the kernels fold each batch norm into one multiply-add and
+//! evaluate exp within 1 ulp, Burn rounds differently), probabilities within 1e-5; the features'
+//! standard deviation must exceed 0.1 (realistic activations). One test function: the kernels'
+//! switch is process-wide.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::nn::BatchNorm;
+use burn::tensor::{Device, Tensor};
+use silencio_audio::FeatureConfig;
+use silencio_models::{Backbone, BackboneConfig, Model, ModelConfig};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../datasets/fixtures/audio")
+        .join(name)
+}
+
+/// The soundscape's windows, `[12, 1, 128, 313]` log-mel dB.
+fn windows(device: &Device) -> Tensor<4> {
+    let cfg = FeatureConfig::recipe("birdclef").unwrap();
+    let (_, f) =
+        silencio_audio::features_from_path(fixture("soundscape_1min.ogg"), &cfg, 120.0).unwrap();
+    silencio_infer::features_to_tensor(&f, device)
+}
+
+/// Every batch norm of an EfficientNet or ResNet backbone, to set its momentum.
+fn batch_norms(model: &mut Model) -> Vec<&mut BatchNorm> {
+    match &mut model.backbone {
+        Backbone::Efficientnet(e) => {
+            let mut v = vec![&mut e.stem.bn, &mut e.head.bn];
+            for block in e.stages.iter_mut().flatten() {
+                if let Some(x) = &mut block.expand {
+                    v.push(&mut x.bn);
+                }
+                v.push(&mut block.dw.bn);
+                v.push(&mut block.project.bn);
+            }
+            v
+        }
+        Backbone::Resnet(r) => {
+            let mut v = vec![&mut r.bn1];
+            let blocks = r
+                .layer1
+                .iter_mut()
+                .chain(&mut r.layer2)
+                .chain(&mut r.layer3);
+            for b in blocks.chain(&mut r.layer4) {
+                v.extend([&mut b.bn1, &mut b.bn2, &mut b.bn3]);
+                if let Some(d) = &mut b.downsample {
+                    v.push(&mut d.bn);
+                }
+            }
+            v
+        }
+        Backbone::Cnn14(_) => Vec::new(),
+    }
+}
+
+/// One training-mode pass over `x` with every batch norm's momentum at 1: the running
+/// statistics become those of real audio, layer after layer, so that every layer sees
+/// unit-scale activations as in a trained network.
+fn recalibrate(mut model: Model, x: &Tensor<4>) -> Model {
+    for bn in batch_norms(&mut model) {
+        bn.momentum = 1.0;
+    }
+    let ad = Device::flex().autodiff();
+    let m = model.fork(&ad).train();
+    let _ = m
+        .forward(Tensor::<4>::from_data(x.to_data(), &ad))
+        .logits
+        .into_data();
+    m.valid()
+}
+
+fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// Largest difference relative to the largest magnitude, and the standard deviation, of `off`.
+fn rel_diff(on: &[f32], off: &[f32]) -> (f32, f32) {
+    let scale = off.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = on
+        .iter()
+        .zip(off)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let mean = off.iter().sum::<f32>() / off.len() as f32;
+    let std = (off.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / off.len() as f32).sqrt();
+    (d / scale.max(1e-30), std)
+}
+
+/// `f(model, x)` with the kernels on, then off.
+fn both<const D: usize>(
+    model: &Model,
+    x: &Tensor<4>,
+    f: impl Fn(&Model, Tensor<4>) -> Tensor<D>,
+) -> (Vec<f32>, Vec<f32>) {
+    silencio_kernels::set_enabled(true);
+    let on = flat(f(model, x.clone()));
+    silencio_kernels::set_enabled(false);
+    let off = flat(f(model, x.clone()));
+    silencio_kernels::set_enabled(true);
+    (on, off)
+}
+
+fn check(name: &str, model: &Model, x: &Tensor<4>) {
+    // The backbone's output: where the activations must be realistic (a randomly initialised
+    // head keeps the logits small whatever the features).
+    let (f_on, f_off) = both(model, x, |m, x| m.features(x));
+    let (df, f_std) = rel_diff(&f_on, &f_off);
+    let (l_on, l_off) = both(model, x, |m, x| m.forward(x).logits);
+    let (dl, l_std) = rel_diff(&l_on, &l_off);
+    let sig = |v: &f32| 1.0 / (1.0 + (-f64::from(*v)).exp());
+    let dp = l_on
+        .iter()
+        .zip(&l_off)
+        .fold(0f64, |m, (a, b)| m.max((sig(a) - sig(b)).abs()));
+    println!(
+        "{name}: features std {f_std:.3} (max |Δ| {df:.2e} of the largest), logits std {l_std:.3} \
+         (max |Δ| {dl:.2e}), max |Δp| {dp:.2e}"
+    );
+    assert!(
+        f_std > 0.1,
+        "{name}: activations are not realistic (feature std {f_std})"
+    );
+    assert!(
+        df <= 1e-4,
+        "{name}: features differ by {df:e} of their scale"
+    );
+    assert!(dl <= 1e-4, "{name}: logits differ by {dl:e} of their scale");
+    assert!(dp <= 1e-5, "{name}: probabilities differ by {dp:e}");
+}
+
+#[test]
+fn kernels_match_burns_ops_on_real_audio_with_realistic_activations() {
+    let device = Device::flex();
+    device.seed(17);
+    let x = windows(&device);
+    assert_eq!(x.dims()[0], 12);
+
+    let b0 = ModelConfig::efficientnet_b0(206)
+        .with_input_norm(-40.0, 20.0)
+        .init(&device)
+        .unwrap();
+    check(
+        "efficientnet_b0 (recalibrated)",
+        &recalibrate(b0, &x),
+        &x,
+    );
+
+    let r50 = ModelConfig::named("resnet50", 206, 128)
+        .unwrap()
+        .with_input_norm(-40.0, 20.0)
+        .init(&device)
+        .unwrap();
+    check(
+        "resnet50 (recalibrated)",
+        &recalibrate(r50, &x.clone().slice([0..4])),
+        &x.clone().slice([0..4]),
+    );
+
+    match std::env::var_os("SILENCIO_LITE0_PTH") {
+        Some(path) => {
+            let mut cfg = ModelConfig::efficientnet_lite0(1000);
+            if let BackboneConfig::Efficientnet(c) = &mut cfg.backbone {
+                c.in_channels = 3;
+            }
+            let (lite0, _) = silencio_models::pretrained::load_pytorch(
+                &cfg,
+                silencio_models::pretrained::CheckpointLayout::LukemelasEfficientNet,
+                Path::new(&path),
+                &device,
+            )
+            .unwrap();
+            // ImageNet-scale input: the log-mels around 0 with unit spread, on three channels.
+            let x3 = x.clone().add_scalar(40.0).div_scalar(20.0).repeat_dim(1, 3);
+            check("efficientnet_lite0 (ImageNet weights)", &lite0, &x3);
+        }
+        None => assert!(
+            std::env::var_os("SILENCIO_SKIP_LITE0").is_some(),
+            "set SILENCIO_LITE0_PTH (scripts/test.sh does) or SILENCIO_SKIP_LITE0=1"
+        ),
+    }
+}
