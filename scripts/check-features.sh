@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 features() {
-  cargo tree --locked --offline -p "$1" -e features -i burn-flex --prefix none 2>/dev/null \
+  cargo tree --locked -p "$1" -e features -i burn-flex --prefix none 2>/dev/null \
     | sed -n 's/^burn-flex feature "\([a-z0-9_-]*\)".*/\1/p' | sort -u | tr '\n' ' '
 }
 want="$(features silencio-benches)"
