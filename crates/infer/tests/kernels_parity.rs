@@ -156,11 +156,7 @@ fn kernels_match_burns_ops_on_real_audio_with_realistic_activations() {
         .with_input_norm(-40.0, 20.0)
         .init(&device)
         .unwrap();
-    check(
-        "efficientnet_b0 (recalibrated)",
-        &recalibrate(b0, &x),
-        &x,
-    );
+    check("efficientnet_b0 (recalibrated)", &recalibrate(b0, &x), &x);
 
     let r50 = ModelConfig::named("resnet50", 206, 128)
         .unwrap()
