@@ -158,16 +158,14 @@ fn kernels_match_burns_ops_on_real_audio_with_realistic_activations() {
         .unwrap();
     check("efficientnet_b0 (recalibrated)", &recalibrate(b0, &x), &x);
 
+    // ResNet-50 on the first four windows (its forward is the slowest of the three).
+    let x4 = x.clone().narrow(0, 0, 4);
     let r50 = ModelConfig::named("resnet50", 206, 128)
         .unwrap()
         .with_input_norm(-40.0, 20.0)
         .init(&device)
         .unwrap();
-    check(
-        "resnet50 (recalibrated)",
-        &recalibrate(r50, &x.clone().slice([0..4])),
-        &x.clone().slice([0..4]),
-    );
+    check("resnet50 (recalibrated)", &recalibrate(r50, &x4), &x4);
 
     match std::env::var_os("SILENCIO_LITE0_PTH") {
         Some(path) => {

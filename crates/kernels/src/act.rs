@@ -39,7 +39,7 @@ fn exp_lane(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
     const MAGIC_BITS: i32 = 0x4B40_0000;
-    let xc = x.max(EXP_LO).min(EXP_HI);
+    let xc = x.clamp(EXP_LO, EXP_HI); // NaN stays NaN here and is restored below
     let t = xc * LOG2E + MAGIC; // rounds x·log₂e to the nearest integer n
     let n = t - MAGIC;
     let ni = (t.to_bits() as i32).wrapping_sub(MAGIC_BITS);
