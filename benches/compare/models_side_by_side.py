@@ -62,7 +62,9 @@ N_MELS, N_FRAMES, N_CLASSES = 128, 313, 206
 SEED = 20_240_601
 
 # The issue's goal: Burn flex <= 1.0x ONNX Runtime for EfficientNet-B0 at batch 12 on 2 cores.
-GOAL_MODEL, GOAL_BS, GOAL_RATIO, GOAL_THREADS = "efficientnet_b0", 12, 1.0, 2
+# Issue 15's goal: EfficientNet-B0 within 3x ONNX Runtime at batch 1 and at batch 12, 2 cores.
+GOAL_MODEL, GOAL_BATCHES, GOAL_RATIO, GOAL_THREADS = "efficientnet_b0", (1, 12), 3.0, 2
+GEMM_N = 1024  # the GEMM micro-benchmark: one GEMM_N^3 float32 product
 
 
 # ------------------------------------------------------------------------- models
@@ -214,6 +216,8 @@ def run_python_side(args, results: dict, meta: dict) -> None:
             print(f"[ort] skipped: {e} (pip install -r benches/compare/requirements.txt)")
             args.skip_ort = True
 
+    meta["torch_gemm"] = torch_gemm_gflops(args)
+    print(f"[gemm] PyTorch {GEMM_N}^3: {meta['torch_gemm']['gflops']:.1f} GFLOP/s")
     tmp = tempfile.TemporaryDirectory(prefix="silencio-onnx-")
     try:
         for name in args.models:
@@ -227,6 +231,9 @@ def run_python_side(args, results: dict, meta: dict) -> None:
             names = output_names(name)
             n_params = sum(p.numel() for p in model.parameters())
             print(f"[{name}] {n_params / 1e6:.2f} M parameters, input layout {layout}")
+            gflop = gflop_per_window(model, layout)
+            meta.setdefault("gflop_per_window", {})[name] = gflop
+            print(f"[{name}] {gflop:.3f} GFLOP per window (torch FlopCounterMode: 2 per multiply-add)")
 
             sess = None
             if not args.skip_ort:
@@ -267,6 +274,25 @@ def run_python_side(args, results: dict, meta: dict) -> None:
             del model, sess
     finally:
         tmp.cleanup()
+
+
+def gflop_per_window(model, layout: str) -> float:
+    """FLOPs of one window's forward (convolutions and matrix products, 2 per multiply-add)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(make_input(layout, 1))
+    return counter.get_total_flops() / 1e9
+
+
+def torch_gemm_gflops(args) -> dict:
+    """PyTorch's (MKL/oneDNN) float32 GEMM rate on GEMM_N^3, the same product as Burn's bench."""
+    import torch
+    a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
+    r = time_runs(lambda: torch.mm(a, b), args.warmup, max(args.repeat, 10), 0.0, args.min_repeat)
+    r["gflops"] = 2 * GEMM_N ** 3 / r["median_s"] / 1e9
+    return r
 
 
 def export_and_load(ort, model, name, layout, names, tmpdir: Path, args, meta):
@@ -323,7 +349,7 @@ BURN_GROUPS = {"flex": "burn", "flex-burn-ops": "burn_ops"}
 
 def burn_filter(models, batches) -> str:
     return ("^flex(-burn-ops)?/(" + "|".join(models) + ")/bs("
-            + "|".join(str(b) for b in batches) + ")$")
+            + "|".join(str(b) for b in batches) + f")$|^flex/gemm_{GEMM_N}/bs1$")
 
 
 def run_burn(args, target: Path, meta: dict) -> float:
@@ -361,7 +387,7 @@ def read_burn(target: Path, models, batches) -> dict:
             if len(parts) != 3 or parts[0] not in BURN_GROUPS or not parts[2].startswith("bs"):
                 continue
             model, bs = parts[1], int(parts[2][2:])
-            if model not in models or bs not in batches:
+            if model != f"gemm_{GEMM_N}" and (model not in models or bs not in batches):
                 continue
             est_path = Path(bj).with_name("estimates.json")
             est = json.loads(est_path.read_text())
@@ -499,6 +525,12 @@ def main() -> int:
             print(f"[burn] no flex[-burn-ops]/{{model}}/bs{{n}} results under {target}/criterion")
         for (group, model, bs), cell in burn.items():
             cell["stale"] = burn_start is not None and cell["mtime"] < burn_start
+            if model == f"gemm_{GEMM_N}":
+                cell["gflops"] = 2 * GEMM_N ** 3 / cell["median_s"] / 1e9
+                cell.pop("mtime")
+                meta["burn_gemm"] = cell
+                print(f"[gemm] Burn flex {GEMM_N}^3: {cell['gflops']:.1f} GFLOP/s")
+                continue
             if cell["stale"]:
                 print(f"[burn] {cell['full_id']}: result predates this run (not re-measured)")
             cell["measured_at"] = datetime.fromtimestamp(cell.pop("mtime"), timezone.utc).isoformat(
@@ -554,22 +586,50 @@ def main() -> int:
     print()
     print("\n".join(details))
 
-    # ---- goal
-    goal = next((r for r in rows if r["model"] == GOAL_MODEL and r["bs"] == GOAL_BS), None)
-    goal_res = {"model": GOAL_MODEL, "bs": GOAL_BS, "target_burn_over_ort": GOAL_RATIO,
-                "threads": args.threads}
+    # ---- GFLOP/s against the machine's GEMM peak (the faster of Burn's and PyTorch's GEMM)
+    peaks = [g["gflops"] for g in (meta.get("burn_gemm"), meta.get("torch_gemm")) if g]
+    peak = max(peaks) if peaks else None
+    meta["gemm_peak_gflops"] = peak
+    flops = meta.get("gflop_per_window", {})
+    tput = ["| model | bs | GFLOP/window | Burn GFLOP/s | PyTorch GFLOP/s | ORT GFLOP/s | Burn % of peak "
+            "| ORT % of peak |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        g = flops.get(r["model"])
+        rate = {k: None if g is None or r[f"{k}_s"] is None else g * r["bs"] / r[f"{k}_s"]
+                for k in ("burn", "torch", "ort")}
+        r["gflop_per_window"] = g
+        r.update({f"{k}_gflops": v for k, v in rate.items()})
+        pct = {k: None if v is None or not peak else 100 * v / peak for k, v in rate.items()}
+        r["burn_pct_of_peak"], r["ort_pct_of_peak"] = pct["burn"], pct["ort"]
+        f = lambda v, fmt: "—" if v is None else format(v, fmt)  # noqa: E731
+        tput.append(f"| {r['model']} | {r['bs']} | {f(g, '.3f')} | {f(rate['burn'], '.1f')} | "
+                    f"{f(rate['torch'], '.1f')} | {f(rate['ort'], '.1f')} | {f(pct['burn'], '.0f')} % | "
+                    f"{f(pct['ort'], '.0f')} % |")
     print()
-    if goal is None or goal["burn_over_ort"] is None:
-        goal_res["met"] = None
-        print(f"Goal (Burn flex ≤ {GOAL_RATIO:.1f}× ONNX Runtime, {GOAL_MODEL}, batch {GOAL_BS}, "
-              f"{GOAL_THREADS} cores): not evaluated (needs both the Burn and the ORT number)")
-    else:
+    print(f"GEMM peak ({GEMM_N}^3 float32, {args.threads} threads): "
+          + ", ".join(f"{k} {meta[k]['gflops']:.1f} GFLOP/s" for k in ("burn_gemm", "torch_gemm")
+                      if meta.get(k)))
+    print("\n".join(tput))
+
+    # ---- goal
+    goal_res = {"model": GOAL_MODEL, "batches": list(GOAL_BATCHES),
+                "target_burn_over_ort": GOAL_RATIO, "threads": args.threads, "per_batch": {}}
+    print()
+    for gbs in GOAL_BATCHES:
+        goal = next((r for r in rows if r["model"] == GOAL_MODEL and r["bs"] == gbs), None)
+        if goal is None or goal["burn_over_ort"] is None:
+            goal_res["per_batch"][str(gbs)] = {"met": None}
+            print(f"Goal (Burn flex ≤ {GOAL_RATIO:.1f}× ONNX Runtime, {GOAL_MODEL}, batch {gbs}, "
+                  f"{GOAL_THREADS} cores): not evaluated (needs both the Burn and the ORT number)")
+            continue
         ratio = goal["burn_over_ort"]
         met = ratio <= GOAL_RATIO
-        goal_res.update(met=met, burn_over_ort=ratio)
+        goal_res["per_batch"][str(gbs)] = {"met": met, "burn_over_ort": ratio}
         note = "" if args.threads == GOAL_THREADS else f" (but this run used {args.threads} threads)"
-        print(f"Goal (Burn flex ≤ {GOAL_RATIO:.1f}× ONNX Runtime, {GOAL_MODEL}, batch {GOAL_BS}, "
+        print(f"Goal (Burn flex ≤ {GOAL_RATIO:.1f}× ONNX Runtime, {GOAL_MODEL}, batch {gbs}, "
               f"{GOAL_THREADS} cores): {'MET' if met else 'NOT MET'} — Burn/ORT = {ratio:.2f}×{note}")
+    verdicts = [v["met"] for v in goal_res["per_batch"].values()]
+    goal_res["met"] = None if None in verdicts else all(verdicts)
 
     busy = [r[k]["other_procs_cores"] for r in rows for k in ("torch", "ort")
             if isinstance(r.get(k), dict) and r[k].get("other_procs_cores") is not None]
@@ -580,7 +640,8 @@ def main() -> int:
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     doc = portable_paths({"meta": meta, "goal": goal_res, "rows": rows,
-                          "table_md": "\n".join(lines), "details_md": "\n".join(details)}, REPO)
+                          "table_md": "\n".join(lines), "details_md": "\n".join(details),
+                          "throughput_md": "\n".join(tput)}, REPO)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nwrote {args.json}")
     return 0

@@ -14,7 +14,7 @@
 //! last feature map in our `[B, C, freq, time]` order; PANNs' pooling (mean over frequency, max +
 //! mean over time) and `fc1` live in the clip head.
 
-use crate::layers::{Activation, batch_norm_act};
+use crate::layers::{Activation, batch_norm_act, fold_batch_norm};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
@@ -71,6 +71,18 @@ impl ConvBlock {
         }
     }
 
+    fn fold_batch_norms(self) -> Self {
+        let (conv1, bn1) = fold_batch_norm(self.conv1, self.bn1);
+        let (conv2, bn2) = fold_batch_norm(self.conv2, self.bn2);
+        Self {
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            pool: self.pool,
+        }
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = batch_norm_act(&self.bn1, Activation::Relu, self.conv1.forward(x));
         let x = batch_norm_act(&self.bn2, Activation::Relu, self.conv2.forward(x));
@@ -122,6 +134,20 @@ impl Cnn14Config {
 }
 
 impl Cnn14 {
+    /// The load-time rewrite for inference: each block's batch norms folded into their
+    /// convolutions (see [`fold_batch_norm`]). `bn0` stays: it normalises the input before the
+    /// first convolution's zero padding, so folding it would change the border.
+    pub fn fold_batch_norms(self) -> Self {
+        Self {
+            blocks: self
+                .blocks
+                .into_iter()
+                .map(ConvBlock::fold_batch_norms)
+                .collect(),
+            ..self
+        }
+    }
+
     /// `[B, 1, mel, time] -> [B, C, mel/32, time/32]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         // PANNs order: [B, 1, time, mel].

@@ -15,6 +15,8 @@
 //! 224×224; both agree whenever stride-2 inputs are even). Stochastic depth is not
 //! implemented (it is the identity at inference; training uses dropout in the head instead).
 
+use std::sync::Arc;
+
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -184,6 +186,45 @@ pub struct SqueezeExcitation {
     pub fc1: Conv2d,
     /// Expand: `C_sq → C`.
     pub fc2: Conv2d,
+    /// The weights on the host for the flex kernel, kept by [`SqueezeExcitation::cache_host`]
+    /// (inference only: they do not follow parameter updates).
+    #[module(skip)]
+    pub host: Option<Arc<SeHost>>,
+}
+
+/// A squeeze-excitation block's weights on the host (see [`silencio_kernels::SeWeights`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeHost {
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+}
+
+impl SeHost {
+    fn read(se: &SqueezeExcitation) -> Self {
+        use silencio_kernels::host_values;
+        let bias = |c: &Conv2d, n: usize| match &c.bias {
+            Some(b) => host_values(b.val()),
+            None => vec![0.0; n],
+        };
+        let [sq, c, ..] = se.fc1.weight.dims();
+        Self {
+            w1: host_values(se.fc1.weight.val()),
+            b1: bias(&se.fc1, sq),
+            w2: host_values(se.fc2.weight.val()),
+            b2: bias(&se.fc2, c),
+        }
+    }
+
+    fn weights(&self) -> silencio_kernels::SeWeights<'_> {
+        silencio_kernels::SeWeights {
+            w1: &self.w1,
+            b1: &self.b1,
+            w2: &self.w2,
+            b2: &self.b2,
+        }
+    }
 }
 
 impl SqueezeExcitation {
@@ -191,22 +232,34 @@ impl SqueezeExcitation {
         Self {
             fc1: Conv2dConfig::new([channels, squeeze], [1, 1]).init(device),
             fc2: Conv2dConfig::new([squeeze, channels], [1, 1]).init(device),
+            host: None,
         }
+    }
+
+    /// Keeps the weights on the host when they live on flex (load-time, for inference).
+    pub fn cache_host(self) -> Self {
+        let host = silencio_kernels::applies(&self.fc1.weight.val())
+            .then(|| Arc::new(SeHost::read(&self)));
+        Self { host, ..self }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         // On flex at inference: one fused kernel, scaling `x` in place.
-        let bias = |c: &Conv2d| c.bias.as_ref().map(|b| b.val());
-        let (b1, b2) = (bias(&self.fc1), bias(&self.fc2));
-        let x = match silencio_kernels::squeeze_excitation(
-            x,
-            &self.fc1.weight.val(),
-            b1.as_ref(),
-            &self.fc2.weight.val(),
-            b2.as_ref(),
-        ) {
-            Ok(y) => return y,
-            Err(x) => x,
+        let x = if silencio_kernels::applies(&x) {
+            let uncached;
+            let host = match &self.host {
+                Some(h) => h.as_ref(),
+                None => {
+                    uncached = SeHost::read(self);
+                    &uncached
+                }
+            };
+            match silencio_kernels::squeeze_excitation(x, host.weights()) {
+                Ok(y) => return y,
+                Err(x) => x,
+            }
+        } else {
+            x
         };
         // [B, C, H, W] -> [B, C, 1, 1]
         let s = x.clone().mean_dims(&[2, 3]);
@@ -215,6 +268,19 @@ impl SqueezeExcitation {
                 .forward(silencio_kernels::silu(self.fc1.forward(s))),
         );
         x * s
+    }
+}
+
+impl MbConv {
+    /// Batch norms folded, kernel parameters on the host (see [`ConvBnAct::fold_batch_norm`]).
+    pub fn fold_batch_norms(self) -> Self {
+        Self {
+            expand: self.expand.map(ConvBnAct::fold_batch_norm),
+            dw: self.dw.fold_batch_norm(),
+            se: self.se.map(SqueezeExcitation::cache_host),
+            project: self.project.fold_batch_norm(),
+            spec: self.spec,
+        }
     }
 }
 
@@ -299,6 +365,20 @@ pub struct EfficientNet {
 }
 
 impl EfficientNet {
+    /// The load-time rewrite for inference: every batch norm folded into its convolution, the
+    /// kernels' parameters kept on the host (see [`ConvBnAct::fold_batch_norm`]).
+    pub fn fold_batch_norms(self) -> Self {
+        Self {
+            stem: self.stem.fold_batch_norm(),
+            stages: self
+                .stages
+                .into_iter()
+                .map(|s| s.into_iter().map(MbConv::fold_batch_norms).collect())
+                .collect(),
+            head: self.head.fold_batch_norm(),
+        }
+    }
+
     /// `[B, C_in, H, W] -> [B, C_out, H/32, W/32]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = self.stem.forward(x);

@@ -1,11 +1,13 @@
 //! Building blocks shared by the backbones: convolution + batch norm (+ activation).
 
-use burn::module::Module;
+use std::sync::Arc;
+
+use burn::module::{Module, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{relu, relu6};
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 /// Activation functions the backbones use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,6 +77,22 @@ pub struct ConvBnAct {
     /// the extra row/column goes bottom/right), as TF-trained weights (Lite0) expect.
     #[module(skip)]
     pub tf_same: Option<[usize; 2]>,
+    /// Host copies of what the flex kernels read on every forward, made by
+    /// [`ConvBnAct::fold_batch_norm`] (inference only: they do not follow parameter updates).
+    #[module(skip)]
+    pub host: Option<Arc<HostParams>>,
+}
+
+/// A layer's parameters on the host, as the flex kernels take them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostParams {
+    /// The batch norm as `x · scale + shift` per channel (see [`batch_norm_affine`]).
+    pub scale: Vec<f32>,
+    /// See `scale`.
+    pub shift: Vec<f32>,
+    /// The convolution's weights when it is depthwise (the kernel reads them); empty otherwise
+    /// (flex's GEMM reads the tensor).
+    pub weight: Vec<f32>,
 }
 
 /// Hyper-parameters of one [`ConvBnAct`].
@@ -155,6 +173,7 @@ impl ConvSpec {
                 .init(device),
             act: self.act,
             tf_same: self.tf_same.then_some([self.kernel, self.stride]),
+            host: None,
         }
     }
 }
@@ -177,6 +196,42 @@ pub fn batch_norm_act(bn: &BatchNorm, act: Activation, x: Tensor<4>) -> Tensor<4
         return fused.unwrap_or_else(|x| act.apply(bn.forward(x)));
     }
     act.apply(bn.forward(x))
+}
+
+/// Folds an inference batch norm into the convolution before it, the load-time rewrite of
+/// inference engines: the convolution's weights (and bias) are scaled by `γ/√(σ² + ε)` per
+/// output channel, and the norm keeps only the shift (`γ = 1`, `β = shift`, `μ = 0`,
+/// `σ² = 1 − ε`). The pair stays an ordinary module computing the same function on every
+/// backend (to float32 rounding); on flex the norm's pass then only adds the shift before the
+/// activation, and the convolution loses its bias pass. Inference only: a folded norm has no
+/// statistics left to train.
+pub fn fold_batch_norm(conv: Conv2d, bn: BatchNorm) -> (Conv2d, BatchNorm) {
+    let (scale, mut shift) = batch_norm_affine(&bn);
+    let c = scale.len();
+    let device = conv.weight.device();
+    let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [c]), &device);
+    if let Some(b) = &conv.bias {
+        // act(bn(W·x + b)) = act(scale·W·x + (scale·b + shift)).
+        let b = silencio_kernels::host_values(b.val());
+        for ((s, a), b) in shift.iter_mut().zip(&scale).zip(b) {
+            *s += a * b;
+        }
+    }
+    let per_out = vector(scale).reshape([c, 1, 1, 1]);
+    let conv = Conv2d {
+        weight: conv.weight.map(|w| w * per_out),
+        bias: None,
+        ..conv
+    };
+    let eps = bn.epsilon;
+    let bn = BatchNorm {
+        gamma: bn.gamma.map(|g| g.ones_like()),
+        beta: bn.beta.map(|_| vector(shift)),
+        running_mean: RunningState::new(vector(vec![0.0; c])),
+        running_var: RunningState::new(vector(vec![(1.0 - eps) as f32; c])),
+        ..bn
+    };
+    (conv, bn)
 }
 
 fn relu_lane(v: f32) -> f32 {
@@ -216,6 +271,32 @@ pub fn batch_norm_affine(bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
 }
 
 impl ConvBnAct {
+    /// [`fold_batch_norm`], then keeps the kernels' parameters on the host when the weights
+    /// live on flex: the load-time rewrite for inference.
+    pub fn fold_batch_norm(self) -> Self {
+        let (conv, bn) = fold_batch_norm(self.conv, self.bn);
+        let host = silencio_kernels::applies(&conv.weight.val()).then(|| {
+            let (scale, shift) = batch_norm_affine(&bn);
+            let depthwise = conv.groups > 1;
+            let weight = match depthwise {
+                true => silencio_kernels::host_values(conv.weight.val()),
+                false => Vec::new(),
+            };
+            Arc::new(HostParams {
+                scale,
+                shift,
+                weight,
+            })
+        });
+        Self {
+            conv,
+            bn,
+            act: self.act,
+            tf_same: self.tf_same,
+            host,
+        }
+    }
+
     /// `[B, C_in, H, W] -> [B, C_out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if silencio_kernels::applies(&x) && self.conv.groups > 1 {
@@ -232,10 +313,22 @@ impl ConvBnAct {
                     [[p, p], [p, p]]
                 }
             };
-            let (scale, shift) = batch_norm_affine(&self.bn);
-            let w = self.conv.weight.val();
+            let uncached;
+            let p = match &self.host {
+                Some(p) => p.as_ref(),
+                None => {
+                    let (scale, shift) = batch_norm_affine(&self.bn);
+                    let weight = silencio_kernels::host_values(self.conv.weight.val());
+                    uncached = HostParams {
+                        scale,
+                        shift,
+                        weight,
+                    };
+                    &uncached
+                }
+            };
             let fused = with_lane!(self.act, lane => silencio_kernels::depthwise_conv2d_bn_act(
-                x, &w, s, pad, &scale, &shift, lane
+                x, &p.weight, k, s, pad, &p.scale, &p.shift, lane
             ));
             return fused.unwrap_or_else(|x| self.forward_modules(x));
         }
@@ -265,6 +358,13 @@ impl ConvBnAct {
             }
             None => x,
         };
-        batch_norm_act(&self.bn, self.act, self.conv.forward(x))
+        let y = self.conv.forward(x);
+        if let Some(p) = &self.host {
+            let fused = with_lane!(self.act, lane => silencio_kernels::batch_norm_act(
+                y, &p.scale, &p.shift, lane
+            ));
+            return fused.unwrap_or_else(|y| self.act.apply(self.bn.forward(y)));
+        }
+        batch_norm_act(&self.bn, self.act, y)
     }
 }

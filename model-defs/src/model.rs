@@ -294,6 +294,20 @@ pub struct Model {
 }
 
 impl Model {
+    /// The load-time rewrites for inference (flex has no graph to optimise, so the model is
+    /// rewritten once instead): every batch norm folded into the convolution before it, and
+    /// the parameters the flex kernels read kept on the host. The same function to float32
+    /// rounding, on every backend; for inference only (a folded norm cannot train, and the
+    /// host copies do not follow parameter updates).
+    pub fn for_inference(self) -> Self {
+        let backbone = match self.backbone {
+            Backbone::Resnet(b) => Backbone::Resnet(b.fold_batch_norms()),
+            Backbone::Efficientnet(b) => Backbone::Efficientnet(b.fold_batch_norms()),
+            Backbone::Cnn14(b) => Backbone::Cnn14(b.fold_batch_norms()),
+        };
+        Self { backbone, ..self }
+    }
+
     /// The backbone's feature map `[B, C, F', T']` for input `[B, C_in, mel, frames]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
         let x = match self.input_norm {

@@ -6,7 +6,7 @@
 //! bottleneck). Deviations: configurable input channels (1 for log-mel spectrograms) and a
 //! backbone that stops before the average pooling; the classifier is a head from `heads.rs`.
 
-use crate::layers::{Activation, batch_norm_act};
+use crate::layers::{Activation, batch_norm_act, fold_batch_norm};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
@@ -89,6 +89,25 @@ impl Bottleneck {
         }
     }
 
+    fn fold_batch_norms(self) -> Self {
+        let (conv1, bn1) = fold_batch_norm(self.conv1, self.bn1);
+        let (conv2, bn2) = fold_batch_norm(self.conv2, self.bn2);
+        let (conv3, bn3) = fold_batch_norm(self.conv3, self.bn3);
+        let downsample = self.downsample.map(|d| {
+            let (conv, bn) = fold_batch_norm(d.conv, d.bn);
+            Downsample { conv, bn }
+        });
+        Self {
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            conv3,
+            bn3,
+            downsample,
+        }
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
             Some(d) => batch_norm_act(&d.bn, Activation::Identity, d.conv.forward(x.clone())),
@@ -159,6 +178,22 @@ impl ResNetConfig {
 }
 
 impl ResNet {
+    /// The load-time rewrite for inference: every batch norm folded into the convolution
+    /// before it (see [`fold_batch_norm`]).
+    pub fn fold_batch_norms(self) -> Self {
+        let (conv1, bn1) = fold_batch_norm(self.conv1, self.bn1);
+        let stage = |v: Vec<Bottleneck>| v.into_iter().map(Bottleneck::fold_batch_norms).collect();
+        Self {
+            conv1,
+            bn1,
+            maxpool: self.maxpool,
+            layer1: stage(self.layer1),
+            layer2: stage(self.layer2),
+            layer3: stage(self.layer3),
+            layer4: stage(self.layer4),
+        }
+    }
+
     /// `[B, C_in, H, W] -> [B, 2048, H/32, W/32]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = batch_norm_act(&self.bn1, Activation::Relu, self.conv1.forward(x));

@@ -113,7 +113,8 @@ impl Classifier {
         Ok(Self {
             species: Arc::new(meta.species.clone()),
             meta,
-            model,
+            // The classifier only infers: the load-time rewrites apply.
+            model: model.for_inference(),
             device: device.clone(),
             logmel,
             batch_size: 16,

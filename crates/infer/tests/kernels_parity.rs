@@ -9,6 +9,11 @@
 //!   parity test), fed the log-mels on its three channels;
 //! - full-size ResNet-50, recalibrated the same way (its ReLU/batch-norm path is fused too).
 //!
+//! Each model runs three ways against Burn's ops on the model as loaded: the kernels on, the
+//! model prepared for inference (`Model::for_inference`: batch norms folded into the
+//! convolutions, kernel parameters on the host) with the kernels on, as served, and the prepared
+//! model with the kernels off (the fold alone, as wgpu runs it).
+//!
 //! Stated tolerances: the backbone's features and the logits within 1e-4 of their largest
 //! magnitude (both sides float32; the kernels fold each batch norm into one multiply-add and
 //! evaluate exp within 1 ulp, Burn rounds differently), probabilities within 1e-5; the features'
@@ -103,26 +108,45 @@ fn rel_diff(on: &[f32], off: &[f32]) -> (f32, f32) {
     (d / scale.max(1e-30), std)
 }
 
-/// `f(model, x)` with the kernels on, then off.
+/// `f(model, x)` with the kernels on, then `f(reference, x)` with them off.
 fn both<const D: usize>(
     model: &Model,
+    reference: &Model,
     x: &Tensor<4>,
     f: impl Fn(&Model, Tensor<4>) -> Tensor<D>,
 ) -> (Vec<f32>, Vec<f32>) {
     silencio_kernels::set_enabled(true);
     let on = flat(f(model, x.clone()));
     silencio_kernels::set_enabled(false);
-    let off = flat(f(model, x.clone()));
+    let off = flat(f(reference, x.clone()));
     silencio_kernels::set_enabled(true);
     (on, off)
 }
 
 fn check(name: &str, model: &Model, x: &Tensor<4>) {
+    compare(name, model, model, x);
+    let prepared = model.clone().for_inference();
+    compare(&format!("{name}, prepared"), &prepared, model, x);
+    // The fold alone (Burn's ops on the folded model) against the model as loaded.
+    let off = |m: &Model, f: &dyn Fn(&Model) -> Vec<f32>| {
+        silencio_kernels::set_enabled(false);
+        let v = f(m);
+        silencio_kernels::set_enabled(true);
+        v
+    };
+    let features = |m: &Model| flat(m.features(x.clone()));
+    let (df, _) = rel_diff(&off(&prepared, &features), &off(model, &features));
+    println!("{name}: the fold alone, max |Δ features| {df:.2e} of the largest");
+    assert!(df <= 1e-4, "{name}: folding moved the features by {df:e}");
+}
+
+/// `model` with the kernels on against `reference` (the model as loaded) with them off.
+fn compare(name: &str, model: &Model, reference: &Model, x: &Tensor<4>) {
     // The backbone's output: where the activations must be realistic (a randomly initialised
     // head keeps the logits small whatever the features).
-    let (f_on, f_off) = both(model, x, |m, x| m.features(x));
+    let (f_on, f_off) = both(model, reference, x, |m, x| m.features(x));
     let (df, f_std) = rel_diff(&f_on, &f_off);
-    let (l_on, l_off) = both(model, x, |m, x| m.forward(x).logits);
+    let (l_on, l_off) = both(model, reference, x, |m, x| m.forward(x).logits);
     let (dl, l_std) = rel_diff(&l_on, &l_off);
     let sig = |v: &f32| 1.0 / (1.0 + (-f64::from(*v)).exp());
     let dp = l_on

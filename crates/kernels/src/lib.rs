@@ -12,6 +12,9 @@
 //!   module code to run instead — on
 //!   wgpu, CUDA, under autodiff (training), for other dtypes — so models call them
 //!   unconditionally.
+//!
+//! Parameters (weights, batch-norm scale and shift) come as host slices: a model prepared for
+//! inference keeps them from load time, so no forward copies them out of its tensors.
 
 // `Err(x)` hands the input tensor back for the caller's fallback: both variants are the same
 // 256-byte `Tensor`, and boxing it would allocate on every layer call.
@@ -50,6 +53,15 @@ pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
         let _ = x;
         false
     }
+}
+
+/// The values of `t` as float32 on the host (a copy; empty if they cannot be read): how callers
+/// hand parameters to the kernels. It reads a GPU tensor back, so check [`applies`] first.
+pub fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
 }
 
 /// SiLU `x · sigmoid(x)` (see [`act`] for its accuracy on flex).
@@ -92,44 +104,72 @@ where
     }
 }
 
+/// The weights of a squeeze-and-excitation block, on the host, as [`squeeze_excitation`] reads
+/// them (torchvision's `fc1`/`fc2` 1×1 convolutions, row-major).
+#[derive(Debug, Clone, Copy)]
+pub struct SeWeights<'a> {
+    /// Reduce, `[C_sq, C]`.
+    pub w1: &'a [f32],
+    /// Its bias, `[C_sq]`.
+    pub b1: &'a [f32],
+    /// Expand, `[C, C_sq]`.
+    pub w2: &'a [f32],
+    /// Its bias, `[C]`.
+    pub b2: &'a [f32],
+}
+
+impl SeWeights<'_> {
+    /// `(C, C_sq)` when the four slices agree with each other.
+    pub fn dims(&self) -> Option<(usize, usize)> {
+        let (sq, c) = (self.b1.len(), self.b2.len());
+        (sq > 0 && c > 0 && self.w1.len() == sq * c && self.w2.len() == c * sq).then_some((c, sq))
+    }
+}
+
 /// Squeeze-and-excitation (Hu et al. 2018) at inference, as torchvision's: per image,
-/// `s = sigmoid(W₂ · silu(W₁ · mean_hw(x) + b₁) + b₂)`, then `x[c] ← x[c] · s[c]`. `w1` is the
-/// reduce convolution's weight `[C_sq, C, 1, 1]`, `w2` the expand one's `[C, C_sq, 1, 1]`.
-/// `Err(x)` off the flex fast path.
-pub fn squeeze_excitation(
-    x: Tensor<4>,
-    w1: &Tensor<4>,
-    b1: Option<&Tensor<1>>,
-    w2: &Tensor<4>,
-    b2: Option<&Tensor<1>>,
-) -> Result<Tensor<4>, Tensor<4>> {
+/// `s = sigmoid(W₂ · silu(W₁ · mean_hw(x) + b₁) + b₂)`, then `x[c] ← x[c] · s[c]`.
+/// `Err(x)` off the flex fast path or when the weights do not fit `x`.
+pub fn squeeze_excitation(x: Tensor<4>, se: SeWeights<'_>) -> Result<Tensor<4>, Tensor<4>> {
     #[cfg(feature = "flex")]
-    return flex::squeeze_excitation(x, w1, b1, w2, b2);
+    return flex::squeeze_excitation(x, se);
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (w1, b1, w2, b2);
+        let _ = se;
         Err(x)
     }
 }
 
-/// Depthwise 2-D convolution (one `k × k` filter per channel, weight `[C, 1, k, k]`, no bias)
-/// with `stride` and zero padding `[[top, bottom], [left, right]]`. `Err(x)` off the flex fast
-/// path or when the weight is not depthwise for `x`.
+/// Depthwise 2-D convolution (one `k × k` filter per channel: `weight` holds `[C, 1, k, k]`
+/// row-major, no bias) with `stride` and zero padding `[[top, bottom], [left, right]]`.
+/// `Err(x)` off the flex fast path or when the weight does not fit `x`.
 pub fn depthwise_conv2d(
     x: Tensor<4>,
-    weight: &Tensor<4>,
+    weight: &[f32],
+    k: usize,
     stride: usize,
     pad: [[usize; 2]; 2],
 ) -> Result<Tensor<4>, Tensor<4>> {
     let c = x.dims()[1];
-    depthwise_conv2d_bn_act(x, weight, stride, pad, &vec![1.0; c], &vec![0.0; c], |v| v)
+    depthwise_conv2d_bn_act(
+        x,
+        weight,
+        k,
+        stride,
+        pad,
+        &vec![1.0; c],
+        &vec![0.0; c],
+        |v| v,
+    )
 }
 
 /// [`depthwise_conv2d`] followed by [`batch_norm_act`]'s `act(y · scale[c] + shift[c])`, applied
 /// to each output plane while it is still in cache (one pass over memory fewer).
+// One argument per kernel parameter, as Burn's own conv ops take them.
+#[allow(clippy::too_many_arguments)]
 pub fn depthwise_conv2d_bn_act<F>(
     x: Tensor<4>,
-    weight: &Tensor<4>,
+    weight: &[f32],
+    k: usize,
     stride: usize,
     pad: [[usize; 2]; 2],
     scale: &[f32],
@@ -140,10 +180,10 @@ where
     F: Fn(f32) -> f32 + Copy + Send + Sync,
 {
     #[cfg(feature = "flex")]
-    return flex::depthwise_conv2d_bn_act(x, weight, stride, pad, scale, shift, act);
+    return flex::depthwise_conv2d_bn_act(x, weight, k, stride, pad, scale, shift, act);
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (weight, stride, pad, scale, shift, act);
+        let _ = (weight, k, stride, pad, scale, shift, act);
         Err(x)
     }
 }
@@ -197,23 +237,27 @@ mod flex {
         Ok(Tensor::from_primitive::<Flex>(f))
     }
 
-    /// `f` on the contiguous float32 data of `t`, if `t` is plain (no copy when it already is
-    /// contiguous: the handle shares the buffer).
-    fn with_slice<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-        let p = take(t.clone()).ok()?;
-        Some(f(p.storage::<f32>()))
-    }
-
     /// Elements per parallel task of the plane kernels: late EfficientNet layers have planes of
     /// 40 values, far too small for a task each (~1 µs of rayon and dispatch overhead).
     const TASK: usize = 1 << 14;
+
+    /// Tasks per thread at least, when a layer is small: with 2 threads, a layer of 3 tasks
+    /// keeps one thread idle a third of the time (batch 1 is mostly such layers).
+    const TASKS_PER_THREAD: usize = 4;
+
+    /// Planes per parallel task for `planes` planes of `plane` values: about [`TASK`] values,
+    /// fewer when that would leave fewer than [`TASKS_PER_THREAD`] tasks per thread.
+    fn planes_per_task(planes: usize, plane: usize) -> usize {
+        let balanced = planes.div_ceil(TASKS_PER_THREAD * rayon::current_num_threads());
+        (TASK / plane.max(1)).min(balanced).max(1)
+    }
 
     /// `f(first_plane_index, planes)` over `[B, C, H, W]` data cut into whole planes of `plane`
     /// values, several planes per parallel task.
     fn for_planes_mut(data: &mut [f32], plane: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
         use rayon::prelude::*;
         let plane = plane.max(1);
-        let per_task = (TASK / plane).max(1);
+        let per_task = planes_per_task(data.len() / plane, plane);
         data.par_chunks_mut(per_task * plane)
             .enumerate()
             .for_each(|(t, chunk)| f(t * per_task, chunk));
@@ -251,36 +295,24 @@ mod flex {
 
     pub(crate) fn squeeze_excitation(
         x: Tensor<4>,
-        w1: &Tensor<4>,
-        b1: Option<&Tensor<1>>,
-        w2: &Tensor<4>,
-        b2: Option<&Tensor<1>>,
+        se: crate::SeWeights<'_>,
     ) -> Result<Tensor<4>, Tensor<4>> {
         use crate::plane::{dot, sum, vectorized};
         use rayon::prelude::*;
         let [b, c, h, w] = x.dims();
-        let [sq, c1, ..] = w1.dims();
-        if c1 != c || w2.dims()[..2] != [c, sq] {
+        let crate::SeWeights { w1, b1, w2, b2 } = se;
+        let Some((c1, sq)) = se.dims() else {
+            return Err(x);
+        };
+        if c1 != c {
             return Err(x);
         }
-        let owned = |t: Option<&Tensor<1>>, n: usize| match t {
-            Some(t) => with_slice(t, <[f32]>::to_vec),
-            None => Some(vec![0.0; n]),
-        };
-        let (Some(w1v), Some(w2v), Some(b1v), Some(b2v)) = (
-            with_slice(w1, <[f32]>::to_vec),
-            with_slice(w2, <[f32]>::to_vec),
-            owned(b1, sq),
-            owned(b2, c),
-        ) else {
-            return Err(x);
-        };
         let mut f = take(x)?;
         let n = f.layout().num_elements();
         let data = &mut f.storage_mut::<f32>()[..n];
         let plane = h * w;
         // Squeeze: the mean of every plane.
-        let per_task = (TASK / plane.max(1)).max(1);
+        let per_task = planes_per_task(b * c, plane);
         let means: Vec<f32> = data
             .par_chunks(per_task * plane.max(1))
             .flat_map_iter(|chunk| {
@@ -298,9 +330,9 @@ mod flex {
         // Excite: two small matrix-vector products per image.
         let mut scales = Vec::with_capacity(b * c);
         for m in means.chunks_exact(c) {
-            let hidden: Vec<f32> = w1v
+            let hidden: Vec<f32> = w1
                 .chunks_exact(c)
-                .zip(&b1v)
+                .zip(b1)
                 .map(|(row, bias)| {
                     crate::act::silu(
                         vectorized(
@@ -310,7 +342,7 @@ mod flex {
                     )
                 })
                 .collect();
-            scales.extend(w2v.chunks_exact(sq).zip(&b2v).map(|(row, bias)| {
+            scales.extend(w2.chunks_exact(sq).zip(b2).map(|(row, bias)| {
                 crate::act::sigmoid(
                     vectorized(
                         #[inline(always)]
@@ -334,9 +366,11 @@ mod flex {
         Ok(Tensor::from_primitive::<Flex>(f))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn depthwise_conv2d_bn_act<F>(
         x: Tensor<4>,
-        weight: &Tensor<4>,
+        weight: &[f32],
+        k: usize,
         stride: usize,
         pad: [[usize; 2]; 2],
         scale: &[f32],
@@ -349,8 +383,7 @@ mod flex {
         use burn_flex::Layout;
         use rayon::prelude::*;
         let [b, c, h, w] = x.dims();
-        let [wc, one, k, k2] = weight.dims();
-        if wc != c || one != 1 || k != k2 || stride == 0 || k == 0 || h == 0 || w == 0 {
+        if weight.len() != c * k * k || stride == 0 || k == 0 || h == 0 || w == 0 {
             return Err(x);
         }
         if scale.len() != c || shift.len() != c {
@@ -360,26 +393,23 @@ mod flex {
         if h + pad[0][0] + pad[0][1] < k || w + pad[1][0] + pad[1][1] < k {
             return Err(x);
         }
-        let Some(wv) = with_slice(weight, <[f32]>::to_vec) else {
-            return Err(x);
-        };
         let input = take(x)?;
         let src = input.storage::<f32>();
         let [ho, wo] = g.output;
         let mut out = vec![0.0f32; b * c * ho * wo];
-        let per_task = (TASK / (ho * wo)).max(1);
+        let per_task = planes_per_task(b * c, ho * wo);
         out.par_chunks_mut(per_task * ho * wo)
             .zip(src.par_chunks(per_task * h * w))
             .enumerate()
             .for_each(|(t, (outs, ins))| {
-                let mut scratch = Vec::new();
+                let mut scratch = crate::plane::DwScratch::default();
                 crate::plane::vectorized(
                     #[inline(always)]
                     || {
                         let planes = outs.chunks_exact_mut(ho * wo).zip(ins.chunks_exact(h * w));
                         for (j, (o, p)) in planes.enumerate() {
                             let ch = (t * per_task + j) % c;
-                            let kw = &wv[ch * k * k..][..k * k];
+                            let kw = &weight[ch * k * k..][..k * k];
                             crate::plane::depthwise_plane(p, kw, &g, o, &mut scratch);
                             crate::plane::affine_act(o, scale[ch], shift[ch], act);
                         }

@@ -103,6 +103,16 @@ impl DwGeometry {
     }
 }
 
+/// Buffers one thread reuses across the [`depthwise_plane`] calls of a layer: the column
+/// phases of a strided input plane, and each kernel column's valid output range (computed once
+/// per geometry, not per plane: late layers have thousands of 40-value planes).
+#[derive(Debug, Default)]
+pub struct DwScratch {
+    phases: Vec<f32>,
+    cols: Vec<std::ops::Range<usize>>,
+    cols_of: Option<DwGeometry>,
+}
+
 /// One output plane of a depthwise convolution: `out[oy][ox] = Σ k[ky][kx] ·
 /// in[oy·s + ky − top][ox·s + kx − left]`, zero outside the input. Rows accumulate one kernel
 /// tap at a time along contiguous output columns, so that the loop vectorises; for stride
@@ -114,26 +124,30 @@ pub fn depthwise_plane(
     weights: &[f32],
     g: &DwGeometry,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut DwScratch,
 ) {
     let ([h, w], [_, wo], k, s) = (g.input, g.output, g.kernel, g.stride);
+    if scratch.cols_of != Some(*g) {
+        scratch.cols = (0..k).map(|kx| g.valid_cols(kx)).collect();
+        scratch.cols_of = Some(*g);
+    }
+    let DwScratch { phases, cols, .. } = scratch;
     let (src, row_len): (&[f32], usize) = if s == 1 {
         (input, w)
     } else {
         let wq = w.div_ceil(s);
-        scratch.clear();
-        scratch.resize(s * h * wq, 0.0);
+        phases.clear();
+        phases.resize(s * h * wq, 0.0);
         for (iy, row) in input.chunks_exact(w).take(h).enumerate() {
             for (j, cols) in row.chunks(s).enumerate() {
                 for (q, v) in cols.iter().enumerate() {
-                    scratch[(q * h + iy) * wq + j] = *v;
+                    phases[(q * h + iy) * wq + j] = *v;
                 }
             }
         }
-        (&scratch[..], wq)
+        (&phases[..], wq)
     };
     out.fill(0.0);
-    let cols: Vec<std::ops::Range<usize>> = (0..k).map(|kx| g.valid_cols(kx)).collect();
     for (oy, row) in out.chunks_exact_mut(wo).enumerate() {
         for ky in 0..k {
             let iy = oy * s + ky;

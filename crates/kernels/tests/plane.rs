@@ -7,8 +7,10 @@ use burn::module::Param;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::{BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use silencio_kernels::plane::{depthwise_plane, dot, sum};
-use silencio_kernels::{DwGeometry, batch_norm_act, depthwise_conv2d, squeeze_excitation};
+use silencio_kernels::plane::{DwScratch, depthwise_plane, dot, sum};
+use silencio_kernels::{
+    DwGeometry, SeWeights, batch_norm_act, depthwise_conv2d, host_values, squeeze_excitation,
+};
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -49,6 +51,8 @@ fn depthwise_reference(input: &[f32], weights: &[f32], g: &DwGeometry) -> Vec<f6
 #[test]
 fn depthwise_plane_matches_the_definition() {
     let mut cases = 0;
+    // One scratch across every geometry: what it caches must follow the geometry.
+    let mut scratch = DwScratch::default();
     for k in [1usize, 3, 5] {
         for stride in [1, 2] {
             for (h, w) in [(1, 1), (2, 3), (7, 9), (16, 40), (5, 33)] {
@@ -64,7 +68,7 @@ fn depthwise_plane_matches_the_definition() {
                     let input = values(h * w, (h * 31 + w) as u64);
                     let weights = values(k * k, k as u64 + 7);
                     let mut out = vec![f32::NAN; g.output[0] * g.output[1]];
-                    depthwise_plane(&input, &weights, &g, &mut out, &mut Vec::new());
+                    depthwise_plane(&input, &weights, &g, &mut out, &mut scratch);
                     let r = depthwise_reference(&input, &weights, &g);
                     for (i, (a, b)) in out.iter().zip(&r).enumerate() {
                         assert!(
@@ -119,17 +123,19 @@ fn depthwise_conv2d_matches_burns_grouped_convolution() {
             .init(&d);
         let x = Tensor::<4>::random([2, 24, hw[0], hw[1]], Distribution::Normal(0.0, 1.0), &d);
         let burn = to_vec(conv.forward(x.clone()));
-        let ours = depthwise_conv2d(x, &conv.weight.val(), stride, [[p, p], [p, p]]).unwrap();
+        let w = host_values(conv.weight.val());
+        let ours = depthwise_conv2d(x, &w, k, stride, [[p, p], [p, p]]).unwrap();
         assert_eq!(ours.dims()[0..2], [2, 24]);
         let e = max_rel(&to_vec(ours), &burn);
         assert!(e <= 1e-5, "k {k} stride {stride}: {e:e}");
     }
     // Not depthwise for this input (channel mismatch), or under autodiff: the caller's path.
-    let w = Tensor::<4>::ones([8, 1, 3, 3], &d);
-    assert!(depthwise_conv2d(Tensor::zeros([1, 4, 8, 8], &d), &w, 1, [[1, 1], [1, 1]]).is_err());
+    let pad = [[1, 1], [1, 1]];
+    let w = vec![1.0; 8 * 9];
+    assert!(depthwise_conv2d(Tensor::zeros([1, 4, 8, 8], &d), &w, 3, 1, pad).is_err());
     let ad = Device::flex().autodiff();
-    let w = Tensor::<4>::ones([4, 1, 3, 3], &ad);
-    assert!(depthwise_conv2d(Tensor::zeros([1, 4, 8, 8], &ad), &w, 1, [[1, 1], [1, 1]]).is_err());
+    let w = vec![1.0; 4 * 9];
+    assert!(depthwise_conv2d(Tensor::zeros([1, 4, 8, 8], &ad), &w, 3, 1, pad).is_err());
 }
 
 #[test]
@@ -180,16 +186,20 @@ fn squeeze_excitation_matches_burns_layers() {
         fc2.forward(burn::tensor::activation::silu(fc1.forward(s))),
     );
     let burn = to_vec(x.clone() * s);
-    let b1 = fc1.bias.as_ref().map(|b| b.val());
-    let b2 = fc2.bias.as_ref().map(|b| b.val());
-    let ours = squeeze_excitation(
-        x,
-        &fc1.weight.val(),
-        b1.as_ref(),
-        &fc2.weight.val(),
-        b2.as_ref(),
-    )
-    .unwrap();
+    let bias = |c: &burn::nn::conv::Conv2d| host_values(c.bias.as_ref().unwrap().val());
+    let (w1, w2) = (host_values(fc1.weight.val()), host_values(fc2.weight.val()));
+    let (b1, b2) = (bias(&fc1), bias(&fc2));
+    let se = SeWeights {
+        w1: &w1,
+        b1: &b1,
+        w2: &w2,
+        b2: &b2,
+    };
+    assert_eq!(se.dims(), Some((c, sq)));
+    // Weights of another width: the caller's path.
+    let narrow = SeWeights { b2: &b2[1..], ..se };
+    assert!(squeeze_excitation(x.clone(), narrow).is_err());
+    let ours = squeeze_excitation(x, se).unwrap();
     let e = max_rel(&to_vec(ours), &burn);
     assert!(e <= 1e-6, "{e:e}");
 }

@@ -110,6 +110,49 @@ fn last_line_path(stdout: &str) -> PathBuf {
     PathBuf::from(last.rsplit(": ").next().unwrap())
 }
 
+/// The trained demo bundle as served (`Model::for_inference`: batch norms folded, the project's
+/// CPU kernels) against Burn's ops on the model as loaded (under autodiff, where the kernels
+/// never run), on the 12 windows of the real 1-minute soundscape. Tolerances as in
+/// `crates/infer/tests/kernels_parity.rs`: logits within 1e-4 of their largest magnitude,
+/// probabilities within 1e-5.
+fn prepared_model_matches_burns_ops(bundle: &silencio_infer::ModelBundle) {
+    use burn::module::Module;
+    use burn::tensor::{Device, Tensor};
+    let device = Device::flex();
+    let model = bundle.load_model(&device).unwrap();
+    let audio = repo().join("datasets/fixtures/audio/soundscape_1min.ogg");
+    let (_, f) =
+        silencio_audio::features_from_path(&audio, &bundle.meta().features, 120.0).unwrap();
+    let x = silencio_infer::features_to_tensor(&f, &device);
+    let ad = device.autodiff();
+    let burn_ops = model
+        .clone()
+        .fork(&ad)
+        .forward(Tensor::<4>::from_data(x.to_data(), &ad))
+        .logits;
+    let flat = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+    let reference = flat(burn_ops);
+    let served = flat(model.for_inference().forward(x).logits);
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let dl = served
+        .iter()
+        .zip(&reference)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale;
+    let sig = |v: &f32| 1.0 / (1.0 + (-f64::from(*v)).exp());
+    let dp = served
+        .iter()
+        .zip(&reference)
+        .fold(0f64, |m, (a, b)| m.max((sig(a) - sig(b)).abs()));
+    println!(
+        "trained demo bundle: logits up to {scale:.2}, max |Δ| {dl:.2e} of it, max |Δp| {dp:.2e}"
+    );
+    // A trained model's logits leave sigmoid's linear range (an untrained one's do not).
+    assert!(scale > 1.0, "logits {scale}: not a trained model");
+    assert!(dl <= 1e-4, "logits differ by {dl:e} of their scale");
+    assert!(dp <= 1e-5, "probabilities differ by {dp:e}");
+}
+
 #[test]
 fn demo_trains_evaluates_registers_and_mlflow_reads_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -130,6 +173,7 @@ fn demo_trains_evaluates_registers_and_mlflow_reads_it() {
     assert_eq!(state["status"], "finished");
     assert_eq!(b.meta().provenance.run_id.as_deref(), Some(run_id.as_str()));
     assert_eq!(b.meta().species.len(), 9);
+    prepared_model_matches_burns_ops(&b);
     // Both reports exist and agree with the printed metrics.
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
