@@ -14,12 +14,12 @@ What a new user runs, on this machine, one configuration after another in one ru
 
 Configurations (``--configs`` picks a subset):
 
-* ``one-replica-bs1``   1 replica, batching off (max batch 1): the baseline;
-* ``default``           the server's defaults: one replica per core, ``--replica-threads own``,
-                        max batch 8, 10 ms wait;
-* ``shared-threads``    the defaults with ``--replica-threads shared`` (replica threads plus the
-                        process-wide rayon pool: the old behaviour);
-* ``replicas-bs1``      one replica per core, batching off.
+* ``one-replica-bs1``         1 replica, batching off (max batch 1): the baseline;
+* ``replicas-bs1``            one replica per core (the default), ``--replica-threads own`` (the
+                              default), batching off: the CPU default since this comparison;
+* ``replicas-batch8``         the same with ``--max-batch 8`` (10 ms wait): the default before;
+* ``shared-threads-batch8``   ``--replica-threads shared --max-batch 8``: replica threads plus
+                              the process-wide rayon pool, the behaviour before replica pools.
 
 Then ``silencio identify --model <bundle>`` on the real 1-minute soundscape fixture and on its first
 5 s (cut with ffmpeg), ``--identify-runs`` times each: the end-to-end cost per window is
@@ -58,9 +58,9 @@ CLASSES = (("Aves", 146), ("Amphibia", 34), ("Insecta", 17), ("Mammalia", 9))
 
 CONFIGS = {
     "one-replica-bs1": ["--replicas", "1", "--max-batch", "1"],
-    "default": [],
-    "shared-threads": ["--replica-threads", "shared"],
     "replicas-bs1": ["--max-batch", "1"],
+    "replicas-batch8": ["--max-batch", "8"],
+    "shared-threads-batch8": ["--replica-threads", "shared", "--max-batch", "8"],
 }
 
 

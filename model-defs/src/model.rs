@@ -310,6 +310,10 @@ impl Model {
 
     /// The backbone's feature map `[B, C, F', T']` for input `[B, C_in, mel, frames]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        silencio_kernels::in_pool(x, |x| self.features_here(x))
+    }
+
+    fn features_here(&self, x: Tensor<4>) -> Tensor<4> {
         let x = match self.input_norm {
             Some([m, s]) => (x - m) / s,
             None => x,
@@ -321,9 +325,14 @@ impl Model {
         }
     }
 
-    /// Logits for input `[B, C_in, mel, frames]`.
+    /// Logits for input `[B, C_in, mel, frames]` (on flex at inference, on a worker of rayon's
+    /// pool: see [`silencio_kernels::in_pool`]).
     pub fn forward(&self, x: Tensor<4>) -> ModelOutput {
-        let f = self.features(x);
+        silencio_kernels::in_pool(x, |x| self.forward_here(x))
+    }
+
+    fn forward_here(&self, x: Tensor<4>) -> ModelOutput {
+        let f = self.features_here(x);
         match &self.head {
             Head::Clip(h) => ModelOutput {
                 logits: h.forward(f),
@@ -342,7 +351,11 @@ impl Model {
     /// A clip embedding `[B, E]`: the clip head's pooled (and hidden) features, or the
     /// global average of the feature map under a SED head.
     pub fn embed(&self, x: Tensor<4>) -> Tensor<2> {
-        let f = self.features(x);
+        silencio_kernels::in_pool(x, |x| self.embed_here(x))
+    }
+
+    fn embed_here(&self, x: Tensor<4>) -> Tensor<2> {
+        let f = self.features_here(x);
         match &self.head {
             Head::Clip(h) => h.embed(f),
             Head::Sed(_) => {

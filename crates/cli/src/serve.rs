@@ -27,9 +27,10 @@ pub struct ServeArgs {
     /// Model replicas (worker threads, one model copy each). Default: one per core (at most 8).
     #[arg(long, env = "SILENCIO_REPLICAS")]
     pub replicas: Option<usize>,
-    /// A batch closes at this many windows (1 disables batching).
-    #[arg(long, env = "SILENCIO_MAX_BATCH", default_value_t = 8)]
-    pub max_batch: usize,
+    /// A batch closes at this many windows (1 disables batching). Default: 1 on the CPU
+    /// (batching only adds waiting there), 8 on a GPU.
+    #[arg(long, env = "SILENCIO_MAX_BATCH")]
+    pub max_batch: Option<usize>,
     /// …or once its oldest window has waited this many milliseconds.
     #[arg(long, env = "SILENCIO_MAX_WAIT_MS", default_value_t = 10)]
     pub max_wait_ms: u64,
@@ -74,7 +75,9 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             replicas: a
                 .replicas
                 .unwrap_or_else(silencio_server::config::default_replicas),
-            max_batch: a.max_batch,
+            max_batch: a
+                .max_batch
+                .unwrap_or_else(|| silencio_server::config::default_max_batch(&a.device)),
             max_wait: Duration::from_millis(a.max_wait_ms),
             device: a.device,
             threads: a.replica_threads,

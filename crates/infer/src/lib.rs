@@ -26,6 +26,7 @@ pub use bundle::{BundleMeta, BundleSpec, ModelBundle, Provenance, Species};
 pub use classifier::{Classifier, Identification, SpeciesScore, WindowScores, top_k};
 pub use ensemble::{Ensemble, Member};
 pub use output::{Format, RenderOptions, render};
+pub use silencio_kernels::is_flex;
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]

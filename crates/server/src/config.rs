@@ -26,7 +26,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             replicas: default_replicas(),
-            max_batch: 8,
+            max_batch: default_max_batch("flex"),
             max_wait: Duration::from_millis(10),
             device: "flex".into(),
             threads: ReplicaThreads::default(),
@@ -47,9 +47,21 @@ pub enum ReplicaThreads {
     Shared,
 }
 
-/// One replica per core (at most 8): a flex forward keeps only about one core busy, so on
-/// 2 cores one replica served 66 clips/s and two served 125 (tour mode, 16 users); four added
-/// nothing more.
+/// The default `--max-batch` on `device`: 1 on the CPU (flex), where a window costs about the
+/// same at batch 1 as at batch 8 and batching only adds waiting — full-size EfficientNet-B0, 2
+/// cores, 2 replicas: 73.8 clips/s at 16 users and p50 107 ms at 8 users at batch 1, against
+/// 74.5 clips/s and 192 ms at batch 8 (`benches/compare/serving_last_run.json`); 8 elsewhere
+/// (GPUs, where a batch fills the device).
+pub fn default_max_batch(device: &str) -> usize {
+    match silencio_infer::parse_device(device) {
+        Ok(d) if silencio_infer::is_flex(&d) => 1,
+        _ => 8,
+    }
+}
+
+/// One replica per core (at most 8): with a full-size EfficientNet-B0 on 2 cores, one replica
+/// served 39 clips/s and two 72 (tour mode, 16 users, batch 1; with the demo model, four
+/// replicas added nothing over two).
 pub fn default_replicas() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get().clamp(1, 8))
