@@ -548,3 +548,105 @@ async fn shutdown_flushes_open_streams() {
         .unwrap()
         .unwrap();
 }
+
+/// Issue 16's lock-out, reproduced: 100 connections send `POST /v1/identify` headers announcing
+/// 500 kB and then dribble one byte a second. Bodies are read before admission, under a deadline
+/// and a minimum rate, so a normal client still gets its identification at once, every slow
+/// upload gets 408 `timeout` once its grace period is over, and memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_uploads_cannot_lock_out_other_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-slow", "1");
+    let mut cfg = common::config(&tmp.path().join("data"), Some(bundle));
+    // Fewer admission slots than attackers, as in the report (64 against 100).
+    cfg.queue = 64;
+    cfg.upload = silencio_server::upload::UploadPolicy {
+        timeout: Duration::from_secs(30),
+        grace: Duration::from_secs(3),
+        min_bytes_per_s: 1000,
+    };
+    let s = start(cfg).await;
+
+    let head = format!(
+        "POST /v1/identify HTTP/1.1\r\nHost: {}\r\nContent-Type: audio/wav\r\n\
+         Content-Length: 500000\r\n\r\n",
+        s.addr
+    );
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let head = head.clone();
+        let addr = s.addr;
+        slow.push(tokio::spawn(async move {
+            let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+            sock.write_all(head.as_bytes()).await.unwrap();
+            let started = Instant::now();
+            let mut answer = Vec::new();
+            loop {
+                // One byte a second until the server answers (or 20 s pass).
+                let mut buf = [0u8; 4096];
+                match tokio::time::timeout(Duration::from_secs(1), sock.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => {
+                        answer.extend_from_slice(&buf[..n]);
+                        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        if started.elapsed() > Duration::from_secs(20)
+                            || sock.write_all(b"R").await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            (
+                String::from_utf8_lossy(&answer).to_string(),
+                started.elapsed(),
+            )
+        }));
+    }
+    // Let every slow upload start first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let c = reqwest::Client::new();
+    let ogg = std::fs::read(common::fixture("crowsetta_forest.ogg")).unwrap();
+    let t = Instant::now();
+    let r = c
+        .post(s.url("/v1/identify"))
+        .header("content-type", "audio/ogg")
+        .body(ogg)
+        .send()
+        .await
+        .unwrap();
+    let waited = t.elapsed();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+
+    let mut timeouts = 0;
+    for h in slow {
+        let (answer, after) = h.await.unwrap();
+        if answer.starts_with("HTTP/1.1 408") && answer.contains("\"error_type\":\"timeout\"") {
+            timeouts += 1;
+            // Not before the grace period, and well before the deadline.
+            assert!(
+                after >= Duration::from_secs(2) && after < Duration::from_secs(15),
+                "{after:?}"
+            );
+        }
+    }
+    assert_eq!(timeouts, 100, "every slow upload is answered 408 timeout");
+    let rss_kb: u64 = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kb < 1 << 20, "RSS {rss_kb} kB");
+    s.shutdown().await;
+}

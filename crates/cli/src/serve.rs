@@ -40,6 +40,16 @@ pub struct ServeArgs {
     /// Largest request body in MiB (413 beyond).
     #[arg(long, env = "SILENCIO_MAX_BODY_MB", default_value_t = 32.0)]
     pub max_body_mb: f64,
+    /// An identify body must have arrived within this many seconds (408 beyond).
+    #[arg(long, env = "SILENCIO_UPLOAD_TIMEOUT_S", default_value_t = 120)]
+    pub upload_timeout_s: u64,
+    /// …and, after this many seconds, keep this average rate in kbit/s (408 below; a phone on
+    /// EDGE sends ~50).
+    #[arg(long, env = "SILENCIO_UPLOAD_GRACE_S", default_value_t = 10)]
+    pub upload_grace_s: u64,
+    /// See --upload-grace-s.
+    #[arg(long, env = "SILENCIO_UPLOAD_MIN_KBPS", default_value_t = 16)]
+    pub upload_min_kbps: u64,
     /// Longest recording in seconds (413 beyond).
     #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 120.0)]
     pub max_duration_s: f64,
@@ -84,6 +94,11 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         },
         queue: a.queue,
         max_body_bytes: (a.max_body_mb * 1_048_576.0).round() as u64,
+        upload: silencio_server::upload::UploadPolicy {
+            timeout: Duration::from_secs(a.upload_timeout_s),
+            grace: Duration::from_secs(a.upload_grace_s),
+            min_bytes_per_s: a.upload_min_kbps * 1000 / 8,
+        },
         max_duration_s: a.max_duration_s,
         sample_share: a.sample_share,
         sample_quota_bytes: a.sample_quota_mb.saturating_mul(1 << 20),

@@ -87,6 +87,8 @@ pub struct ServerConfig {
     pub queue: usize,
     /// Largest request body in bytes; beyond it: 413.
     pub max_body_bytes: u64,
+    /// How fast an identify body must arrive; slower: 408.
+    pub upload: crate::upload::UploadPolicy,
     /// Longest recording in seconds; beyond it: 413.
     pub max_duration_s: f64,
     /// Share of identify requests saved with their audio for labelling.
@@ -114,6 +116,13 @@ impl Default for ServerConfig {
             engine: EngineConfig::default(),
             queue: 64,
             max_body_bytes: 32 << 20,
+            // 16 kbit/s on average after 10 s: a phone on EDGE (~50 kbit/s) sends a 5 s OGG
+            // clip (~30 kB) in about 5 s.
+            upload: crate::upload::UploadPolicy {
+                timeout: Duration::from_secs(120),
+                grace: Duration::from_secs(10),
+                min_bytes_per_s: 2000,
+            },
             max_duration_s: 120.0,
             sample_share: 0.05,
             sample_quota_bytes: 1 << 30,

@@ -33,6 +33,9 @@ pub enum Error {
     /// Body or recording longer than the configured limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The request body did not arrive in time (too slow, or stalled): 408.
+    #[error("{0}")]
+    Timeout(String),
     /// The queue is full: try again after `retry_after_s`.
     #[error("server overloaded: queue full, retry after {retry_after_s} s")]
     Overloaded { retry_after_s: u64 },
@@ -84,6 +87,7 @@ impl Error {
             Self::Invalid(_) => "invalid",
             Self::NoModel(_) => "no_model",
             Self::TooLarge(_) => "too_large",
+            Self::Timeout(_) => "timeout",
             Self::Overloaded { .. } => "overloaded",
             Self::Unauthorized(_) => "unauthorized",
             Self::NotFound(_) => "not_found",
@@ -112,6 +116,7 @@ impl Error {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NoModel(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

@@ -46,7 +46,13 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T> {
-    let bytes = upload::read_body(body, SMALL_BODY, content_length(headers)).await?;
+    let bytes = upload::read_body(
+        body,
+        SMALL_BODY,
+        content_length(headers),
+        &upload::UploadPolicy::SMALL,
+    )
+    .await?;
     serde_json::from_slice(&bytes).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
 }
 
@@ -55,27 +61,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// Longest refused upload read off before its 429 goes out (a 5 s clip is ~320 kB as WAV).
-const DRAIN_BYTES: u64 = 1 << 20;
-/// Longest time spent reading it off.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Reads off (and drops) a small refused upload before answering. Closing a connection with
-/// request bytes still unread makes the kernel reset it, and the client then sees "connection
-/// closed" or a broken pipe instead of the 429 and its `Retry-After`. Large or undeclared
-/// bodies are not read: they are closed on, as before.
-async fn drain_refused(body: Body, declared: Option<u64>) {
-    use futures_util::StreamExt as _;
-    if declared.is_none_or(|n| n > DRAIN_BYTES) {
-        return;
-    }
-    let mut data = body.into_data_stream();
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(Ok(_)) = data.next().await {}
-    })
-    .await;
 }
 
 /// `top_k` and `min_score`, checked.
@@ -118,6 +103,7 @@ fn reject_reason(e: &Error) -> Option<&'static str> {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::UNPROCESSABLE_ENTITY => "bad_audio",
         StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         // Counted where it happens (admission).
         _ => return None,
@@ -138,6 +124,7 @@ fn reject_reason(e: &Error) -> Option<&'static str> {
     responses(
         (status = 200, description = "Species per window", body = IdentifyResponse),
         (status = 400, description = "Bad JSON, base64 or query", body = ErrorBody),
+        (status = 408, description = "Body too slow: below the minimum rate or past the deadline", body = ErrorBody),
         (status = 413, description = "Body or recording too large/long", body = ErrorBody),
         (status = 415, description = "Unsupported or mismatched media type", body = ErrorBody),
         (status = 422, description = "Corrupt or undecodable audio", body = ErrorBody),
@@ -169,20 +156,17 @@ async fn identify_inner(
     let started = Instant::now();
     let Query(q) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     let (k, min_score) = listing(q.top_k, q.min_score)?;
-    // Refuse at once, before any decoding, when the queue is full.
-    let _admission = match state.admit() {
-        Ok(a) => a,
-        Err(e) => {
-            drain_refused(body, content_length(headers)).await;
-            return Err(e);
-        }
-    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let kind = upload::body_kind(content_type)?;
     let limit = state.config().max_body_bytes;
-    let raw = upload::read_body(body, limit, content_length(headers)).await?;
+    // The body is read before admission, under a deadline and a minimum rate: a slow or
+    // stalled upload costs its own connection, never a queue slot that others need.
+    let policy = state.config().upload;
+    let raw = upload::read_body(body, limit, content_length(headers), &policy).await?;
+    // Refuse at once, before any decoding, when the queue is full.
+    let _admission = state.admit()?;
     let (audio, declared, mut session_id) = match kind {
         BodyKind::Audio(t) => (raw, Some(t), None),
         BodyKind::Json => {

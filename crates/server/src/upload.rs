@@ -5,9 +5,12 @@
 //! so a body whose content is not the declared type, a WAV whose header promises more audio
 //! than the body holds, and an OGG stream cut before its end-of-stream page are refused here.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use tokio::time::Instant;
 
 use crate::{Error, Result};
 
@@ -219,8 +222,51 @@ fn vet_ogg(b: &[u8]) -> Result<()> {
     }
 }
 
-/// Reads a body of at most `limit` bytes; more is `TooLarge` without reading the rest.
-pub async fn read_body(body: Body, limit: u64, declared_len: Option<u64>) -> Result<Bytes> {
+/// How fast a request body must arrive. Bodies are read before a request is admitted to the
+/// inference queue, so a slow client holds only its own connection; this bounds even that: a
+/// client that stops sending, or dribbles, gets 408 instead of holding its bytes and its task
+/// for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadPolicy {
+    /// The whole body must have arrived by then.
+    pub timeout: Duration,
+    /// No rate is asked for before this (connection set-up, a slow first packet).
+    pub grace: Duration,
+    /// After `grace`, the average rate since the request began must stay at least this.
+    pub min_bytes_per_s: u64,
+}
+
+impl UploadPolicy {
+    /// JSON bodies of the small endpoints (feedback, admin).
+    pub const SMALL: Self = Self {
+        timeout: Duration::from_secs(30),
+        grace: Duration::from_secs(10),
+        min_bytes_per_s: 1024,
+    };
+
+    /// When the next bytes must have arrived, `received` bytes after `start`: the moment the
+    /// average rate would fall below the minimum (never inside the grace period), at the latest
+    /// the overall deadline.
+    fn due(&self, start: Instant, received: u64) -> Instant {
+        let rate_holds = match self.min_bytes_per_s {
+            0 => self.timeout,
+            r => Duration::from_secs_f64(received as f64 / r as f64).max(self.grace),
+        };
+        start + rate_holds.min(self.timeout)
+    }
+}
+
+/// Bytes reserved up front for a body: a declared length is a claim, not bytes that arrived.
+const PREALLOC_MAX: u64 = 1 << 20;
+
+/// Reads a body of at most `limit` bytes under `policy`; more is `TooLarge` without reading the
+/// rest, too slow is `Timeout`.
+pub async fn read_body(
+    body: Body,
+    limit: u64,
+    declared_len: Option<u64>,
+    policy: &UploadPolicy,
+) -> Result<Bytes> {
     let too_large = |n: u64| {
         Error::TooLarge(format!(
             "request body of {n}+ bytes exceeds the limit of {limit} bytes (--max-body-mb)"
@@ -231,9 +277,24 @@ pub async fn read_body(body: Body, limit: u64, declared_len: Option<u64>) -> Res
     {
         return Err(too_large(n));
     }
+    let start = Instant::now();
     let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::with_capacity(declared_len.unwrap_or(0).min(limit) as usize);
-    while let Some(chunk) = stream.next().await {
+    let mut buf =
+        BytesMut::with_capacity(declared_len.unwrap_or(0).min(limit).min(PREALLOC_MAX) as usize);
+    loop {
+        let due = policy.due(start, buf.len() as u64);
+        let Ok(next) = tokio::time::timeout_at(due, stream.next()).await else {
+            return Err(Error::Timeout(format!(
+                "request body too slow: {} bytes in {:.1} s (at least {} bytes/s after {} s, \
+                 all within {} s)",
+                buf.len(),
+                start.elapsed().as_secs_f64(),
+                policy.min_bytes_per_s,
+                policy.grace.as_secs(),
+                policy.timeout.as_secs()
+            )));
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| Error::BadRequest(format!("reading the body: {e}")))?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(too_large((buf.len() + chunk.len()) as u64));
