@@ -349,6 +349,19 @@ async fn websocket_stream_answers_each_window_as_it_closes() {
     .unwrap();
     let m = next_json(&mut rx).await;
     assert_eq!(m["error_type"], "bad_request");
+
+    // An odd sample rate (issue 16: 383 987 Hz cost a 383 987-point FFT resampler per window
+    // and 40 MB per idle stream) is refused up front, naming the accepted rates.
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(
+        json!({"sample_rate": 383987, "encoding": "pcm_s16le", "session_id": "x"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let m = next_json(&mut rx).await;
+    assert_eq!(m["error_type"], "bad_request");
+    assert!(m["error"].as_str().unwrap().contains("44100"), "{m}");
     s.shutdown().await;
 }
 

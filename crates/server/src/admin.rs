@@ -97,7 +97,7 @@ pub async fn load_model(
         previous: r.previous.clone(),
     });
     tracing::info!(model = %version, share, "canary loaded");
-    Ok((StatusCode::CREATED, Json(models_list(&state))))
+    Ok((StatusCode::CREATED, Json(models_list(&state, true))))
 }
 
 /// The canary becomes the stable version (all traffic); the old stable is kept for rollback.
@@ -126,7 +126,7 @@ pub async fn promote(
         canary: None,
     });
     tracing::info!(model = %promoted, "canary promoted to stable");
-    Ok(Json(models_list(&state)))
+    Ok(Json(models_list(&state, true)))
 }
 
 /// Drops the canary if there is one; otherwise returns to the previous stable version.
@@ -163,5 +163,5 @@ pub async fn rollback(
             "nothing to roll back: no canary and no previous stable version".into(),
         ));
     }
-    Ok(Json(models_list(&state)))
+    Ok(Json(models_list(&state, true)))
 }

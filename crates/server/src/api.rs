@@ -147,8 +147,10 @@ pub struct ModelInfo {
     pub architecture: String,
     /// Whether the weights were trained on the task (random-weight bundles say false).
     pub trained: bool,
-    /// Bundle directory.
-    pub path: String,
+    /// Bundle directory on the server: only with a valid API key (the admin endpoints'
+    /// answers, or `GET /v1/models` sent with the key), since it names the host's file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// Answer of `GET /v1/models`.
@@ -215,7 +217,8 @@ pub struct Health {
 /// First message of a `/v1/stream` WebSocket (text).
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct StreamStart {
-    /// Rate of the PCM that follows (8000..=384000 Hz).
+    /// Rate of the PCM that follows, one of the usual recording rates (8000, 11025, 16000, 22050,
+    /// 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000, 352800, 384000 Hz).
     pub sample_rate: u32,
     /// `pcm_s16le` or `pcm_f32le`, mono.
     pub encoding: String,

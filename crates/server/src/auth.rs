@@ -14,7 +14,10 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// `Ok` when `headers` carry `expected` in either accepted header; `Unauthorized` otherwise.
 /// An empty `expected` accepts nothing (a misconfigured empty key must not open the API).
+/// Surrounding whitespace counts on neither side: presented keys are trimmed, so a configured
+/// key read with a trailing newline (an env file, a secret mount) must be too.
 pub fn check_api_key(headers: &HeaderMap, expected: &str) -> Result<()> {
+    let expected = expected.trim();
     let mut presented = Vec::new();
     for v in headers.get_all(AUTHORIZATION) {
         let Ok(v) = v.to_str() else { continue };
@@ -63,7 +66,18 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{check_api_key, constant_time_eq};
+
+    #[test]
+    fn a_configured_key_with_surrounding_whitespace_still_matches() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-api-key", "k3y".parse().unwrap());
+        assert!(check_api_key(&h, "k3y\n").is_ok());
+        assert!(check_api_key(&h, "  k3y ").is_ok());
+        assert!(check_api_key(&h, "k3").is_err());
+        // Whitespace alone is still no key.
+        assert!(check_api_key(&h, " \n").is_err());
+    }
 
     #[test]
     fn constant_time_eq_is_equality() {

@@ -311,7 +311,7 @@ pub async fn species(State(state): State<AppState>) -> Result<Json<SpeciesList>>
     }))
 }
 
-pub(crate) fn model_info(m: &LoadedModel, role: &str, share: f64) -> ModelInfo {
+pub(crate) fn model_info(m: &LoadedModel, role: &str, share: f64, with_path: bool) -> ModelInfo {
     use std::sync::atomic::Ordering::Relaxed;
     let s = m.engine().stats();
     ModelInfo {
@@ -327,32 +327,36 @@ pub(crate) fn model_info(m: &LoadedModel, role: &str, share: f64) -> ModelInfo {
         max_batch: m.engine().config().max_batch,
         architecture: m.meta().model.name().to_string(),
         trained: m.meta().provenance.trained,
-        path: m.dir().display().to_string(),
+        path: with_path.then(|| m.dir().display().to_string()),
     }
 }
 
-pub(crate) fn models_list(state: &AppState) -> ModelsList {
+/// The loaded versions; `with_path`: the bundle directories too (callers that checked the API
+/// key).
+pub(crate) fn models_list(state: &AppState, with_path: bool) -> ModelsList {
     let r = state.routing();
     let canary_share = r.canary.as_ref().map_or(0.0, |c| c.share);
     let mut models = Vec::new();
     if let Some(s) = &r.stable {
-        models.push(model_info(s, "stable", 1.0 - canary_share));
+        models.push(model_info(s, "stable", 1.0 - canary_share, with_path));
     }
     if let Some(c) = &r.canary {
-        models.push(model_info(&c.model, "canary", c.share));
+        models.push(model_info(&c.model, "canary", c.share, with_path));
     }
     if let Some(p) = &r.previous {
-        models.push(model_info(p, "previous", 0.0));
+        models.push(model_info(p, "previous", 0.0, with_path));
     }
     ModelsList { models }
 }
 
-/// Loaded model versions, their roles, traffic shares and counters.
+/// Loaded model versions, their roles, traffic shares and counters; with the API key, their
+/// bundle directories too.
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses(
     (status = 200, description = "Loaded versions", body = ModelsList),
 ))]
-pub async fn models(State(state): State<AppState>) -> Json<ModelsList> {
-    Json(models_list(&state))
+pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Json<ModelsList> {
+    let keyed = crate::auth::check_api_key(&headers, &state.config().api_key).is_ok();
+    Json(models_list(&state, keyed))
 }
 
 /// The process is up.

@@ -175,6 +175,14 @@ async fn readiness_follows_the_model_and_health_does_not() {
     // Warm means a forward pass ran already: the counters show the warm-up is not traffic.
     let m = send(&app, get("/v1/models")).await.json();
     assert_eq!(m["models"][0]["requests_served"], 0);
+    // The bundle's directory names the host's file system: only with the API key.
+    assert!(m["models"][0].get("path").is_none(), "{m}");
+    let keyed = Request::get("/v1/models")
+        .header("x-api-key", "test-key")
+        .body(Body::empty())
+        .unwrap();
+    let m = send(&app, keyed).await.json();
+    assert!(m["models"][0]["path"].as_str().is_some(), "{m}");
 
     state.begin_shutdown();
     assert_error(
