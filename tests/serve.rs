@@ -340,29 +340,30 @@ async fn websocket_stream_answers_each_window_as_it_closes() {
     }
 
     // A bad start message is answered with an error and a close.
-    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
-    let (mut tx, mut rx) = ws.split();
-    tx.send(Message::text(
-        json!({"sample_rate": 48000, "encoding": "mp3", "session_id": "x"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let m = next_json(&mut rx).await;
+    let m = refused_start(
+        &ws_url,
+        json!({"sample_rate": 48000, "encoding": "mp3", "session_id": "x"}),
+    )
+    .await;
     assert_eq!(m["error_type"], "bad_request");
-
     // An odd sample rate (issue 16: 383 987 Hz cost a 383 987-point FFT resampler per window
     // and 40 MB per idle stream) is refused up front, naming the accepted rates.
-    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
-    let (mut tx, mut rx) = ws.split();
-    tx.send(Message::text(
-        json!({"sample_rate": 383987, "encoding": "pcm_s16le", "session_id": "x"}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let m = next_json(&mut rx).await;
+    let m = refused_start(
+        &ws_url,
+        json!({"sample_rate": 383987, "encoding": "pcm_s16le", "session_id": "x"}),
+    )
+    .await;
     assert_eq!(m["error_type"], "bad_request");
     assert!(m["error"].as_str().unwrap().contains("44100"), "{m}");
     s.shutdown().await;
+}
+
+/// Opens a stream with `start` as its first message and returns the server's answer.
+async fn refused_start(ws_url: &str, start: Value) -> Value {
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(start.to_string())).await.unwrap();
+    next_json(&mut rx).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
