@@ -59,6 +59,12 @@ async fn wait_ready(client: &reqwest::Client, url: &str) {
     }
 }
 
+/// The test config serving a fresh bundle `name@1`, its files under `tmp`.
+fn served(name: &str, tmp: &std::path::Path) -> ServerConfig {
+    let bundle = common::write_bundle(&tmp.join("b"), name, "1");
+    common::config(&tmp.join("data"), Some(bundle))
+}
+
 async fn start(cfg: ServerConfig) -> Running {
     let server = silencio_server::bind(cfg).await.unwrap();
     let addr = server.local_addr().unwrap();
@@ -120,8 +126,7 @@ fn promtool_check(text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_api_over_a_socket_and_metrics_pass_promtool() {
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-http", "1");
-    let mut cfg = common::config(&tmp.path().join("data"), Some(bundle));
+    let mut cfg = served("e2e-http", tmp.path());
     cfg.sample_share = 1.0;
     let s = start(cfg).await;
     let c = reqwest::Client::new();
@@ -571,8 +576,7 @@ async fn shutdown_flushes_open_streams() {
 async fn slow_uploads_cannot_lock_out_other_clients() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-slow", "1");
-    let mut cfg = common::config(&tmp.path().join("data"), Some(bundle));
+    let mut cfg = served("e2e-slow", tmp.path());
     // Fewer admission slots than attackers, as in the report (64 against 100).
     cfg.queue = 64;
     cfg.upload = silencio_server::upload::UploadPolicy {
@@ -662,5 +666,52 @@ async fn slow_uploads_cannot_lock_out_other_clients() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     assert!(rss_kb < 1 << 20, "RSS {rss_kb} kB");
+    s.shutdown().await;
+}
+
+/// Issue 16: streams had no cap and no idle timeout (1000 idle streams stayed open 150 s).
+/// Over the cap, the upgrade is answered 429; a stream that sends nothing for `stream_idle` is
+/// closed with a `timeout` error, which frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_are_capped_and_idle_ones_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = served("e2e-idle", tmp.path());
+    cfg.max_streams = 2;
+    cfg.stream_idle = Duration::from_secs(1);
+    let s = start(cfg).await;
+    let ws_url = format!("ws://{}/v1/stream", s.addr);
+    let start_msg =
+        json!({"sample_rate": 32000, "encoding": "pcm_s16le", "session_id": "idle"}).to_string();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        let (mut tx, rx) = ws.split();
+        tx.send(Message::text(start_msg.clone())).await.unwrap();
+        open.push((tx, rx));
+    }
+    // The third is refused before the upgrade.
+    match tokio_tungstenite::connect_async(&ws_url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a third stream was not refused: {:?}", other.map(|_| ())),
+    }
+    // Silent for over a second: each open stream gets `timeout`, then a close.
+    let t = Instant::now();
+    for (_, rx) in &mut open {
+        let mut err = None;
+        while let Some(Ok(m)) = rx.next().await {
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v.get("error_type").is_some() {
+                    err = Some(v);
+                }
+            }
+        }
+        assert_eq!(err.unwrap()["error_type"], "timeout");
+    }
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // Their slots are free again.
+    assert!(s.state.streams_closed(Duration::from_secs(5)).await);
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    drop(ws);
     s.shutdown().await;
 }

@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// See --upload-grace-s.
     #[arg(long, env = "SILENCIO_UPLOAD_MIN_KBPS", default_value_t = 16)]
     pub upload_min_kbps: u64,
+    /// WebSocket streams open at once (429 beyond).
+    #[arg(long, env = "SILENCIO_MAX_STREAMS", default_value_t = 256)]
+    pub max_streams: usize,
+    /// A stream silent for this many seconds is closed with a `timeout` error.
+    #[arg(long, env = "SILENCIO_STREAM_IDLE_S", default_value_t = 60)]
+    pub stream_idle_s: u64,
     /// Longest recording in seconds (413 beyond).
     #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 120.0)]
     pub max_duration_s: f64,
@@ -94,6 +100,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         },
         queue: a.queue,
         max_body_bytes: (a.max_body_mb * 1_048_576.0).round() as u64,
+        max_streams: a.max_streams,
+        stream_idle: Duration::from_secs(a.stream_idle_s),
         upload: silencio_server::upload::UploadPolicy {
             timeout: Duration::from_secs(a.upload_timeout_s),
             grace: Duration::from_secs(a.upload_grace_s),

@@ -89,6 +89,10 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// How fast an identify body must arrive; slower: 408.
     pub upload: crate::upload::UploadPolicy,
+    /// WebSocket streams open at once; more get 429.
+    pub max_streams: usize,
+    /// A stream that sends nothing for this long is closed with a `timeout` error.
+    pub stream_idle: Duration,
     /// Longest recording in seconds; beyond it: 413.
     pub max_duration_s: f64,
     /// Share of identify requests saved with their audio for labelling.
@@ -118,6 +122,8 @@ impl Default for ServerConfig {
             max_body_bytes: 32 << 20,
             // 16 kbit/s on average after 10 s: a phone on EDGE (~50 kbit/s) sends a 5 s OGG
             // clip (~30 kB) in about 5 s.
+            max_streams: 256,
+            stream_idle: Duration::from_secs(60),
             upload: crate::upload::UploadPolicy {
                 timeout: Duration::from_secs(120),
                 grace: Duration::from_secs(10),
@@ -160,6 +166,12 @@ impl ServerConfig {
         }
         if self.queue == 0 {
             return bad("queue must be at least 1".into());
+        }
+        if self.max_streams == 0 || self.stream_idle.is_zero() {
+            return bad("max streams and the stream idle timeout must be > 0".into());
+        }
+        if self.upload.timeout.is_zero() {
+            return bad("the upload timeout must be > 0".into());
         }
         if self.max_body_bytes == 0 {
             return bad("max body must be > 0".into());

@@ -394,12 +394,21 @@ impl AppState {
         self.inner.shutdown_tx.subscribe()
     }
 
-    /// Counts an open stream until the guard is dropped.
-    pub(crate) fn stream_opened(&self) -> StreamGuard {
-        self.inner.streams.send_modify(|n| *n += 1);
-        StreamGuard {
-            state: self.clone(),
+    /// Counts an open stream until the guard is dropped; `Overloaded` when `max_streams` are
+    /// open already (checked and counted in one step).
+    pub(crate) fn stream_opened(&self) -> Result<StreamGuard> {
+        let cap = self.inner.cfg.max_streams;
+        if !self.inner.streams.send_if_modified(|n| {
+            let room = *n < cap;
+            *n += usize::from(room);
+            room
+        }) {
+            crate::metrics::rejected("overloaded");
+            return Err(Error::Overloaded { retry_after_s: 5 });
         }
+        Ok(StreamGuard {
+            state: self.clone(),
+        })
     }
 
     /// Waits until no stream is open, at most `limit`.

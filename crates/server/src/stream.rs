@@ -44,6 +44,7 @@ const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
     responses(
         (status = 101, description = "WebSocket: first a text StreamStart, then binary mono PCM; \
             one text StreamWindow per closed 5 s window; text {\"end\": true} flushes and closes"),
+        (status = 429, description = "Too many open streams", body = crate::api::ErrorBody),
         (status = 503, description = "No model ready", body = crate::api::ErrorBody),
     )
 )]
@@ -52,8 +53,13 @@ pub async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Resp
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
+    // Counted before the upgrade, so that a client over the cap gets a plain 429.
+    let open = match state.stream_opened() {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| run(state, model, socket))
+        .on_upgrade(move |socket| run(state, model, socket, open))
 }
 
 fn error_message(e: &Error) -> Message {
@@ -64,9 +70,14 @@ fn error_message(e: &Error) -> Message {
     )
 }
 
-async fn run(state: AppState, model: Arc<LoadedModel>, mut socket: WebSocket) {
-    let _open = state.stream_opened();
+async fn run(
+    state: AppState,
+    model: Arc<LoadedModel>,
+    mut socket: WebSocket,
+    _open: crate::state::StreamGuard,
+) {
     let mut shutdown = state.shutdown_signal();
+    let idle = state.config().stream_idle;
     let start = match tokio::time::timeout(START_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<StreamStart>(&t)
             .map_err(|e| Error::BadRequest(format!("invalid start message: {e}"))),
@@ -86,7 +97,18 @@ async fn run(state: AppState, model: Arc<LoadedModel>, mut socket: WebSocket) {
     };
     loop {
         let msg = tokio::select! {
-            m = socket.recv() => m,
+            m = tokio::time::timeout(idle, socket.recv()) => match m {
+                Ok(m) => m,
+                Err(_) => {
+                    // Idle: answer what was heard, say why, close (an open stream holds
+                    // memory and a slot of `max_streams`).
+                    let _ = session.flush(&mut socket).await;
+                    let e = Error::Timeout(format!("no message for {} s", idle.as_secs()));
+                    let _ = socket.send(error_message(&e)).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            },
             _ = until_shutdown(&mut shutdown) => {
                 // Draining: answer what was heard, then close.
                 let _ = session.flush(&mut socket).await;
