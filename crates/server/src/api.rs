@@ -218,7 +218,7 @@ pub struct Health {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct StreamStart {
     /// Rate of the PCM that follows, one of the usual recording rates (8000, 11025, 16000, 22050,
-    /// 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000, 352800, 384000 Hz).
+    /// 24000, 32000, 44100, 48000, 88200, 96000, 176400, 192000, 250000, 352800, 384000 Hz).
     pub sample_rate: u32,
     /// `pcm_s16le` or `pcm_f32le`, mono.
     pub encoding: String,

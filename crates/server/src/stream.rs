@@ -26,12 +26,13 @@ use crate::routes::{listing, window_results};
 use crate::state::{AppState, LoadedModel};
 use crate::{Error, Result};
 
-/// Sample rates a stream may declare: the rates audio hardware and phones record at. Any rate
+/// Sample rates a stream may declare: the rates audio hardware, phones and field recorders
+/// (AudioMoth's 250 kHz) record at. Any rate
 /// is not accepted: a resampler's cost grows with how badly the two rates divide (383 987 Hz
 /// built a 383 987-point FFT per window, ~40 MB each), and a stream rebuilds it at every window.
-pub const STREAM_RATES: [u32; 14] = [
+pub const STREAM_RATES: [u32; 15] = [
     8_000, 11_025, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000, 88_200, 96_000, 176_400,
-    192_000, 352_800, 384_000,
+    192_000, 250_000, 352_800, 384_000,
 ];
 
 /// Largest WebSocket message accepted.
