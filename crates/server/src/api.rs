@@ -191,7 +191,8 @@ pub struct FeedbackRequest {
 /// Answer of `POST /v1/feedback`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Stored {
-    /// Always true: the entry is on disk (fsync'd).
+    /// True: the entry is on disk now (fsync'd, 201). False: the same verdict on the same
+    /// window was stored before (a retry, 200); nothing was added.
     pub stored: bool,
 }
 

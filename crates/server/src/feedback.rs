@@ -7,6 +7,7 @@
 //! mid-write, never acknowledged) off the log and keeps its bytes in `torn-<unix ms>.part` next to
 //! it for inspection. One process writes a data dir at a time.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -69,6 +70,41 @@ struct Log {
     file: File,
     /// Length of the log made only of whole lines; a failed write is cut back to it.
     len: u64,
+    /// What each stored entry says (all but its time): a retried POST is not stored twice.
+    seen: HashSet<Said>,
+}
+
+/// An entry without its arrival time (what the client sent): two entries saying the same are
+/// one verdict.
+pub type Said = (String, usize, Verdict, Option<String>);
+
+impl Feedback {
+    /// What this entry says, without its arrival time.
+    pub fn said(&self) -> Said {
+        (
+            self.request_id.clone(),
+            self.window,
+            self.verdict,
+            self.correct_code.clone(),
+        )
+    }
+}
+
+/// The entries in the whole lines `bytes` of the log at `path`.
+fn parse_lines(path: &Path, bytes: &[u8]) -> Result<Vec<Feedback>> {
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let fb = serde_json::from_slice(line).map_err(|e| Error::Corrupt {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        out.push(fb);
+    }
+    Ok(out)
 }
 
 impl FeedbackStore {
@@ -104,6 +140,13 @@ impl FeedbackStore {
         }
         // A new log's directory entry must survive a crash too.
         crate::sampling::fsync_dir(dir)?;
+        // What is stored already, so that retries after a restart are recognised too. A corrupt
+        // line is `read_all`'s to report; it must not stop the server from taking feedback.
+        let seen = bytes[..whole]
+            .split(|&b| b == b'\n')
+            .filter_map(|l| serde_json::from_slice::<Feedback>(l).ok())
+            .map(|f| f.said())
+            .collect();
         file.seek(SeekFrom::End(0))
             .map_err(|e| Error::io(ctx("seek"), e))?;
         Ok(Self {
@@ -111,6 +154,7 @@ impl FeedbackStore {
             log: Mutex::new(Log {
                 file,
                 len: whole as u64,
+                seen,
             }),
         })
     }
@@ -120,8 +164,10 @@ impl FeedbackStore {
         &self.path
     }
 
-    /// Appends one entry and fsyncs it; `Ok` means it is durable.
-    pub fn append(&self, fb: &Feedback) -> Result<()> {
+    /// Appends one entry and fsyncs it; `Ok(true)` means it is durable, `Ok(false)` that the
+    /// same verdict on the same window (same correction) is stored already: a client's retry
+    /// is not counted twice.
+    pub fn append(&self, fb: &Feedback) -> Result<bool> {
         let mut line = serde_json::to_vec(fb)
             .map_err(|e| Error::Internal(format!("serialise feedback: {e}")))?;
         line.push(b'\n');
@@ -131,6 +177,10 @@ impl FeedbackStore {
             .log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = fb.said();
+        if log.seen.contains(&key) {
+            return Ok(false);
+        }
         let written = log
             .file
             .write_all(&line)
@@ -144,9 +194,10 @@ impl FeedbackStore {
             return Err(Error::io(format!("append to {}", self.path.display()), e));
         }
         log.len += line.len() as u64;
+        log.seen.insert(key);
         drop(log);
         metrics::counter!("silencio_feedback_total", "verdict" => fb.verdict.as_str()).increment(1);
-        Ok(())
+        Ok(true)
     }
 
     /// Every entry in the log of `dir`, oldest first (an absent log reads as empty). A torn
@@ -167,19 +218,7 @@ impl FeedbackStore {
                 "skipping a torn final line in the feedback log"
             );
         }
-        let mut out = Vec::new();
-        for (i, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let fb = serde_json::from_slice(line).map_err(|e| Error::Corrupt {
-                path: path.clone(),
-                line: i + 1,
-                message: e.to_string(),
-            })?;
-            out.push(fb);
-        }
-        Ok(out)
+        parse_lines(&path, &bytes[..whole])
     }
 }
 

@@ -431,6 +431,7 @@ pub async fn session(
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Stored (fsync'd)", body = Stored),
+        (status = 200, description = "Stored before (a retry): nothing added", body = Stored),
         (status = 400, description = "Invalid JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "Unknown (or too old) request_id", body = ErrorBody),
@@ -472,8 +473,14 @@ pub async fn feedback(
         received_at: crate::feedback::now_rfc3339(),
     };
     let st = state.clone();
-    tokio::task::spawn_blocking(move || st.feedback().append(&fb))
+    let stored = tokio::task::spawn_blocking(move || st.feedback().append(&fb))
         .await
         .map_err(|e| Error::Internal(format!("feedback task failed: {e}")))??;
-    Ok((StatusCode::CREATED, Json(Stored { stored: true })))
+    // A retry of feedback already stored: 200 and `stored: false`, nothing counted twice.
+    let status = if stored {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(Stored { stored })))
 }

@@ -429,7 +429,11 @@ async fn species_sessions_and_feedback() {
         StatusCode::BAD_REQUEST,
         "bad_request",
     );
-    let r = send(&f.app, post_json("/v1/feedback", Some("test-key"), fb)).await;
+    let r = send(
+        &f.app,
+        post_json("/v1/feedback", Some("test-key"), fb.clone()),
+    )
+    .await;
     assert_eq!(
         r.status,
         StatusCode::CREATED,
@@ -437,6 +441,10 @@ async fn species_sessions_and_feedback() {
         String::from_utf8_lossy(&r.body)
     );
     assert_eq!(r.json(), json!({"stored": true}));
+    // A retry of the same feedback is acknowledged, not stored twice.
+    let r = send(&f.app, post_json("/v1/feedback", Some("test-key"), fb)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), json!({"stored": false}));
     // X-API-Key works too.
     let req = Request::post("/v1/feedback")
         .header(header::CONTENT_TYPE, "application/json")

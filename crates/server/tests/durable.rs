@@ -57,11 +57,30 @@ fn feedback_round_trips_across_reopen() {
     );
     // Reopening appends after what is there, never over it.
     let c = fb("req-c", 1, Verdict::Wrong, None);
-    FeedbackStore::open(&dir).unwrap().append(&c).unwrap();
-    assert_eq!(FeedbackStore::read_all(&dir).unwrap(), vec![a, b, c]);
+    let reopened = FeedbackStore::open(&dir).unwrap();
+    assert!(reopened.append(&c).unwrap());
+    // A retry (the same verdict, another arrival time), even after the reopen, is not stored
+    // twice (issue 16: retries double-counted); a different verdict on that window is.
+    let retry = Feedback {
+        received_at: "2099-01-01T00:00:00Z".into(),
+        ..b.clone()
+    };
+    assert!(!reopened.append(&retry).unwrap());
+    assert!(!reopened.append(&c).unwrap());
+    drop(reopened);
+    assert_eq!(
+        FeedbackStore::read_all(&dir).unwrap(),
+        vec![a.clone(), b.clone(), c.clone()]
+    );
+    let changed = fb("req-c", 1, Verdict::Right, None);
+    assert!(FeedbackStore::open(&dir).unwrap().append(&changed).unwrap());
+    assert_eq!(
+        FeedbackStore::read_all(&dir).unwrap(),
+        vec![a, b, c, changed]
+    );
     // JSON Lines with the API's field names and snake_case verdicts.
     let text = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap();
-    assert_eq!(text.lines().count(), 3);
+    assert_eq!(text.lines().count(), 4);
     assert!(text.contains(r#""verdict":"wrong""#) && text.contains(r#""correct_code":"grekis""#));
     // A directory without a log reads as empty.
     assert!(
