@@ -155,6 +155,8 @@ struct Recent {
 
 struct Inner {
     cfg: ServerConfig,
+    /// The data directory's lock, held while the server lives.
+    _data_lock: std::fs::File,
     routing: RwLock<Arc<Routing>>,
     routed: AtomicU64,
     admission: Arc<Semaphore>,
@@ -188,12 +190,41 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// File whose lock marks a data directory as in use by a running server.
+pub const DATA_LOCK_FILE: &str = "server.lock";
+
+/// Takes the data directory's lock for as long as the returned file lives (the OS drops it
+/// when the process exits, even on SIGKILL): two servers on one directory would interleave the
+/// feedback log and each keep the sample quota as if alone.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("create data dir {}", dir.display()), e))?;
+    let path = dir.join(DATA_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Conflict(format!(
+            "another server is using the data directory {} (--data-dir): give each server its own",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::io(format!("lock {}", path.display()), e))
+        }
+    }
+}
+
 impl AppState {
     /// State with no model loaded yet (`/readyz` says 503 until [`AppState::load_stable`]):
     /// opens the feedback log and sample store under `cfg.data_dir` and the metrics recorder.
     pub fn new(cfg: ServerConfig) -> Result<Self> {
         cfg.validate()?;
         let metrics = crate::metrics::handle()?;
+        let data_lock = lock_data_dir(&cfg.data_dir)?;
         let feedback = FeedbackStore::open(&cfg.data_dir.join("feedback"))?;
         let sampler = Sampler::open(
             &cfg.data_dir.join("samples"),
@@ -224,6 +255,7 @@ impl AppState {
                 shutdown_tx,
                 streams,
                 metrics,
+                _data_lock: data_lock,
                 cfg,
             }),
         })

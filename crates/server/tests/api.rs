@@ -1181,3 +1181,22 @@ async fn replicas_in_either_thread_mode_agree() {
         }
     }
 }
+
+/// Issue 16: two servers could share one `--data-dir` (interleaved feedback, the sample quota
+/// exceeded). The second is refused while the first lives; once it is gone the lock is free.
+#[test]
+fn a_data_dir_serves_one_server_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = AppState::new(common::config(&data, None)).unwrap();
+    let second = AppState::new(common::config(&data, None));
+    match second {
+        Err(e) => {
+            assert_eq!(e.kind(), "conflict");
+            assert!(e.to_string().contains("another server"), "{e}");
+        }
+        Ok(_) => panic!("a second server opened the same data directory"),
+    }
+    drop(first);
+    AppState::new(common::config(&data, None)).unwrap();
+}
