@@ -65,6 +65,17 @@ fn served(name: &str, tmp: &std::path::Path) -> ServerConfig {
     common::config(&tmp.join("data"), Some(bundle))
 }
 
+/// `POST url` with the real OGG fixture `crowsetta_forest.ogg`.
+async fn identify_forest_ogg(c: &reqwest::Client, url: &str) -> reqwest::Response {
+    let ogg = std::fs::read(common::fixture("crowsetta_forest.ogg")).unwrap();
+    c.post(url)
+        .header("content-type", "audio/ogg")
+        .body(ogg)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn start(cfg: ServerConfig) -> Running {
     let server = silencio_server::bind(cfg).await.unwrap();
     let addr = server.local_addr().unwrap();
@@ -131,14 +142,7 @@ async fn http_api_over_a_socket_and_metrics_pass_promtool() {
     let s = start(cfg).await;
     let c = reqwest::Client::new();
 
-    let ogg = std::fs::read(common::fixture("crowsetta_forest.ogg")).unwrap();
-    let r = c
-        .post(s.url("/v1/identify?top_k=3&session_id=e2e"))
-        .header("content-type", "audio/ogg")
-        .body(ogg)
-        .send()
-        .await
-        .unwrap();
+    let r = identify_forest_ogg(&c, &s.url("/v1/identify?top_k=3&session_id=e2e")).await;
     assert_eq!(r.status(), 200);
     let j: Value = r.json().await.unwrap();
     assert_eq!(j["model_version"], "e2e-http@1");
@@ -630,15 +634,8 @@ async fn slow_uploads_cannot_lock_out_other_clients() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let c = reqwest::Client::new();
-    let ogg = std::fs::read(common::fixture("crowsetta_forest.ogg")).unwrap();
     let t = Instant::now();
-    let r = c
-        .post(s.url("/v1/identify"))
-        .header("content-type", "audio/ogg")
-        .body(ogg)
-        .send()
-        .await
-        .unwrap();
+    let r = identify_forest_ogg(&c, &s.url("/v1/identify")).await;
     let waited = t.elapsed();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert!(

@@ -82,3 +82,23 @@ def portable_paths(obj, repo: Path):
         return v
 
     return fix(obj)
+
+
+def cargo_target_dir(repo: Path) -> Path:
+    """Cargo's target directory as the benches see it: `$CARGO_TARGET_DIR`, else the build cache
+    `~/.cache/silencio-target` when it exists, else the repository's `target`."""
+    import os
+
+    env = os.environ.get("CARGO_TARGET_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache = Path.home() / ".cache" / "silencio-target"
+    return cache if cache.is_dir() else repo / "target"
+
+
+def write_json(path: Path, doc: dict, repo: Path) -> None:
+    """Writes a run's results to `path` (parents created), this machine's paths made portable."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(portable_paths(doc, repo), indent=2) + "\n")

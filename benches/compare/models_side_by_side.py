@@ -48,7 +48,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_snapshot, machine_facts, other_cores, portable_paths  # noqa: E402
+from machine import (cargo_target_dir, cpu_snapshot, machine_facts, other_cores,  # noqa: E402
+                     write_json)
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # panns_inference.models imports matplotlib.pyplot
 
@@ -334,14 +335,6 @@ def export_and_load(ort, model, name, layout, names, tmpdir: Path, args, meta):
 
 # --------------------------------------------------------------------------- Burn
 
-def cargo_target_dir() -> Path:
-    env = os.environ.get("CARGO_TARGET_DIR")
-    if env:
-        return Path(env).expanduser()
-    cache = Path.home() / ".cache" / "silencio-target"
-    return cache if cache.is_dir() else REPO / "target"
-
-
 # The bench's groups: `flex` runs the models as users do (the project's CPU kernels on),
 # `flex-burn-ops` the same models on Burn's own ops (kernels off): Burn before and after.
 BURN_GROUPS = {"flex": "burn", "flex-burn-ops": "burn_ops"}
@@ -515,7 +508,7 @@ def main() -> int:
 
     # Burn first, so that cargo's compile is over before the Python timings start.
     burn_start = None
-    target = (args.target_dir or cargo_target_dir()).expanduser()
+    target = (args.target_dir or cargo_target_dir(REPO)).expanduser()
     if not args.skip_burn:
         meta["cargo_target_dir"] = str(target)
         if not args.no_burn_run:
@@ -638,11 +631,9 @@ def main() -> int:
               f"timings (mean {statistics.mean(busy):.2f}); with {meta['machine']['nproc']} CPUs the "
               f"numbers are noisy: rerun on an idle machine")
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    doc = portable_paths({"meta": meta, "goal": goal_res, "rows": rows,
-                          "table_md": "\n".join(lines), "details_md": "\n".join(details),
-                          "throughput_md": "\n".join(tput)}, REPO)
-    args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(args.json, {"meta": meta, "goal": goal_res, "rows": rows,
+                           "table_md": "\n".join(lines), "details_md": "\n".join(details),
+                           "throughput_md": "\n".join(tput)}, REPO)
     print(f"\nwrote {args.json}")
     return 0
 

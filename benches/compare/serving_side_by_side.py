@@ -48,7 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts, portable_paths  # noqa: E402
+from machine import cargo_target_dir, machine_facts, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_JSON = Path(__file__).resolve().parent / "serving_last_run.json"
@@ -64,14 +64,6 @@ CONFIGS = {
 }
 
 
-def cargo_target_dir() -> Path:
-    env = os.environ.get("CARGO_TARGET_DIR")
-    if env:
-        return Path(env).expanduser()
-    cache = Path.home() / ".cache" / "silencio-target"
-    return cache if cache.is_dir() else REPO / "target"
-
-
 def taxonomy_206(path: Path) -> None:
     """The demo's real species first, then placeholders up to BirdCLEF's 206, by class."""
     demo = (REPO / "datasets/demo/birdclef/taxonomy.csv").read_text().splitlines()
@@ -83,6 +75,11 @@ def taxonomy_206(path: Path) -> None:
                         f"Placeholder {cls} {i},{cls}")
     assert len(rows) == 206, len(rows)
     path.write_text("\n".join([header, *rows]) + "\n")
+
+
+def user_env() -> dict:
+    """This environment without `SILENCIO_*`: the binaries run on their defaults and flags."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SILENCIO_")}
 
 
 def free_port() -> int:
@@ -113,7 +110,7 @@ def run_config(name: str, flags: list[str], binary: Path, bundle: Path, work: Pa
            "--data-dir", str(work / f"data-{name}"), "--api-key", "bench", "--sample-share", "0",
            *flags]
     log = open(work / f"serve-{name}.log", "w")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SILENCIO_")}
+    env = user_env()
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         wait_ready(url, server)
@@ -153,7 +150,7 @@ def identify_timing(binary: Path, bundle: Path, work: Path, runs: int) -> dict:
     short = work / "soundscape_5s.ogg"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(full), "-t", "5", "-c:a",
                     "libvorbis", str(short)], check=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SILENCIO_")}
+    env = user_env()
 
     def median_s(path: Path) -> float:
         times = []
@@ -188,7 +185,7 @@ def main() -> int:
     if bad:
         ap.error(f"unknown configuration(s) {bad}; choose from {list(CONFIGS)}")
 
-    target = cargo_target_dir()
+    target = cargo_target_dir(REPO)
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "silencio", "--bin", "silencio"],
                        cwd=REPO, check=True, env={**os.environ, "CARGO_TARGET_DIR": str(target)})
@@ -232,10 +229,8 @@ def main() -> int:
                           "met": lv["p50_ms"] < GOAL_P50_MS and lv["p95_ms"] < GOAL_P95_MS}
             print(f"goal at {GOAL_USERS} users (p50 < {GOAL_P50_MS:.0f} ms, p95 < {GOAL_P95_MS:.0f} ms), "
                   f"{name}: {'MET' if goal[name]['met'] else 'NOT MET'}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    doc = portable_paths({"meta": meta, "identify": identify, "configs": results, "goal": goal,
-                          "table_md": "\n".join(lines)}, REPO)
-    args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(args.json, {"meta": meta, "identify": identify, "configs": results, "goal": goal,
+                           "table_md": "\n".join(lines)}, REPO)
     print(f"wrote {args.json}")
     return 0
 

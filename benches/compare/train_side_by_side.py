@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_snapshot, machine_facts, other_cores, portable_paths  # noqa: E402
+from machine import cpu_snapshot, machine_facts, other_cores, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_JSON = Path(__file__).resolve().parent / "train_last_run.json"
@@ -430,10 +430,8 @@ def main() -> int:
               f"(mean {statistics.mean(busy):.2f}); with {meta['machine']['nproc']} CPUs the numbers "
               f"are noisy: rerun on an idle machine")
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    doc = portable_paths({"meta": meta, "rows": rows, "table_md": "\n".join(lines),
-                          "details_md": "\n".join(details)}, REPO)
-    args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(args.json, {"meta": meta, "rows": rows, "table_md": "\n".join(lines),
+                           "details_md": "\n".join(details)}, REPO)
     print(f"\nwrote {args.json}")
     return 0
 

@@ -95,6 +95,23 @@ pub struct HostParams {
     pub weight: Vec<f32>,
 }
 
+impl HostParams {
+    /// Read from a convolution and the batch norm after it (the weights only when the
+    /// convolution is depthwise).
+    fn read(conv: &Conv2d, bn: &BatchNorm) -> Self {
+        let (scale, shift) = batch_norm_affine(bn);
+        let weight = match conv.groups > 1 {
+            true => silencio_kernels::host_values(conv.weight.val()),
+            false => Vec::new(),
+        };
+        Self {
+            scale,
+            shift,
+            weight,
+        }
+    }
+}
+
 /// Hyper-parameters of one [`ConvBnAct`].
 #[derive(Debug, Clone, Copy)]
 pub struct ConvSpec {
@@ -189,10 +206,23 @@ pub fn tf_same_padding(n: usize, kernel: usize, stride: usize) -> (usize, usize)
 /// batch norm is four broadcast passes, each allocating), Burn's modules otherwise (training
 /// uses batch statistics; other backends keep their own kernels).
 pub fn batch_norm_act(bn: &BatchNorm, act: Activation, x: Tensor<4>) -> Tensor<4> {
+    norm_act(bn, None, act, x)
+}
+
+/// [`batch_norm_act`] with the norm's scale and shift already on the host when `host` holds
+/// them (a prepared model), else read from `bn`.
+fn norm_act(bn: &BatchNorm, host: Option<&HostParams>, act: Activation, x: Tensor<4>) -> Tensor<4> {
     if silencio_kernels::applies(&x) {
-        let (scale, shift) = batch_norm_affine(bn);
+        let read;
+        let (scale, shift) = match host {
+            Some(p) => (&p.scale[..], &p.shift[..]),
+            None => {
+                read = batch_norm_affine(bn);
+                (&read.0[..], &read.1[..])
+            }
+        };
         let fused =
-            with_lane!(act, lane => silencio_kernels::batch_norm_act(x, &scale, &shift, lane));
+            with_lane!(act, lane => silencio_kernels::batch_norm_act(x, scale, shift, lane));
         return fused.unwrap_or_else(|x| act.apply(bn.forward(x)));
     }
     act.apply(bn.forward(x))
@@ -275,19 +305,8 @@ impl ConvBnAct {
     /// live on flex: the load-time rewrite for inference.
     pub fn fold_batch_norm(self) -> Self {
         let (conv, bn) = fold_batch_norm(self.conv, self.bn);
-        let host = silencio_kernels::applies(&conv.weight.val()).then(|| {
-            let (scale, shift) = batch_norm_affine(&bn);
-            let depthwise = conv.groups > 1;
-            let weight = match depthwise {
-                true => silencio_kernels::host_values(conv.weight.val()),
-                false => Vec::new(),
-            };
-            Arc::new(HostParams {
-                scale,
-                shift,
-                weight,
-            })
-        });
+        let host = silencio_kernels::applies(&conv.weight.val())
+            .then(|| Arc::new(HostParams::read(&conv, &bn)));
         Self {
             conv,
             bn,
@@ -317,13 +336,7 @@ impl ConvBnAct {
             let p = match &self.host {
                 Some(p) => p.as_ref(),
                 None => {
-                    let (scale, shift) = batch_norm_affine(&self.bn);
-                    let weight = silencio_kernels::host_values(self.conv.weight.val());
-                    uncached = HostParams {
-                        scale,
-                        shift,
-                        weight,
-                    };
+                    uncached = HostParams::read(&self.conv, &self.bn);
                     &uncached
                 }
             };
@@ -358,13 +371,11 @@ impl ConvBnAct {
             }
             None => x,
         };
-        let y = self.conv.forward(x);
-        if let Some(p) = &self.host {
-            let fused = with_lane!(self.act, lane => silencio_kernels::batch_norm_act(
-                y, &p.scale, &p.shift, lane
-            ));
-            return fused.unwrap_or_else(|y| self.act.apply(self.bn.forward(y)));
-        }
-        batch_norm_act(&self.bn, self.act, y)
+        norm_act(
+            &self.bn,
+            self.host.as_deref(),
+            self.act,
+            self.conv.forward(x),
+        )
     }
 }
