@@ -1,7 +1,9 @@
 //! The online pipeline end to end, through the real `silencio` binary: `simulate` writes
 //! 1-minute OGG files cut from real soundscapes with real calls overlaid, `watch` turns each
 //! into a BirdCLEF submission CSV exactly once — across a SIGKILL and a restart — and
-//! quarantines files it cannot read while the stream goes on.
+//! quarantines files it cannot read while the stream goes on. The completeness protocol is
+//! tested finding by finding: a copy that stalls mid-write, two inputs of one stem, links
+//! (never followed), a huge WAV (never read whole), a file rewritten after scoring.
 //!
 //! The model is a small random bundle (the loop is under test, not accuracy); each CSV is
 //! compared with the scores `Classifier::identify_path` gives in this process for the same
@@ -195,8 +197,7 @@ fn simulate_then_watch_scores_every_file_once_like_offline() {
     let csvs = with_ext(&out, ".csv");
     assert_eq!(csvs.len(), 3, "{csvs:?}");
     for ogg in &oggs {
-        let stem = ogg.trim_end_matches(".ogg");
-        assert_matches_offline(&c, &input.join(ogg), &out.join(format!("{stem}.csv")));
+        assert_matches_offline(&c, &input.join(ogg), &out.join(format!("{ogg}.csv")));
     }
     let l = ledger(&out);
     assert_eq!(l.len(), 3);
@@ -328,12 +329,11 @@ fn a_sigkilled_watcher_restarts_without_duplicates_or_partial_files() {
     assert_eq!(oggs.len(), N);
     let c = Classifier::load(&bundle, &device()).unwrap();
     for ogg in &oggs {
-        let stem = ogg.trim_end_matches(".ogg");
-        assert_matches_offline(&c, &input.join(ogg), &out.join(format!("{stem}.csv")));
+        assert_matches_offline(&c, &input.join(ogg), &out.join(format!("{ogg}.csv")));
     }
     let mut left = names(&out);
     left.retain(|n| n != "ledger.jsonl" && n != "quarantine");
-    let want: Vec<String> = oggs.iter().map(|o| o.replace(".ogg", ".csv")).collect();
+    let want: Vec<String> = oggs.iter().map(|o| format!("{o}.csv")).collect();
     assert_eq!(
         left, want,
         "only the CSVs (no temp file) in the output folder"
@@ -346,9 +346,8 @@ fn a_sigkilled_watcher_restarts_without_duplicates_or_partial_files() {
     // The output whose ledger line was lost was adopted, not written a second time.
     let rec = l.iter().find(|e| e["file"] == torn_file.as_str()).unwrap();
     assert_eq!(rec["recovered"], true, "{rec}");
-    let stem = torn_file.trim_end_matches(".ogg");
     assert_eq!(
-        std::fs::read(out.join(format!("{stem}.csv"))).unwrap(),
+        std::fs::read(out.join(format!("{torn_file}.csv"))).unwrap(),
         torn_csv
     );
     assert!(
@@ -400,7 +399,7 @@ fn corrupt_inputs_are_quarantined_and_the_stream_goes_on() {
         assert_matches_offline(
             &c,
             &input.join(format!("{good}.ogg")),
-            &out.join(format!("{good}.csv")),
+            &out.join(format!("{good}.ogg.csv")),
         );
     }
     let q = out.join("quarantine");
@@ -515,7 +514,8 @@ fn watch_through_the_server_writes_what_the_local_model_writes() {
     let c = Classifier::load(&bundle, &device()).unwrap();
     for stem in ["DEMO1_20240101_060000", "DEMO2_20240101_120000"] {
         let t =
-            silencio_eval::submission::read_submission(out.join(format!("{stem}.csv"))).unwrap();
+            silencio_eval::submission::read_submission(out.join(format!("{stem}.ogg.csv")))
+                .unwrap();
         let id = c.identify_path(input.join(format!("{stem}.ogg"))).unwrap();
         let codes: Vec<String> = c.species().iter().map(|s| s.code.clone()).collect();
         // The server's class order, fetched from GET /v1/species.
@@ -539,4 +539,406 @@ fn watch_through_the_server_writes_what_the_local_model_writes() {
     assert_eq!(l.len(), 3);
     let q = l.iter().find(|e| e["file"] == "X_text.ogg").unwrap();
     assert_eq!(q["status"], "quarantined");
+}
+
+/// A 16-bit PCM mono WAV of `samples` at `rate`, its header saying `data_bytes` of data.
+fn wav_bytes(samples: &[f32], rate: u32, data_bytes: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(44 + samples.len() * 2);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&data_bytes.saturating_add(36).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_bytes.to_le_bytes());
+    for &x in samples {
+        let v = (x.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+/// A demo soundscape as a 32 kHz 16-bit WAV (a second real recording format).
+fn demo_wav(ogg: &str) -> Vec<u8> {
+    let d = silencio_audio::decode_path(soundscapes().join(ogg), &Default::default()).unwrap();
+    wav_bytes(&d.samples, d.sample_rate, (d.samples.len() * 2) as u32)
+}
+
+fn watch_daemon(
+    input: &Path,
+    out: &Path,
+    bundle: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> Child {
+    let mut c = Command::new(bin());
+    c.args(["watch", "--in", s(input), "--out", s(out), "--model", s(bundle)])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+/// Finding: a copy that stalls for longer than the old 1 s settle was taken half-written (an
+/// OGG quarantined as truncated, a WAV scored on its first half and then again). Files not
+/// renamed in now wait for the quiet period: each is scored once, whole.
+#[test]
+fn a_copy_that_stalls_mid_write_is_scored_once_when_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, input, out) = (
+        tmp.path().join("bundle"),
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+    );
+    write_bundle(&bundle);
+    std::fs::create_dir_all(&input).unwrap();
+    let files = [
+        (
+            "STALL_ogg.ogg",
+            std::fs::read(soundscapes().join("DEMO1_20240101_060000.ogg")).unwrap(),
+        ),
+        ("STALL_wav.wav", demo_wav("DEMO2_20240101_120000.ogg")),
+    ];
+    // The quiet period through the environment (the CLI's default is 30 s); the stall is
+    // longer than the old 1 s settle and shorter than this.
+    let mut consumer = watch_daemon(
+        &input,
+        &out,
+        &bundle,
+        &["--sweep-every", "1s"],
+        &[("SILENCIO_WATCH_QUIET_PERIOD", "6s")],
+        &tmp.path().join("watch.log"),
+    );
+    wait_for("the consumer", Duration::from_secs(120), || {
+        out.join("ledger.jsonl").exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let writers: Vec<_> = files
+        .iter()
+        .map(|(name, bytes)| {
+            let (path, bytes) = (input.join(name), bytes.clone());
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&path).unwrap();
+                let half = bytes.len() / 2;
+                f.write_all(&bytes[..half]).unwrap();
+                f.sync_all().unwrap();
+                std::thread::sleep(Duration::from_millis(2500));
+                f.write_all(&bytes[half..]).unwrap();
+                f.sync_all().unwrap();
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    wait_for("both outputs", Duration::from_secs(120), || {
+        ledger(&out).len() >= 2
+    });
+    // Nothing more comes: no second scoring, no quarantine.
+    std::thread::sleep(Duration::from_secs(8));
+    consumer.kill().unwrap();
+    consumer.wait().unwrap();
+    let log = std::fs::read_to_string(tmp.path().join("watch.log")).unwrap();
+    let l = ledger(&out);
+    assert_eq!(l.len(), 2, "{l:?}\n{log}");
+    for e in &l {
+        assert_eq!(e["status"], "done", "{e}\n{log}");
+        assert_eq!(e["windows"], 12, "{e}");
+    }
+    assert!(names(&out.join("quarantine")).is_empty(), "{log}");
+    let c = Classifier::load(&bundle, &device()).unwrap();
+    for (name, _) in &files {
+        assert_matches_offline(&c, &input.join(name), &out.join(format!("{name}.csv")));
+    }
+}
+
+/// Finding: `x.ogg` and `x.wav` shared the output `x.csv` (work was keyed by stem), so one of
+/// them was never scored. Each input now has its own output, `<file name>.csv`.
+#[test]
+fn two_inputs_of_one_stem_get_two_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, input, out) = (
+        tmp.path().join("bundle"),
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+    );
+    write_bundle(&bundle);
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(
+        soundscapes().join("DEMO1_20240101_060000.ogg"),
+        input.join("x.ogg"),
+    )
+    .unwrap();
+    std::fs::write(input.join("x.wav"), demo_wav("DEMO2_20240101_120000.ogg")).unwrap();
+    let o = run(&[
+        "watch",
+        "--in",
+        s(&input),
+        "--out",
+        s(&out),
+        "--model",
+        s(&bundle),
+        "--once",
+        "--settle",
+        "100ms",
+    ]);
+    assert!(o.status.success());
+    let c = Classifier::load(&bundle, &device()).unwrap();
+    for name in ["x.ogg", "x.wav"] {
+        // Row ids are still the stem's: x_5 … x_60.
+        assert_matches_offline(&c, &input.join(name), &out.join(format!("{name}.csv")));
+    }
+    let l = ledger(&out);
+    assert_eq!(l.len(), 2, "{l:?}");
+    for name in ["x.ogg", "x.wav"] {
+        let e = l.iter().find(|e| e["file"] == name).unwrap();
+        assert_eq!(e["status"], "done", "{e}");
+        assert_eq!(e["output"], format!("{name}.csv"), "{e}");
+    }
+    assert!(names(&out.join("quarantine")).is_empty());
+}
+
+/// Finding: links were followed: a link to a file outside the folder was read and hashed, and
+/// with the quarantine on another file system its target's content was copied there. Links
+/// (and other non-files) are now skipped: never opened, hashed, recorded or moved.
+#[test]
+fn links_are_never_followed_hashed_or_moved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, input, out, outside) = (
+        tmp.path().join("bundle"),
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+        tmp.path().join("outside"),
+    );
+    write_bundle(&bundle);
+    for d in [&input, &outside] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let real = std::fs::read(soundscapes().join("DEMO1_20240101_060000.ogg")).unwrap();
+    std::fs::write(outside.join("secret.ogg"), &real).unwrap();
+    std::fs::write(outside.join("secret.txt"), "the key is 1234\n".repeat(40)).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.ogg"), input.join("A_link.ogg")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), input.join("B_link.wav")).unwrap();
+    std::os::unix::fs::symlink(outside.join("gone.ogg"), input.join("C_dangling.ogg")).unwrap();
+    std::fs::create_dir(input.join("D_dir.ogg")).unwrap();
+    std::fs::copy(
+        soundscapes().join("DEMO2_20240101_120000.ogg"),
+        input.join("E_good.ogg"),
+    )
+    .unwrap();
+    // A quarantine on another file system where there is one (a rename cannot move there).
+    let shm = Path::new("/dev/shm");
+    let q_parent = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let q = q_parent.path().join("quarantine");
+    let o = run(&[
+        "watch",
+        "--in",
+        s(&input),
+        "--out",
+        s(&out),
+        "--model",
+        s(&bundle),
+        "--once",
+        "--settle",
+        "100ms",
+        "--quarantine",
+        s(&q),
+    ]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let l = ledger(&out);
+    let files: Vec<&str> = l.iter().map(|e| e["file"].as_str().unwrap()).collect();
+    assert_eq!(files, ["E_good.ogg"], "only the regular file is an input\n{err}");
+    assert_eq!(with_ext(&out, ".csv"), ["E_good.ogg.csv"]);
+    assert!(names(&q).is_empty(), "nothing quarantined: {:?}", names(&q));
+    // The links are where they were, still links, and their targets untouched.
+    for n in ["A_link.ogg", "B_link.wav", "C_dangling.ogg"] {
+        let m = std::fs::symlink_metadata(input.join(n)).unwrap();
+        assert!(m.file_type().is_symlink(), "{n}");
+        assert!(
+            err.contains(&format!("skipped {n}: a symbolic link")),
+            "{n}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read(outside.join("secret.ogg")).unwrap(), real);
+    assert!(input.join("D_dir.ogg").is_dir());
+    assert!(err.contains("skipped D_dir.ogg: a directory"), "{err}");
+}
+
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Finding: a 3 GB WAV was read whole, twice (5.7 GB resident) before any duration check, and
+/// crashed the watcher again on each restart. Its header now says it is too long: it is
+/// quarantined without being read, the watcher's peak memory stays far below its size, and a
+/// restart has nothing left to do.
+#[test]
+fn a_huge_wav_is_quarantined_from_its_header_without_being_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, input, out) = (
+        tmp.path().join("bundle"),
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+    );
+    write_bundle(&bundle);
+    std::fs::create_dir_all(&input).unwrap();
+    // 3 GB of 32 kHz 16-bit mono (13 h of silence), sparse: no disk is used.
+    const SIZE: u64 = 3_000_000_000;
+    let huge = input.join("A_huge.wav");
+    std::fs::write(&huge, wav_bytes(&[], 32_000, (SIZE - 44) as u32)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&huge)
+        .unwrap()
+        .set_len(SIZE)
+        .unwrap();
+    std::fs::copy(
+        soundscapes().join("DEMO1_20240101_060000.ogg"),
+        input.join("B_good.ogg"),
+    )
+    .unwrap();
+    let args = [
+        "watch",
+        "--in",
+        s(&input),
+        "--out",
+        s(&out),
+        "--model",
+        s(&bundle),
+        "--once",
+        "--settle",
+        "100ms",
+    ];
+    let mut consumer = spawn(&args, &tmp.path().join("watch1.log"));
+    let mut peak_kb = 0;
+    let status = loop {
+        if let Some(kb) = vm_hwm_kb(consumer.id()) {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(st) = consumer.try_wait().unwrap() {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let log = std::fs::read_to_string(tmp.path().join("watch1.log")).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        peak_kb < 500_000,
+        "peak resident memory {peak_kb} kB for a {SIZE}-byte file\n{log}"
+    );
+    let q = out.join("quarantine");
+    assert_eq!(names(&q), ["A_huge.wav", "A_huge.wav.reason.txt"], "{log}");
+    let reason = std::fs::read_to_string(q.join("A_huge.wav.reason.txt")).unwrap();
+    assert!(reason.contains("kind: too_long"), "{reason}");
+    let l = ledger(&out);
+    assert_eq!(l.len(), 2, "{l:?}");
+    let e = l.iter().find(|e| e["file"] == "A_huge.wav").unwrap();
+    assert_eq!(e["status"], "quarantined");
+    assert_eq!(e["size"], SIZE);
+    let c = Classifier::load(&bundle, &device()).unwrap();
+    assert_matches_offline(&c, &input.join("B_good.ogg"), &out.join("B_good.ogg.csv"));
+
+    // A restart is calm: nothing to do, nothing recorded twice.
+    let o = run(&args);
+    assert!(o.status.success());
+    assert_eq!(ledger(&out).len(), 2);
+}
+
+/// Finding (completeness protocol): a file that changes after it was scored is scored again
+/// and its output replaced; a new mtime on the same bytes is recorded once, not re-read on
+/// every sweep.
+#[test]
+fn a_file_changed_after_scoring_is_scored_again_and_its_output_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, input, out) = (
+        tmp.path().join("bundle"),
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+    );
+    write_bundle(&bundle);
+    std::fs::create_dir_all(&input).unwrap();
+    let one = std::fs::read(soundscapes().join("DEMO1_20240101_060000.ogg")).unwrap();
+    let two = std::fs::read(soundscapes().join("DEMO2_20240101_120000.ogg")).unwrap();
+    let (path, part) = (input.join("a.ogg"), input.join(".a.ogg.part"));
+    let publish = |bytes: &[u8]| {
+        std::fs::write(&part, bytes).unwrap();
+        std::fs::rename(&part, &path).unwrap();
+    };
+    let mut consumer = watch_daemon(
+        &input,
+        &out,
+        &bundle,
+        &["--sweep-every", "1s", "--settle", "500ms"],
+        &[],
+        &tmp.path().join("watch.log"),
+    );
+    let csv = out.join("a.ogg.csv");
+    let c = Classifier::load(&bundle, &device()).unwrap();
+    let log = || std::fs::read_to_string(tmp.path().join("watch.log")).unwrap();
+
+    publish(&one);
+    wait_for("the first output", Duration::from_secs(120), || {
+        ledger(&out).len() >= 1
+    });
+    assert_matches_offline(&c, &path, &csv);
+    let first = std::fs::read(&csv).unwrap();
+
+    // Same bytes, a new mtime: one ledger line records it; no re-scoring, on any sweep.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(ledger(&out).len(), 2, "{}", log());
+    assert_eq!(std::fs::read(&csv).unwrap(), first);
+
+    // New content written in place: scored again, the output replaced.
+    std::fs::write(&path, &two).unwrap();
+    wait_for("the second output", Duration::from_secs(120), || {
+        ledger(&out).len() >= 3
+    });
+    assert_matches_offline(&c, &path, &csv);
+    assert_ne!(std::fs::read(&csv).unwrap(), first);
+
+    // The first content again, renamed in: the first output again.
+    publish(&one);
+    wait_for("the third output", Duration::from_secs(120), || {
+        ledger(&out).len() >= 4
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    consumer.kill().unwrap();
+    consumer.wait().unwrap();
+    assert_eq!(std::fs::read(&csv).unwrap(), first, "{}", log());
+    let l = ledger(&out);
+    assert_eq!(l.len(), 4, "{l:?}\n{}", log());
+    assert!(l.iter().all(|e| e["status"] == "done" && e["file"] == "a.ogg"));
+    let sha: Vec<&str> = l.iter().map(|e| e["sha256"].as_str().unwrap()).collect();
+    assert_eq!((sha[0], sha[1], sha[3]), (sha[1], sha[0], sha[0]));
+    assert_ne!(sha[2], sha[0]);
+    let mut left = names(&out);
+    left.retain(|n| !n.starts_with('.'));
+    assert_eq!(left, ["a.ogg.csv", "ledger.jsonl", "quarantine"]);
 }

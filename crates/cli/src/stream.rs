@@ -58,7 +58,8 @@ pub struct WatchArgs {
     /// The watched folder.
     #[arg(long = "in")]
     input: PathBuf,
-    /// Output folder: one `<stem>.csv` per input (BirdCLEF submission format), `ledger.jsonl`.
+    /// Output folder: one `<file name>.csv` per input (`x.ogg` → `x.ogg.csv`, BirdCLEF
+    /// submission format), `ledger.jsonl`.
     #[arg(long)]
     out: PathBuf,
     /// A model bundle directory (default: the registry's production version, else staging).
@@ -98,9 +99,16 @@ pub struct WatchArgs {
     /// Time between sweeps of the folder (file-system events can be missed).
     #[arg(long, default_value = "10s")]
     sweep_every: String,
-    /// How long a file not renamed into place must keep its size to be read.
-    #[arg(long, default_value = "1s")]
-    settle: String,
+    /// How long a file not renamed into the folder must keep its size and modification time
+    /// to be read (files renamed in are read at once). Long, because a stalled copy looks
+    /// complete.
+    #[arg(
+        long,
+        visible_alias = "settle",
+        env = "SILENCIO_WATCH_QUIET_PERIOD",
+        default_value = "30s"
+    )]
+    quiet_period: String,
     /// Expose the consumer's Prometheus metrics on this address (e.g. 127.0.0.1:9187).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
@@ -196,7 +204,8 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<()> {
     cfg.max_in_flight = a.max_in_flight;
     cfg.once = a.once;
     cfg.sweep_every = parse_duration(&a.sweep_every).map_err(typed)?;
-    cfg.settle = parse_duration(&a.settle).map_err(typed)?;
+    cfg.quiet_period = parse_duration(&a.quiet_period).map_err(typed)?;
+    cfg.max_duration_s = a.max_duration_s;
     cfg.stop = silencio_stream::stop_on_signal().map_err(typed)?;
     let json = a.progress == "json";
     let input = a.input.display().to_string();
@@ -251,6 +260,7 @@ fn log(e: &WatchEvent, json: bool, input: &str) {
             ..
         } => eprintln!("quarantined {file}: error[{kind}]: {message}"),
         WatchEvent::Retrying { file, message } => eprintln!("retrying {file} later: {message}"),
+        WatchEvent::Skipped { file, reason } => eprintln!("skipped {file}: {reason}"),
         WatchEvent::Stopped { stats } => eprintln!(
             "stopped: {} file(s) scored ({} adopted after a crash), {} quarantined, {} windows, \
              {:.1} s of audio in {:.1} s: {:.2} files/min sustained, real-time factor {:.4}",
@@ -302,6 +312,9 @@ fn event_json(e: &WatchEvent) -> serde_json::Value {
             "message": message, "stats": stats(s)}),
         WatchEvent::Retrying { file, message } => {
             serde_json::json!({"event": "retrying", "file": file, "message": message})
+        }
+        WatchEvent::Skipped { file, reason } => {
+            serde_json::json!({"event": "skipped", "file": file, "reason": reason})
         }
         WatchEvent::Stopped { stats: s } => {
             serde_json::json!({"event": "stopped", "stats": stats(s)})

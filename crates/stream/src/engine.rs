@@ -72,7 +72,32 @@ impl Engine {
                     rows: id.windows.into_iter().map(|w| w.scores).collect(),
                 })
             }
-            Engine::Server(s) => s.score(bytes, name),
+            Engine::Server(s) => s.score(&bytes[..], name),
+        }
+    }
+
+    /// Scores the recording open as `file` (file name `name`, for its type), reading it as a
+    /// stream: never whole into memory. A local model decodes that very open file (on Linux
+    /// through `/proc/self/fd`, so a name swapped for a link after the file was opened is not
+    /// followed), stopping at the classifier's maximum duration; the server gets it as the
+    /// request body, read as it is sent.
+    pub fn score_file(&self, file: &std::fs::File, path: &Path, name: &str) -> Result<Scores> {
+        match self {
+            Engine::Local(c) => {
+                let id = c.identify_path(open_file_path(file, path))?;
+                Ok(Scores {
+                    model_version: id.model_version.clone(),
+                    species: Arc::new(id.species.iter().map(|s| s.code.clone()).collect()),
+                    audio_s: id.audio.as_ref().map_or(0.0, |a| a.duration_s),
+                    rows: id.windows.into_iter().map(|w| w.scores).collect(),
+                })
+            }
+            Engine::Server(s) => {
+                use std::io::Seek;
+                let mut f = file;
+                f.rewind().map_err(|e| Error::io(path, e))?;
+                s.score(f, name)
+            }
         }
     }
 
@@ -83,6 +108,21 @@ impl Engine {
             Engine::Server(s) => format!("server {}", s.url),
         }
     }
+}
+
+/// A path that opens the very file `file` is: `/proc/self/fd/N` where the kernel offers it,
+/// else `path` itself.
+fn open_file_path(file: &std::fs::File, path: &Path) -> std::path::PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let p = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if p.exists() {
+            return p;
+        }
+    }
+    let _ = file;
+    path.to_path_buf()
 }
 
 /// A blocking client of the server's `POST /v1/identify`.
@@ -195,7 +235,7 @@ impl ServerClient {
             .collect())
     }
 
-    fn score(&self, bytes: Vec<u8>, name: &str) -> Result<Scores> {
+    fn score(&self, body: impl ureq::AsSendBody, name: &str) -> Result<Scores> {
         let server = |message: String| Error::Server {
             url: self.url.clone(),
             message,
@@ -220,7 +260,7 @@ impl ServerClient {
             .query("top_k", columns.len().to_string())
             .query("min_score", "0")
             .header("Content-Type", content_type)
-            .send(&bytes[..])
+            .send(body)
             .map_err(|e| server(e.to_string()))?;
         let status = resp.status().as_u16();
         let body = resp

@@ -6,6 +6,8 @@
 //! complete Ogg stream ends with a whole page carrying the end-of-stream flag, so walking the
 //! page headers (no decoding) tells a cut-off file apart.
 
+use std::io::{Read, Seek, SeekFrom};
+
 use crate::{Error, Result};
 
 const CAPTURE: &[u8; 4] = b"OggS";
@@ -17,41 +19,55 @@ const EOS: u8 = 0x04;
 /// Checks that `bytes`, if they are an Ogg file, end with a complete end-of-stream page.
 /// Bytes that are not Ogg pass (the decoder judges them).
 pub fn check_complete(bytes: &[u8]) -> Result<()> {
-    if !bytes.starts_with(CAPTURE) {
-        return Ok(());
-    }
-    let mut at = 0usize;
+    check_complete_reader(&mut std::io::Cursor::new(bytes), std::path::Path::new("<bytes>"))
+}
+
+/// [`check_complete`] on a file (or any seekable reader), reading only the page headers: a
+/// page's body is skipped, never read, so memory stays constant whatever the file's size.
+/// `path` names the file in I/O errors.
+pub fn check_complete_reader<R: Read + Seek>(r: &mut R, path: &std::path::Path) -> Result<()> {
+    let io = |e| Error::io(path, e);
+    let len = r.seek(SeekFrom::End(0)).map_err(io)?;
+    let mut at = 0u64;
     let mut last_flags = 0u8;
-    while at < bytes.len() {
-        if !bytes[at..].starts_with(CAPTURE) {
-            // Not a page boundary: corruption the decoder reports better than we can.
+    let mut fixed = [0u8; HEADER];
+    let mut table = [0u8; 255];
+    let mut first = true;
+    while at < len {
+        r.seek(SeekFrom::Start(at)).map_err(io)?;
+        let fixed_len = (len - at).min(HEADER as u64) as usize;
+        r.read_exact(&mut fixed[..fixed_len]).map_err(io)?;
+        if !fixed[..fixed_len].starts_with(CAPTURE) {
+            // Not Ogg at all, or not a page boundary: corruption the decoder reports better
+            // than we can.
             return Ok(());
         }
-        let Some(fixed) = bytes.get(at..at + HEADER) else {
-            return Err(cut_off(at, bytes.len()));
-        };
+        if fixed_len < HEADER {
+            return Err(cut_off(at, len));
+        }
+        first = false;
         let n_segments = usize::from(fixed[26]);
-        let Some(table) = bytes.get(at + HEADER..at + HEADER + n_segments) else {
-            return Err(cut_off(at, bytes.len()));
-        };
-        let body: usize = table.iter().map(|&s| usize::from(s)).sum();
-        let end = at + HEADER + n_segments + body;
-        if end > bytes.len() {
-            return Err(cut_off(at, bytes.len()));
+        if at + (HEADER + n_segments) as u64 > len {
+            return Err(cut_off(at, len));
+        }
+        r.read_exact(&mut table[..n_segments]).map_err(io)?;
+        let body: u64 = table[..n_segments].iter().map(|&s| u64::from(s)).sum();
+        let end = at + (HEADER + n_segments) as u64 + body;
+        if end > len {
+            return Err(cut_off(at, len));
         }
         last_flags = fixed[5];
         at = end;
     }
-    if last_flags & EOS == 0 {
+    if !first && last_flags & EOS == 0 {
         return Err(Error::Truncated(format!(
-            "the Ogg stream has no end-of-stream page ({} bytes)",
-            bytes.len()
+            "the Ogg stream has no end-of-stream page ({len} bytes)"
         )));
     }
     Ok(())
 }
 
-fn cut_off(page: usize, len: usize) -> Error {
+fn cut_off(page: u64, len: u64) -> Error {
     Error::Truncated(format!(
         "the Ogg page at byte {page} runs past the end of the file ({len} bytes)"
     ))
