@@ -38,6 +38,13 @@ pub struct DecodeOptions {
     /// Longest accepted recording in seconds; longer input fails with [`Error::TooLong`]
     /// as soon as the limit is crossed, so memory stays bounded.
     pub max_duration_s: f64,
+    /// Most samples (frames × channels, at the original rate) decoded; more fail with
+    /// [`Error::TooManySamples`]. Decoding and resampling cost grows with rate × channels ×
+    /// duration, not with the bytes sent (a few KB of FLAC constant subframes can declare
+    /// minutes at 384 kHz), so a server bounds this as well as the duration. `None`: only the
+    /// duration bounds it.
+    #[serde(default)]
+    pub max_input_samples: Option<u64>,
 }
 
 impl Default for DecodeOptions {
@@ -46,6 +53,7 @@ impl Default for DecodeOptions {
             target_rate: Some(32_000),
             // One hour: longer than any BirdCLEF clip or soundscape; servers set it lower.
             max_duration_s: 3600.0,
+            max_input_samples: None,
         }
     }
 }
@@ -201,6 +209,7 @@ fn decode_inner(
         .and_then(|p| p.audio())
         .cloned()
         .ok_or_else(|| Error::UnsupportedCodec(format!("{container}: unknown audio codec")))?;
+    check_declared(n_frames, &params, opts)?;
     let mut decoder: Box<dyn AudioDecoder> = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| match e {
@@ -294,6 +303,13 @@ fn decode_inner(
                 max_s: opts.max_duration_s,
             });
         }
+        // Every decoded frame costs, trimmed or not.
+        st.samples += (frames * spec_channels) as u64;
+        if let Some(max) = opts.max_input_samples
+            && st.samples > max
+        {
+            return Err(Error::TooManySamples { max });
+        }
         st.resampler.push(&mono[kept])?;
         progress(st.resampler.output());
     }
@@ -326,11 +342,38 @@ fn decode_inner(
     })
 }
 
+/// Refuses, before any packet is decoded, a stream whose header declares more than the limits
+/// allow. Headers can lie or be silent (streamed WAV, OGG without a length), so the decode loop
+/// counts as well; this only saves the work for honest headers.
+fn check_declared(
+    n_frames: Option<u64>,
+    params: &symphonia::core::codecs::audio::AudioCodecParameters,
+    opts: &DecodeOptions,
+) -> Result<()> {
+    let (Some(frames), Some(rate)) = (n_frames, params.sample_rate) else {
+        return Ok(());
+    };
+    if rate > 0 && frames as f64 > opts.max_duration_s * rate as f64 {
+        return Err(Error::TooLong {
+            max_s: opts.max_duration_s,
+        });
+    }
+    let channels = params.channels.as_ref().map_or(1, |c| c.count().max(1)) as u64;
+    if let Some(max) = opts.max_input_samples
+        && frames.saturating_mul(channels) > max
+    {
+        return Err(Error::TooManySamples { max });
+    }
+    Ok(())
+}
+
 struct Stream {
     rate: u32,
     channels: usize,
     /// Frames kept so far.
     frames: u64,
+    /// Samples decoded so far (all channels, before trimming).
+    samples: u64,
     /// Leading frames still to drop (encoder priming).
     skip: u64,
     /// Playable frames in all, where the container says.
@@ -385,6 +428,7 @@ impl Stream {
             rate,
             channels,
             frames: 0,
+            samples: 0,
             skip,
             keep,
             resampler: StreamResampler::new(rate, target)?,

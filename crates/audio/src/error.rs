@@ -25,6 +25,16 @@ pub enum Error {
         /// The configured maximum in seconds.
         max_s: f64,
     },
+    /// Decoding would cost more than the configured budget: more samples (frames × channels
+    /// at the original rate) than `max_input_samples`.
+    #[error(
+        "audio too costly to decode: more than {max} samples (sample rate × channels × duration; \
+         limit is a parameter: max_input_samples)"
+    )]
+    TooManySamples {
+        /// The configured maximum.
+        max: u64,
+    },
     /// A decoded sample is NaN or infinite (possible in float WAV).
     #[error("audio contains non-finite samples (NaN or infinity) at frame {frame}")]
     NonFinite {
@@ -86,6 +96,7 @@ impl Error {
             Error::Corrupt(_) => "corrupt_stream",
             Error::Empty(_) => "empty_audio",
             Error::TooLong { .. } => "too_long",
+            Error::TooManySamples { .. } => "too_many_samples",
             Error::NonFinite { .. } => "non_finite_samples",
             Error::OutOfRange { .. } => "sample_out_of_range",
             Error::UnsupportedSampleRate { .. } => "unsupported_sample_rate",

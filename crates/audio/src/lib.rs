@@ -23,6 +23,7 @@ pub fn decode_options_for(cfg: &FeatureConfig, max_duration_s: f64) -> DecodeOpt
     DecodeOptions {
         target_rate: Some(cfg.sample_rate),
         max_duration_s,
+        max_input_samples: None,
     }
 }
 
@@ -46,9 +47,24 @@ pub fn features_from_bytes(
     cfg: &FeatureConfig,
     max_duration_s: f64,
 ) -> Result<(AudioInfo, Features)> {
+    features_from_bytes_with(bytes, cfg, &decode_options_for(cfg, max_duration_s))
+}
+
+/// [`features_from_bytes`] under explicit decode options (a server's sample budget); `opts`
+/// must resample to `cfg`'s rate.
+pub fn features_from_bytes_with(
+    bytes: Vec<u8>,
+    cfg: &FeatureConfig,
+    opts: &DecodeOptions,
+) -> Result<(AudioInfo, Features)> {
+    if opts.target_rate != Some(cfg.sample_rate) {
+        return Err(Error::InvalidConfig(format!(
+            "decode options resample to {:?} Hz, the recipe wants {} Hz",
+            opts.target_rate, cfg.sample_rate
+        )));
+    }
     let lm = LogMel::new(cfg)?;
-    let opts = decode_options_for(cfg, max_duration_s);
     pipeline::overlapped(&lm, |progress| {
-        decode::decode_bytes_with(bytes, &opts, progress)
+        decode::decode_bytes_with(bytes, opts, progress)
     })
 }

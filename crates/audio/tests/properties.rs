@@ -148,6 +148,7 @@ fn typed_errors_for_bad_input() {
     // Too long: the limit is a parameter.
     let short = DecodeOptions {
         max_duration_s: 2.0,
+        max_input_samples: None,
         ..DecodeOptions::default()
     };
     assert!(matches!(

@@ -297,6 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = DecodeOptions {
                 target_rate: None,
                 max_duration_s,
+                max_input_samples: None,
             };
             let d = silencio_audio::decode_path(&audio, &opts)?;
             let i = &d.info;

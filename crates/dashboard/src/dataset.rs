@@ -177,6 +177,7 @@ impl Dataset {
                     target_rate: None,
                     // Durations only: accept any realistic recording (6 h).
                     max_duration_s: 6.0 * 3600.0,
+                    max_input_samples: None,
                 };
                 let entry = match silencio_audio::decode_path(&path, &opts) {
                     Ok(x) => DurationEntry {

@@ -148,6 +148,7 @@ async fn dataset_counts_splits_and_cached_durations() {
             &silencio_audio::DecodeOptions {
                 target_rate: None,
                 max_duration_s: 3600.0,
+                max_input_samples: None,
             },
         )
         .unwrap();

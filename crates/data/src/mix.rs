@@ -288,6 +288,7 @@ pub fn load_calls(calls: &Path, opts: &MixOptions) -> Result<CallSet> {
                 &DecodeOptions {
                     target_rate: Some(SAMPLE_RATE),
                     max_duration_s: 3600.0,
+                    max_input_samples: None,
                 },
             );
             (r, d)
@@ -364,6 +365,7 @@ pub fn load_backgrounds(dir: &Path) -> Result<Vec<Background>> {
     let opts = DecodeOptions {
         target_rate: Some(SAMPLE_RATE),
         max_duration_s: 3600.0,
+        max_input_samples: None,
     };
     let out: Vec<Background> = names
         .iter()

@@ -185,6 +185,7 @@ fn check_clip(path: &Path, opts: &ValidateOptions) -> ClipCheck {
     let d = DecodeOptions {
         target_rate: None,
         max_duration_s: opts.max_duration_s,
+        max_input_samples: None,
     };
     match decode_path(path, &d) {
         Ok(x) if x.info.duration_s < opts.min_duration_s => Err((

@@ -23,6 +23,7 @@ fn decode32k(p: &Path) -> Vec<f32> {
         &DecodeOptions {
             target_rate: Some(SAMPLE_RATE),
             max_duration_s: 3600.0,
+            max_input_samples: None,
         },
     )
     .unwrap()

@@ -162,6 +162,7 @@ impl Ensemble {
                 let opts = DecodeOptions {
                     target_rate: Some(rate),
                     max_duration_s: self.max_duration_s,
+                    max_input_samples: None,
                 };
                 v.insert(silencio_audio::decode_bytes(bytes.clone(), &opts)?);
             }

@@ -128,6 +128,7 @@ fn the_wav_sent_decodes_to_the_same_samples() {
         &silencio_audio::DecodeOptions {
             target_rate: None,
             max_duration_s: 10.0,
+            max_input_samples: None,
         },
     )
     .unwrap();
@@ -179,6 +180,7 @@ fn clips_from_a_directory_of_real_files() {
             &silencio_audio::DecodeOptions {
                 target_rate: None,
                 max_duration_s: 100.0,
+                max_input_samples: None,
             },
         )
         .unwrap();

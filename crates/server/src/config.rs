@@ -140,6 +140,16 @@ impl Default for ServerConfig {
     }
 }
 
+/// Decoding budget per second of the longest accepted recording, in samples (frames ×
+/// channels at the original rate): 48 kHz stereo. Decoding cost follows samples, not bytes or
+/// seconds, so a 384 kHz mono upload may last an eighth of `max_duration_s`.
+pub const DECODE_SAMPLES_PER_S: f64 = 96_000.0;
+
+/// Uploads that decode to at most this many samples (30 s of 48 kHz stereo) take the short
+/// decoding lane; longer ones wait in their own lane, so they never delay the short clips that
+/// most clients send.
+pub const SHORT_LANE_SAMPLES: u64 = 30 * 96_000;
+
 /// A fresh random API key (122 random bits from the OS, hex).
 pub fn generate_api_key() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -195,6 +205,11 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Most samples one upload may decode to: `max_duration_s` of 48 kHz stereo.
+    pub fn max_input_samples(&self) -> u64 {
+        (self.max_duration_s * DECODE_SAMPLES_PER_S) as u64
     }
 
     /// The bundle to serve first: `model`, else the registry's production, else staging

@@ -102,10 +102,10 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             // Audio the client sent that we cannot use: 415 for formats/codecs we do not
-            // decode, 413 for too long, 422 for everything else about the content.
+            // decode, 413 for too long or too costly, 422 for everything else about the content.
             Self::Audio(e) => match e.kind() {
                 "unsupported_format" | "unsupported_codec" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "too_long" => StatusCode::PAYLOAD_TOO_LARGE,
+                "too_long" | "too_many_samples" => StatusCode::PAYLOAD_TOO_LARGE,
                 "io" => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             },

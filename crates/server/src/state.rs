@@ -153,6 +153,14 @@ struct Recent {
     order: VecDeque<String>,
 }
 
+/// The decoding lanes' permits: `short` for uploads within
+/// [`crate::config::SHORT_LANE_SAMPLES`] (one per core), `long` for the rest (half the cores).
+#[derive(Debug)]
+pub(crate) struct Decoders {
+    pub short: Semaphore,
+    pub long: Semaphore,
+}
+
 struct Inner {
     cfg: ServerConfig,
     /// The data directory's lock, held while the server lives.
@@ -160,9 +168,9 @@ struct Inner {
     routing: RwLock<Arc<Routing>>,
     routed: AtomicU64,
     admission: Arc<Semaphore>,
-    /// Decoding runs on the blocking pool; at most this many at once so an overload cannot
-    /// spread hundreds of decoders over two cores.
-    decoders: Semaphore,
+    /// Decoding runs on the blocking pool in two lanes (short uploads, long ones), each with a
+    /// few permits so an overload cannot spread hundreds of decoders over two cores.
+    decoders: Decoders,
     admin: tokio::sync::Mutex<()>,
     recent: Mutex<Recent>,
     sessions: Sessions,
@@ -234,7 +242,7 @@ impl AppState {
                 max_age: cfg.sample_max_age,
             },
         )?;
-        let decoders = std::thread::available_parallelism()
+        let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
             .max(2);
@@ -245,7 +253,10 @@ impl AppState {
                 routing: RwLock::new(Arc::new(Routing::default())),
                 routed: AtomicU64::new(0),
                 admission: Arc::new(Semaphore::new(cfg.queue)),
-                decoders: Semaphore::new(decoders),
+                decoders: Decoders {
+                    short: Semaphore::new(cores),
+                    long: Semaphore::new(cores / 2),
+                },
                 admin: tokio::sync::Mutex::new(()),
                 recent: Mutex::new(Recent::default()),
                 sessions: Sessions::new(cfg.session_threshold),
@@ -352,7 +363,7 @@ impl AppState {
         }
     }
 
-    pub(crate) fn decoders(&self) -> &Semaphore {
+    pub(crate) fn decoders(&self) -> &Decoders {
         &self.inner.decoders
     }
 

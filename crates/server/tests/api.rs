@@ -1200,3 +1200,62 @@ fn a_data_dir_serves_one_server_at_a_time() {
     drop(first);
     AppState::new(common::config(&data, None)).unwrap();
 }
+
+// ---------------------------------------------------------------- decoding cost
+
+/// Four clients looping 9.6 KB FLACs of constant subframes that decode to 119 s at 383 987 Hz
+/// (45.7 M samples, ~2 s of decoding each) took other users' p50 from 28 ms to 5.2 s when
+/// decoding was one first-come queue without a sample budget. Now they are refused (413
+/// too_many_samples): at once when the header states the length, after the budget when it does
+/// not, and in their own lane, so normal clips keep their latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn costly_uploads_are_bounded_and_do_not_delay_short_clips() {
+    let f = fixture("cost", |_| {}).await;
+    let honest = common::flac::constant_flac(383_987, 119.0, 1000, true);
+    let silent = common::flac::constant_flac(383_987, 119.0, 1000, false);
+    assert!(silent.len() < 12_000);
+    let r = send(&f.app, upload("/v1/identify", "audio/flac", honest)).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "too_many_samples");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attackers: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, body, stop) = (f.app.clone(), silent.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = send(&app, upload("/v1/identify", "audio/flac", body.clone())).await;
+                    statuses.push((r.status, r.json()["error_type"].clone()));
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut took = Vec::new();
+    for _ in 0..8 {
+        let t = Instant::now();
+        let r = send(&f.app, upload("/v1/identify", "audio/ogg", ogg_10s())).await;
+        took.push(t.elapsed());
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused = 0;
+    for a in attackers {
+        for (status, kind) in a.await.unwrap() {
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{kind}");
+            assert_eq!(kind, "too_many_samples");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 4, "the attack ran: {refused} refusals");
+    took.sort();
+    // Generous: a 10 s clip decodes and scores in tens of ms here; before the fix each waited
+    // for whole costly decodes ahead of it (seconds).
+    assert!(
+        took[4] < Duration::from_millis(1500),
+        "median {:?}",
+        took[4]
+    );
+    assert!(took[7] < Duration::from_secs(3), "max {:?}", took[7]);
+}

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
     QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
     let opts = DecodeOptions {
         max_duration_s: 120.0,
+        max_input_samples: None,
         ..DecodeOptions::default()
     };
     if let Ok(d) = decode_bytes(data.to_vec(), &opts) {

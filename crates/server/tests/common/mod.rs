@@ -3,6 +3,9 @@
 //! and real audio from datasets/.
 #![allow(clippy::unwrap_used, dead_code)]
 
+#[path = "../../../audio/tests/common/flac.rs"]
+pub mod flac;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -98,6 +101,7 @@ pub fn decode(path: &Path, rate: u32) -> Vec<f32> {
     let opts = DecodeOptions {
         target_rate: Some(rate),
         max_duration_s: 3600.0,
+        max_input_samples: None,
     };
     silencio_audio::decode_path(path, &opts).unwrap().samples
 }
