@@ -513,9 +513,8 @@ fn watch_through_the_server_writes_what_the_local_model_writes() {
 
     let c = Classifier::load(&bundle, &device()).unwrap();
     for stem in ["DEMO1_20240101_060000", "DEMO2_20240101_120000"] {
-        let t =
-            silencio_eval::submission::read_submission(out.join(format!("{stem}.ogg.csv")))
-                .unwrap();
+        let t = silencio_eval::submission::read_submission(out.join(format!("{stem}.ogg.csv")))
+            .unwrap();
         let id = c.identify_path(input.join(format!("{stem}.ogg"))).unwrap();
         let codes: Vec<String> = c.species().iter().map(|s| s.code.clone()).collect();
         // The server's class order, fetched from GET /v1/species.
@@ -578,10 +577,18 @@ fn watch_daemon(
     log: &Path,
 ) -> Child {
     let mut c = Command::new(bin());
-    c.args(["watch", "--in", s(input), "--out", s(out), "--model", s(bundle)])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
+    c.args([
+        "watch",
+        "--in",
+        s(input),
+        "--out",
+        s(out),
+        "--model",
+        s(bundle),
+    ])
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap());
     for (k, v) in env {
         c.env(k, v);
     }
@@ -762,7 +769,11 @@ fn links_are_never_followed_hashed_or_moved() {
     let err = String::from_utf8_lossy(&o.stderr);
     let l = ledger(&out);
     let files: Vec<&str> = l.iter().map(|e| e["file"].as_str().unwrap()).collect();
-    assert_eq!(files, ["E_good.ogg"], "only the regular file is an input\n{err}");
+    assert_eq!(
+        files,
+        ["E_good.ogg"],
+        "only the regular file is an input\n{err}"
+    );
     assert_eq!(with_ext(&out, ".csv"), ["E_good.ogg.csv"]);
     assert!(names(&q).is_empty(), "nothing quarantined: {:?}", names(&q));
     // The links are where they were, still links, and their targets untouched.
@@ -934,7 +945,10 @@ fn a_file_changed_after_scoring_is_scored_again_and_its_output_replaced() {
     assert_eq!(std::fs::read(&csv).unwrap(), first, "{}", log());
     let l = ledger(&out);
     assert_eq!(l.len(), 4, "{l:?}\n{}", log());
-    assert!(l.iter().all(|e| e["status"] == "done" && e["file"] == "a.ogg"));
+    assert!(
+        l.iter()
+            .all(|e| e["status"] == "done" && e["file"] == "a.ogg")
+    );
     let sha: Vec<&str> = l.iter().map(|e| e["sha256"].as_str().unwrap()).collect();
     assert_eq!((sha[0], sha[1], sha[3]), (sha[1], sha[0], sha[0]));
     assert_ne!(sha[2], sha[0]);

@@ -19,7 +19,10 @@ const EOS: u8 = 0x04;
 /// Checks that `bytes`, if they are an Ogg file, end with a complete end-of-stream page.
 /// Bytes that are not Ogg pass (the decoder judges them).
 pub fn check_complete(bytes: &[u8]) -> Result<()> {
-    check_complete_reader(&mut std::io::Cursor::new(bytes), std::path::Path::new("<bytes>"))
+    check_complete_reader(
+        &mut std::io::Cursor::new(bytes),
+        std::path::Path::new("<bytes>"),
+    )
 }
 
 /// [`check_complete`] on a file (or any seekable reader), reading only the page headers: a

@@ -904,7 +904,11 @@ fn process(engine: &Engine, job: &Job, dirs: &Dirs) -> Outcome {
 /// the open), by platform: std has no names for them and this crate does not link `libc`.
 #[cfg(all(
     target_os = "linux",
-    any(target_arch = "arm", target_arch = "aarch64", target_arch = "powerpc64")
+    any(
+        target_arch = "arm",
+        target_arch = "aarch64",
+        target_arch = "powerpc64"
+    )
 ))]
 const OPEN_FLAGS: i32 = 0o100000 | 0o4000;
 #[cfg(all(
@@ -1220,7 +1224,10 @@ mod tests {
         std::fs::write(&real, b"bytes").unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert!(open_input(&real).unwrap().metadata().unwrap().is_file());
-        assert!(open_input(&link).is_err(), "a link is refused, not followed");
+        assert!(
+            open_input(&link).is_err(),
+            "a link is refused, not followed"
+        );
         let t = std::fs::symlink_metadata(&link).unwrap().file_type();
         assert!(not_a_file(&t).starts_with("a symbolic link"));
     }
