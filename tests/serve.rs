@@ -70,10 +70,25 @@ async fn identify_forest_ogg(c: &reqwest::Client, url: &str) -> reqwest::Respons
     let ogg = std::fs::read(common::fixture("crowsetta_forest.ogg")).unwrap();
     c.post(url)
         .header("content-type", "audio/ogg")
+        .header("x-api-key", "test-key")
         .body(ogg)
         .send()
         .await
         .unwrap()
+}
+
+/// Opens a WebSocket to `url` with the test server's API key (a stream with a session needs it).
+async fn connect_keyed(
+    url: impl AsRef<str>,
+) -> tokio_tungstenite::tungstenite::Result<(
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.as_ref().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-api-key", "test-key".parse().unwrap());
+    tokio_tungstenite::connect_async(req).await
 }
 
 async fn start(cfg: ServerConfig) -> Running {
@@ -160,7 +175,15 @@ async fn http_api_over_a_socket_and_metrics_pass_promtool() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    // A session is read with the key only.
     let r = c.get(s.url("/v1/sessions/e2e")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(s.url("/v1/sessions/e2e"))
+        .bearer_auth("test-key")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = c.get(s.url("/v1/species")).send().await.unwrap();
     assert_eq!(
@@ -246,14 +269,17 @@ where
 async fn websocket_stream_answers_each_window_as_it_closes() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-stream", "1");
-    let s = start(common::config(&tmp.path().join("data"), Some(bundle))).await;
+    let mut cfg = common::config(&tmp.path().join("data"), Some(bundle));
+    // The test sends a recording as fast as windows are answered, not live.
+    cfg.stream_rate.audio_burst_s = 600.0;
+    let s = start(cfg).await;
     let ws_url = format!("ws://{}/v1/stream", s.addr);
 
     // A real 1-minute soundscape at 48 kHz, s16, in 0.5 s chunks, plus 2.5 s more.
     let mut pcm = common::decode(&common::soundscape_path(), 48_000);
     assert_eq!(pcm.len(), 60 * 48_000);
     pcm.extend_from_within(..120_000);
-    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (ws, _) = connect_keyed(&ws_url).await.unwrap();
     let (mut tx, mut rx) = ws.split();
     tx.send(Message::text(
         json!({"sample_rate": 48000, "encoding": "pcm_s16le", "session_id": "tour-1", "top_k": 3})
@@ -302,6 +328,7 @@ async fn websocket_stream_answers_each_window_as_it_closes() {
     let c = reqwest::Client::new();
     let sess: Value = c
         .get(s.url("/v1/sessions/tour-1"))
+        .bearer_auth("test-key")
         .send()
         .await
         .unwrap()
@@ -315,7 +342,7 @@ async fn websocket_stream_answers_each_window_as_it_closes() {
     // the same samples does.
     let clip: Vec<f32> =
         common::decode(&common::soundscape_path(), 32_000)[160_000..320_000].to_vec();
-    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (ws, _) = connect_keyed(&ws_url).await.unwrap();
     let (mut tx, mut rx) = ws.split();
     tx.send(Message::text(
         json!({"sample_rate": 32000, "encoding": "pcm_f32le", "session_id": "tour-2", "top_k": 9})
@@ -369,7 +396,7 @@ async fn websocket_stream_answers_each_window_as_it_closes() {
 
 /// Opens a stream with `start` as its first message and returns the server's answer.
 async fn refused_start(ws_url: &str, start: Value) -> Value {
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let (ws, _) = connect_keyed(ws_url).await.unwrap();
     let (mut tx, mut rx) = ws.split();
     tx.send(Message::text(start.to_string())).await.unwrap();
     next_json(&mut rx).await
@@ -537,7 +564,7 @@ async fn shutdown_flushes_open_streams() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = common::write_bundle(&tmp.path().join("b"), "e2e-stream-drain", "1");
     let s = start(common::config(&tmp.path().join("data"), Some(bundle))).await;
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/stream", s.addr))
+    let (ws, _) = connect_keyed(format!("ws://{}/v1/stream", s.addr))
         .await
         .unwrap();
     let (mut tx, mut rx) = ws.split();
@@ -681,13 +708,13 @@ async fn streams_are_capped_and_idle_ones_closed() {
         json!({"sample_rate": 32000, "encoding": "pcm_s16le", "session_id": "idle"}).to_string();
     let mut open = Vec::new();
     for _ in 0..2 {
-        let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+        let (ws, _) = connect_keyed(&ws_url).await.unwrap();
         let (mut tx, rx) = ws.split();
         tx.send(Message::text(start_msg.clone())).await.unwrap();
         open.push((tx, rx));
     }
     // The third is refused before the upgrade.
-    match tokio_tungstenite::connect_async(&ws_url).await {
+    match connect_keyed(&ws_url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
         other => panic!("a third stream was not refused: {:?}", other.map(|_| ())),
     }
@@ -708,7 +735,81 @@ async fn streams_are_capped_and_idle_ones_closed() {
     assert!(t.elapsed() < Duration::from_secs(10));
     // Their slots are free again.
     assert!(s.state.streams_closed(Duration::from_secs(5)).await);
-    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (ws, _) = connect_keyed(&ws_url).await.unwrap();
     drop(ws);
+    s.shutdown().await;
+}
+
+/// Issue 16: a stream had no per-message limits, and any client could record into any
+/// session. Audio faster than 2× real time after a 30 s burst, or more than 100 messages a
+/// second after a burst of 200, is answered `rate_limited` and the stream closed; a session
+/// needs the key, a stream without one is open to all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_are_rate_limited_and_sessions_need_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(served("e2e-rate", tmp.path())).await;
+    let ws_url = format!("ws://{}/v1/stream", s.addr);
+    let plain = |session: Option<&str>| {
+        let mut m = json!({"sample_rate": 32000, "encoding": "pcm_s16le"});
+        if let Some(id) = session {
+            m["session_id"] = json!(id);
+        }
+        Message::text(m.to_string())
+    };
+    // Reads until an error message (or a close) and returns it.
+    async fn first_error<S>(rx: &mut S) -> Value
+    where
+        S: futures_util::Stream<Item = tokio_tungstenite::tungstenite::Result<Message>> + Unpin,
+    {
+        loop {
+            let m = next_json(rx).await;
+            if m.get("error").is_some() {
+                return m;
+            }
+        }
+    }
+
+    // A session without the key: refused.
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(plain(Some("anon"))).await.unwrap();
+    assert_eq!(next_json(&mut rx).await["error_type"], "unauthorized");
+
+    // No session, no key: served, and the windows carry no session.
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(plain(None)).await.unwrap();
+    let second = vec![0u8; 64_000];
+    for _ in 0..5 {
+        tx.send(Message::binary(second.clone())).await.unwrap();
+    }
+    let m = next_json(&mut rx).await;
+    assert!(
+        m.get("error").is_none() && m.get("session").is_none(),
+        "{m}"
+    );
+    assert_eq!(m["window"]["start_s"].as_f64().unwrap(), 0.0);
+
+    // Audio far faster than real time: a 30 s burst passes, then `rate_limited`.
+    for _ in 0..40 {
+        if tx.send(Message::binary(second.clone())).await.is_err() {
+            break;
+        }
+    }
+    let m = first_error(&mut rx).await;
+    assert_eq!(m["error_type"], "rate_limited", "{m}");
+
+    // A flood of tiny messages: `rate_limited` after the burst of 200.
+    let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    tx.send(plain(None)).await.unwrap();
+    for _ in 0..400 {
+        if tx.send(Message::binary(vec![0u8; 2])).await.is_err() {
+            break;
+        }
+    }
+    let m = first_error(&mut rx).await;
+    assert_eq!(m["error_type"], "rate_limited", "{m}");
+    assert!(m["error"].as_str().unwrap().contains("messages"), "{m}");
     s.shutdown().await;
 }

@@ -282,6 +282,13 @@ async fn feedback_acknowledged_before_a_sigkill_survives_a_restart() {
     assert_eq!(all.len(), stored.len() + 1);
     assert_eq!(all[..stored.len()], stored[..]);
     assert_eq!(all.last().unwrap().said(), after);
+    // Feedback on a request answered before the SIGKILL is still taken (issue 16: it was 404,
+    // the answered requests lived only in memory).
+    let before_kill: Sent = (storm_id.clone(), 0, Verdict::Wrong, Some(codes[2].clone()));
+    assert_eq!(
+        post_feedback(&c, &server.base, &before_kill).await.unwrap(),
+        201
+    );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 

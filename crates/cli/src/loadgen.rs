@@ -58,6 +58,10 @@ pub struct LoadgenArgs {
     /// How long to wait for GET /readyz to answer 200 first (0 skips the check).
     #[arg(long, default_value = "60s")]
     wait_ready: String,
+    /// The server's API key: tour and mobile users then tag requests with a session, as the
+    /// guides' app does (sessions need the key); without it they send none.
+    #[arg(long, env = "SILENCIO_API_KEY")]
+    api_key: Option<String>,
 }
 
 fn duration(flag: &str, v: &str) -> anyhow::Result<std::time::Duration> {
@@ -102,6 +106,7 @@ pub fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
         seed: a.seed,
         timeout: duration("timeout", &a.timeout)?,
         wait_ready: duration("wait-ready", &a.wait_ready)?,
+        api_key: a.api_key,
     };
     cfg.validate().map_err(typed)?;
     let report = silencio_loadgen::run_blocking(cfg, |p| match p {

@@ -50,6 +50,13 @@ pub struct ServeArgs {
     /// See --upload-grace-s.
     #[arg(long, env = "SILENCIO_UPLOAD_MIN_KBPS", default_value_t = 16)]
     pub upload_min_kbps: u64,
+    /// Requests on the /v1 routes in flight at once, uploads being read included (429 beyond).
+    #[arg(long, env = "SILENCIO_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Deadline of a /v1 request, first byte to answer, in seconds (503 beyond; at least
+    /// --upload-timeout-s).
+    #[arg(long, env = "SILENCIO_REQUEST_TIMEOUT_S", default_value_t = 180)]
+    pub request_timeout_s: u64,
     /// WebSocket streams open at once (429 beyond).
     #[arg(long, env = "SILENCIO_MAX_STREAMS", default_value_t = 256)]
     pub max_streams: usize,
@@ -100,6 +107,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         },
         queue: a.queue,
         max_body_bytes: (a.max_body_mb * 1_048_576.0).round() as u64,
+        max_in_flight: a.max_in_flight,
+        request_timeout: Duration::from_secs(a.request_timeout_s),
         max_streams: a.max_streams,
         stream_idle: Duration::from_secs(a.stream_idle_s),
         upload: silencio_server::upload::UploadPolicy {

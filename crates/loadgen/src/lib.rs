@@ -118,6 +118,10 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// How long to wait for `GET /readyz` to answer 200 before the first level.
     pub wait_ready: Duration,
+    /// The server's API key: with it, tour and mobile users tag their requests with a session
+    /// (as the guides' app does; the server takes a session only with the key); without it,
+    /// they send none.
+    pub api_key: Option<String>,
 }
 
 impl Default for LoadConfig {
@@ -135,6 +139,7 @@ impl Default for LoadConfig {
             seed: 0,
             timeout: Duration::from_secs(30),
             wait_ready: Duration::from_secs(60),
+            api_key: None,
         }
     }
 }

@@ -71,7 +71,14 @@ pub async fn run_with_progress(
         None => ClipSet::embedded()?,
     };
     let max_conc = cfg.concurrency.iter().copied().max().unwrap_or(1);
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(k) = &cfg.api_key {
+        let v = reqwest::header::HeaderValue::from_str(k.trim())
+            .map_err(|e| Error::Config(format!("the API key is not a header value: {e}")))?;
+        headers.insert("x-api-key", v);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         // A proxy from the environment would measure the proxy, not the server.
         .no_proxy()
         .tcp_nodelay(true)
@@ -204,9 +211,11 @@ fn pick<'a>(sh: &'a Shared, mode: Mode, rng: &mut Rng) -> (&'a Clip, Option<usiz
     (clip, abort)
 }
 
-/// Tour guides and phones report to a session (the app's species list); power uploads do not.
+/// Tour guides and phones report to a session (the app's species list) when the run has the
+/// key; power uploads do not.
 fn identify_url(sh: &Shared, mode: Mode, user: usize) -> String {
     match mode {
+        _ if sh.cfg.api_key.is_none() => format!("{}/v1/identify", sh.base),
         Mode::Power => format!("{}/v1/identify", sh.base),
         _ => format!(
             "{}/v1/identify?session_id=loadgen-{}-{user}",

@@ -58,7 +58,6 @@ pub async fn load_model(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<ModelsList>)> {
-    crate::auth::check_api_key(&headers, state.api_key())?;
     let req: LoadModel = json_body(&headers, body).await?;
     let share = req.share.unwrap_or(state.config().default_canary_share);
     if !(0.0..=1.0).contains(&share) {
@@ -109,11 +108,7 @@ pub async fn load_model(
         (status = 409, description = "No canary loaded", body = ErrorBody),
     )
 )]
-pub async fn promote(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<ModelsList>> {
-    crate::auth::check_api_key(&headers, state.api_key())?;
+pub async fn promote(State(state): State<AppState>) -> Result<Json<ModelsList>> {
     let _admin = state.admin_lock().await;
     let r = state.routing();
     let Some(canary) = &r.canary else {
@@ -138,11 +133,7 @@ pub async fn promote(
         (status = 409, description = "Nothing to roll back to", body = ErrorBody),
     )
 )]
-pub async fn rollback(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<ModelsList>> {
-    crate::auth::check_api_key(&headers, state.api_key())?;
+pub async fn rollback(State(state): State<AppState>) -> Result<Json<ModelsList>> {
     let _admin = state.admin_lock().await;
     let r = state.routing();
     if let Some(c) = &r.canary {

@@ -223,8 +223,10 @@ pub struct StreamStart {
     pub sample_rate: u32,
     /// `pcm_s16le` or `pcm_f32le`, mono.
     pub encoding: String,
-    /// Session (outing) of the stream.
-    pub session_id: String,
+    /// Session (outing) the stream's windows count for; needs the API key on the upgrade
+    /// request.
+    #[serde(default)]
+    pub session_id: Option<String>,
     /// Species listed per window (default 5).
     #[serde(default)]
     pub top_k: Option<usize>,
@@ -247,6 +249,7 @@ pub struct StreamSession {
 pub struct StreamWindow {
     /// The window.
     pub window: WindowResult,
-    /// The session so far.
-    pub session: StreamSession,
+    /// The session so far, when the stream has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<StreamSession>,
 }

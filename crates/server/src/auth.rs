@@ -1,13 +1,45 @@
-//! API-key check for the write endpoints (feedback, model admin).
+//! The API key, checked by layers: [`identify_caller`] marks every request with a [`Caller`]
+//! (did it carry the key?), [`require_key`] guards the routes that need the key (feedback, model
+//! admin, reading sessions) before their handlers run.
 //!
 //! A key is sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`. The comparison takes
 //! time that depends only on the expected key's length, so response timing does not reveal how
 //! many leading bytes of a guess were right.
 
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
-use crate::{Error, Result};
+use crate::{AppState, Error, Result};
+
+/// Who sent a request, as far as the API cares: with the server's key or without. Every
+/// request carries one (an extension put by [`identify_caller`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The request carried the server's API key.
+    pub keyed: bool,
+}
+
+/// Layer on the whole app: marks each request with its [`Caller`].
+pub async fn identify_caller(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let keyed = check_api_key(req.headers(), state.api_key()).is_ok();
+    req.extensions_mut().insert(Caller { keyed });
+    next.run(req).await
+}
+
+/// Route layer: the request must carry the key (401 with `{error, error_type}` otherwise).
+pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match check_api_key(req.headers(), state.api_key()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
 
 /// Name of the alternative key header.
 pub const API_KEY_HEADER: &str = "x-api-key";

@@ -89,8 +89,16 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// How fast an identify body must arrive; slower: 408.
     pub upload: crate::upload::UploadPolicy,
+    /// Requests on the `/v1` routes in flight at once (uploads being read included); beyond
+    /// it: 429 at once. Well above any tour group behind one lodge's Wi-Fi.
+    pub max_in_flight: usize,
+    /// Deadline of a `/v1` request from its first byte to its answer (503 beyond); at least
+    /// the upload timeout.
+    pub request_timeout: Duration,
     /// WebSocket streams open at once; more get 429.
     pub max_streams: usize,
+    /// How fast a stream may send audio and messages.
+    pub stream_rate: crate::stream::StreamRate,
     /// A stream that sends nothing for this long is closed with a `timeout` error.
     pub stream_idle: Duration,
     /// Longest recording in seconds; beyond it: 413.
@@ -122,8 +130,11 @@ impl Default for ServerConfig {
             max_body_bytes: 32 << 20,
             // 16 kbit/s on average after 10 s: a phone on EDGE (~50 kbit/s) sends a 5 s OGG
             // clip (~30 kB) in about 5 s.
+            max_in_flight: 1024,
+            request_timeout: Duration::from_secs(180),
             max_streams: 256,
             stream_idle: Duration::from_secs(60),
+            stream_rate: crate::stream::StreamRate::default(),
             upload: crate::upload::UploadPolicy {
                 timeout: Duration::from_secs(120),
                 grace: Duration::from_secs(10),
@@ -182,6 +193,28 @@ impl ServerConfig {
         }
         if self.upload.timeout.is_zero() {
             return bad("the upload timeout must be > 0".into());
+        }
+        let r = self.stream_rate;
+        if ![
+            r.audio_speed,
+            r.audio_burst_s,
+            r.messages_per_s,
+            r.message_burst,
+        ]
+        .iter()
+        .all(|v| v.is_finite() && *v > 0.0)
+        {
+            return bad(format!("stream rate limits must be > 0, got {r:?}"));
+        }
+        if self.max_in_flight == 0 {
+            return bad("max in flight must be at least 1".into());
+        }
+        if self.request_timeout < self.upload.timeout {
+            return bad(format!(
+                "the request timeout ({} s) must be at least the upload timeout ({} s)",
+                self.request_timeout.as_secs(),
+                self.upload.timeout.as_secs()
+            ));
         }
         if self.max_body_bytes == 0 {
             return bad("max body must be > 0".into());

@@ -39,6 +39,9 @@ pub enum Error {
     /// The queue is full: try again after `retry_after_s`.
     #[error("server overloaded: queue full, retry after {retry_after_s} s")]
     Overloaded { retry_after_s: u64 },
+    /// A client sending faster than its limit (a stream's audio or messages).
+    #[error("{0}")]
+    RateLimited(String),
     /// Missing or wrong API key on a write endpoint.
     #[error("{0}")]
     Unauthorized(String),
@@ -89,6 +92,7 @@ impl Error {
             Self::TooLarge(_) => "too_large",
             Self::Timeout(_) => "timeout",
             Self::Overloaded { .. } => "overloaded",
+            Self::RateLimited(_) => "rate_limited",
             Self::Unauthorized(_) => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
@@ -117,7 +121,7 @@ impl Error {
             Self::NoModel(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,

@@ -7,8 +7,8 @@
 //! - [`state`]: loaded versions, canary routing, promote/rollback by pointer swap.
 //! - Routes: [`routes`] (identify, species, models, health, metrics, sessions, feedback),
 //!   [`stream`] (WebSocket tour-guide mode), [`admin`]; [`openapi`] documents them.
-//! - Durable state (feedback log, passive sampling, sessions, API keys): [`feedback`],
-//!   [`sampling`], [`sessions`], [`auth`].
+//! - Durable state (feedback log, passive sampling, recent requests for feedback, sessions, API
+//!   keys): [`feedback`], [`sampling`], [`recent`], [`sessions`], [`auth`].
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -21,6 +21,7 @@ pub mod error;
 pub mod feedback;
 pub mod metrics;
 pub mod openapi;
+pub mod recent;
 pub mod routes;
 pub mod sampling;
 pub mod sessions;
@@ -41,24 +42,80 @@ pub use config::{EngineConfig, ServerConfig, generate_api_key};
 pub use error::{Error, Result};
 pub use state::AppState;
 
-/// The whole API over `state`.
+/// The whole API over `state`, with its tower layers (outermost first):
+/// - tracing: one span per request (method, URI, status, latency) from tower-http;
+/// - [`auth::identify_caller`]: marks each request keyed or not;
+/// - request metrics per route template ([`routes::track`]);
+/// - on the `/v1` routes: a deadline (`request_timeout`, 503 `unavailable`) and a cap on
+///   requests in flight (`max_in_flight`) that sheds what is beyond it at once (429
+///   `overloaded`) rather than queueing it; health, readiness and metrics stay outside both,
+///   so an overloaded server can still be watched;
+/// - [`auth::require_key`] on the routes that need the key (feedback, admin, reading
+///   sessions).
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/identify", post(routes::identify))
-        .route("/v1/species", get(routes::species))
-        .route("/v1/models", get(routes::models))
+    use tower::ServiceBuilder;
+
+    let cfg = state.config();
+    let keyed = Router::new()
         .route("/v1/sessions/{id}", get(routes::session))
         .route("/v1/feedback", post(routes::feedback))
-        .route("/v1/stream", get(stream::stream))
         .route("/v1/admin/models", post(admin::load_model))
         .route("/v1/admin/promote", post(admin::promote))
         .route("/v1/admin/rollback", post(admin::rollback))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    let api = Router::new()
+        .route("/v1/identify", post(routes::identify))
+        .route("/v1/species", get(routes::species))
+        .route("/v1/models", get(routes::models))
+        .route("/v1/stream", get(stream::stream))
+        .merge(keyed)
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(layer_error(
+                    cfg.request_timeout,
+                )))
+                .load_shed()
+                // One semaphore for all the routes (a plain concurrency limit is per route).
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    cfg.max_in_flight,
+                ))
+                .timeout(cfg.request_timeout),
+        );
+    Router::new()
+        .merge(api)
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
         .route_layer(axum::middleware::from_fn(routes::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::identify_caller,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The answer when the deadline or the in-flight cap stops a request.
+fn layer_error(
+    timeout: std::time::Duration,
+) -> impl Fn(tower::BoxError) -> std::future::Ready<Error> + Clone + Send + Sync + 'static {
+    move |e: tower::BoxError| {
+        std::future::ready(if e.is::<tower::timeout::error::Elapsed>() {
+            Error::Unavailable(format!(
+                "the request took longer than the server's deadline of {} s",
+                timeout.as_secs()
+            ))
+        } else if e.is::<tower::load_shed::error::Overloaded>() {
+            crate::metrics::rejected("overloaded");
+            Error::Overloaded { retry_after_s: 1 }
+        } else {
+            Error::Internal(format!("request layer: {e}"))
+        })
+    }
 }
 
 /// How long a shutdown waits for open streams to send their last window.

@@ -3,18 +3,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine as _;
 use bytes::Bytes;
 use silencio_infer::{Identification, WindowScores};
 
 use crate::api::*;
+use crate::auth::Caller;
 use crate::config::SHORT_LANE_SAMPLES;
 use crate::engine::Priority;
 use crate::state::{AppState, LoadedModel, RecentRequest};
@@ -125,21 +126,23 @@ fn reject_reason(e: &Error) -> Option<&'static str> {
     responses(
         (status = 200, description = "Species per window", body = IdentifyResponse),
         (status = 400, description = "Bad JSON, base64 or query", body = ErrorBody),
+        (status = 401, description = "A session_id without the API key", body = ErrorBody),
         (status = 408, description = "Body too slow: below the minimum rate or past the deadline", body = ErrorBody),
         (status = 413, description = "Body or recording too large/long", body = ErrorBody),
         (status = 415, description = "Unsupported or mismatched media type", body = ErrorBody),
         (status = 422, description = "Corrupt or undecodable audio", body = ErrorBody),
         (status = 429, description = "Overloaded: retry after the Retry-After header", body = ErrorBody),
-        (status = 503, description = "No model ready, or shutting down", body = ErrorBody),
+        (status = 503, description = "No model ready, shutting down, or past the request deadline", body = ErrorBody),
     )
 )]
 pub async fn identify(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: std::result::Result<Query<IdentifyQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IdentifyResponse>> {
-    let r = identify_inner(&state, query, &headers, body).await;
+    let r = identify_inner(&state, caller, query, &headers, body).await;
     if let Err(e) = &r
         && let Some(reason) = reject_reason(e)
     {
@@ -150,6 +153,7 @@ pub async fn identify(
 
 async fn identify_inner(
     state: &AppState,
+    caller: Caller,
     query: std::result::Result<Query<IdentifyQuery>, QueryRejection>,
     headers: &HeaderMap,
     body: Body,
@@ -184,6 +188,7 @@ async fn identify_inner(
     }
     if let Some(s) = &session_id {
         crate::sessions::validate_session_id(s)?;
+        session_allowed(caller)?;
     }
     let media_type = declared
         .or_else(|| upload::sniff(&audio))
@@ -220,6 +225,7 @@ async fn identify_inner(
     state.remember(
         &request_id,
         RecentRequest {
+            model_version: id.model_version.clone(),
             windows: id.windows.len(),
             species: id.species.clone(),
         },
@@ -240,6 +246,21 @@ async fn identify_inner(
     };
     maybe_sample(state, &resp, media_type, audio);
     Ok(resp)
+}
+
+/// Recording into a session needs the key: sessions are the operator's data (a guide's outing),
+/// and without a key anyone could create sessions by the thousand and evict the live ones
+/// (10 000 fresh ids did in 128 s).
+pub(crate) fn session_allowed(caller: Caller) -> Result<()> {
+    if caller.keyed {
+        Ok(())
+    } else {
+        Err(Error::Unauthorized(
+            "a session_id needs the API key (`Authorization: Bearer <key>` or `X-API-Key`); \
+             identify without session_id is open"
+                .into(),
+        ))
+    }
 }
 
 /// Decodes an upload into the model's features in one of two lanes. Every upload starts in
@@ -386,9 +407,11 @@ pub(crate) fn models_list(state: &AppState, with_path: bool) -> ModelsList {
 #[utoipa::path(get, path = "/v1/models", tag = "models", responses(
     (status = 200, description = "Loaded versions", body = ModelsList),
 ))]
-pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Json<ModelsList> {
-    let keyed = crate::auth::check_api_key(&headers, &state.config().api_key).is_ok();
-    Json(models_list(&state, keyed))
+pub async fn models(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<ModelsList> {
+    Json(models_list(&state, caller.keyed))
 }
 
 /// The process is up.
@@ -436,11 +459,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The species detected in one outing (session).
+/// The species detected in one outing (session); API key required.
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "Session id")),
+    security(("api_key" = [])),
     responses(
         (status = 200, description = "The session", body = crate::sessions::SessionSummary),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "Unknown or expired session", body = ErrorBody),
     )
 )]
@@ -475,7 +500,6 @@ pub async fn feedback(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Stored>)> {
-    crate::auth::check_api_key(&headers, state.api_key())?;
     let req: FeedbackRequest = json_body(&headers, body).await?;
     let recent = state.recent(&req.request_id).ok_or_else(|| {
         Error::NotFound(format!(

@@ -6,10 +6,9 @@
 //! rollback never pulls a model from under a request in flight; the old version's replicas
 //! exit once its last request is done.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use silencio_audio::{FeatureConfig, LogMel};
 use silencio_infer::{BundleMeta, ModelBundle, Species};
@@ -18,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::config::{EngineConfig, ServerConfig};
 use crate::engine::Engine;
 use crate::feedback::FeedbackStore;
+use crate::recent::RecentRequests;
 use crate::sampling::{Sampler, SamplerConfig};
 use crate::sessions::Sessions;
 use crate::{Error, Result};
@@ -137,21 +137,7 @@ impl Drop for StreamGuard {
     }
 }
 
-/// What feedback needs to know about an answered request.
-#[derive(Debug, Clone)]
-pub struct RecentRequest {
-    /// Windows in the answer.
-    pub windows: usize,
-    /// The species of the model that answered.
-    pub species: Arc<Vec<Species>>,
-}
-
-/// A bounded map of recent request ids (oldest forgotten first).
-#[derive(Debug, Default)]
-struct Recent {
-    map: HashMap<String, RecentRequest>,
-    order: VecDeque<String>,
-}
+pub use crate::recent::RecentRequest;
 
 /// The decoding lanes' permits: `short` for uploads within
 /// [`crate::config::SHORT_LANE_SAMPLES`] (one per core), `long` for the rest (half the cores).
@@ -172,7 +158,7 @@ struct Inner {
     /// few permits so an overload cannot spread hundreds of decoders over two cores.
     decoders: Decoders,
     admin: tokio::sync::Mutex<()>,
-    recent: Mutex<Recent>,
+    recent: RecentRequests,
     sessions: Sessions,
     feedback: FeedbackStore,
     sampler: Sampler,
@@ -234,6 +220,7 @@ impl AppState {
         let metrics = crate::metrics::handle()?;
         let data_lock = lock_data_dir(&cfg.data_dir)?;
         let feedback = FeedbackStore::open(&cfg.data_dir.join("feedback"))?;
+        let recent = RecentRequests::open(&cfg.data_dir.join("recent"), cfg.recent_requests)?;
         let sampler = Sampler::open(
             &cfg.data_dir.join("samples"),
             SamplerConfig {
@@ -258,7 +245,7 @@ impl AppState {
                     long: Semaphore::new(cores / 2),
                 },
                 admin: tokio::sync::Mutex::new(()),
-                recent: Mutex::new(Recent::default()),
+                recent,
                 sessions: Sessions::new(cfg.session_threshold),
                 feedback,
                 sampler,
@@ -367,32 +354,14 @@ impl AppState {
         &self.inner.decoders
     }
 
-    /// Remembers an answered request for feedback.
+    /// Remembers an answered request for feedback (across restarts).
     pub fn remember(&self, request_id: &str, r: RecentRequest) {
-        let cap = self.inner.cfg.recent_requests.max(1);
-        let mut recent = self
-            .inner
-            .recent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while recent.order.len() >= cap {
-            if let Some(old) = recent.order.pop_front() {
-                recent.map.remove(&old);
-            }
-        }
-        recent.order.push_back(request_id.to_string());
-        recent.map.insert(request_id.to_string(), r);
+        self.inner.recent.remember(request_id, r);
     }
 
     /// A recent request by id.
     pub fn recent(&self, request_id: &str) -> Option<RecentRequest> {
-        self.inner
-            .recent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .map
-            .get(request_id)
-            .cloned()
+        self.inner.recent.get(request_id)
     }
 
     /// Session store.

@@ -2,17 +2,25 @@
 //! closes.
 //!
 //! Protocol: the client's first message is text JSON [`StreamStart`] (`sample_rate`,
-//! `encoding` `pcm_s16le`|`pcm_f32le`, `session_id`, optional `top_k`, `min_score`); then
+//! `encoding` `pcm_s16le`|`pcm_f32le`, optional `session_id` (with the API key on the upgrade
+//! request), `top_k`, `min_score`); then
 //! binary frames of mono PCM in any sizes (a sample may straddle frames). For every completed
 //! window the server sends one text message [`StreamWindow`]; a text `{"end": true}` flushes
 //! the last partial window (if it holds at least the recipe's minimum tail, 1 s) and closes.
 //! Errors are text messages `{error, error_type}`; a fatal one is followed by a close.
 //!
-//! Each window is resampled on its own (a fresh resampler per window, exact length), so the
-//! memory of a stream is one window, however long the outing.
+//! Each window is resampled on its own (one resampler per stream, reset between windows, exact
+//! length), so the memory of a stream is one window, however long the outing.
+//!
+//! Limits, so that one client cannot take what others need: a message is at most 4 MiB; audio
+//! and messages arrive no faster than [`StreamRate`] allows (default: 2× real time after a
+//! 30 s burst, a phone catching up after a dropout; 100 messages a second after a burst of
+//! 200); beyond either, the stream gets a `rate_limited` error and is closed. Plus the idle
+//! timeout and the cap on open streams (server config).
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +29,9 @@ use silencio_audio::resample::StreamResampler;
 use silencio_infer::{Identification, WindowScores};
 
 use crate::api::{StreamSession, StreamStart, StreamWindow};
+use crate::auth::Caller;
 use crate::engine::Priority;
-use crate::routes::{listing, window_results};
+use crate::routes::{listing, session_allowed, window_results};
 use crate::state::{AppState, LoadedModel};
 use crate::{Error, Result};
 
@@ -34,6 +43,30 @@ pub const STREAM_RATES: [u32; 15] = [
     8_000, 11_025, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000, 88_200, 96_000, 176_400,
     192_000, 250_000, 352_800, 384_000,
 ];
+
+/// How fast a stream may send.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamRate {
+    /// Audio may arrive this many times faster than real time, on average…
+    pub audio_speed: f64,
+    /// …after a burst of this many seconds of audio.
+    pub audio_burst_s: f64,
+    /// Messages a second, on average (a phone sends 10–50: 20–100 ms buffers)…
+    pub messages_per_s: f64,
+    /// …after a burst of this many.
+    pub message_burst: f64,
+}
+
+impl Default for StreamRate {
+    fn default() -> Self {
+        Self {
+            audio_speed: 2.0,
+            audio_burst_s: 30.0,
+            messages_per_s: 100.0,
+            message_burst: 200.0,
+        }
+    }
+}
 
 /// Largest WebSocket message accepted.
 const MAX_MESSAGE: usize = 4 << 20;
@@ -49,7 +82,11 @@ const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
         (status = 503, description = "No model ready", body = crate::api::ErrorBody),
     )
 )]
-pub async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn stream(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let model = match state.pick() {
         Ok(m) => m,
         Err(e) => return e.into_response(),
@@ -60,7 +97,7 @@ pub async fn stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Resp
         Err(e) => return e.into_response(),
     };
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| run(state, model, socket, open))
+        .on_upgrade(move |socket| run(state, caller, model, socket, open))
 }
 
 fn error_message(e: &Error) -> Message {
@@ -73,6 +110,7 @@ fn error_message(e: &Error) -> Message {
 
 async fn run(
     state: AppState,
+    caller: Caller,
     model: Arc<LoadedModel>,
     mut socket: WebSocket,
     _open: crate::state::StreamGuard,
@@ -88,7 +126,7 @@ async fn run(
         Ok(_) => return,
         Err(_) => Err(Error::BadRequest("no start message within 30 s".into())),
     };
-    let mut session = match start.and_then(|s| Session::new(&state, model, s)) {
+    let mut session = match start.and_then(|s| Session::new(&state, caller, model, s)) {
         Ok(s) => s,
         Err(e) => {
             let _ = socket.send(error_message(&e)).await;
@@ -118,6 +156,10 @@ async fn run(
             }
         };
         let step = match msg {
+            Some(Ok(_)) if !session.messages.take(1.0) => Err(Error::RateLimited(format!(
+                "more than {} messages a second: send larger buffers",
+                state.config().stream_rate.messages_per_s
+            ))),
             Some(Ok(Message::Binary(b))) => session.push_bytes(&b, &mut socket).await,
             Some(Ok(Message::Text(t))) => {
                 let end = serde_json::from_str::<serde_json::Value>(&t)
@@ -166,10 +208,46 @@ impl Encoding {
     }
 }
 
+/// A token bucket: `take` spends when there is enough, refilled at `rate` per second up to
+/// `burst`.
+struct Bucket {
+    level: f64,
+    burst: f64,
+    rate: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            level: burst,
+            burst,
+            rate,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self, n: f64) -> bool {
+        let now = tokio::time::Instant::now();
+        self.level = (self.level + self.rate * (now - self.at).as_secs_f64()).min(self.burst);
+        self.at = now;
+        if self.level >= n {
+            self.level -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 struct Session {
     state: AppState,
     model: Arc<LoadedModel>,
-    id: String,
+    id: Option<String>,
+    /// Seconds of audio the client may still send now.
+    audio: Bucket,
+    /// Messages the client may still send now.
+    messages: Bucket,
     top_k: usize,
     min_score: f32,
     encoding: Encoding,
@@ -186,8 +264,16 @@ struct Session {
 }
 
 impl Session {
-    fn new(state: &AppState, model: Arc<LoadedModel>, start: StreamStart) -> Result<Self> {
-        crate::sessions::validate_session_id(&start.session_id)?;
+    fn new(
+        state: &AppState,
+        caller: Caller,
+        model: Arc<LoadedModel>,
+        start: StreamStart,
+    ) -> Result<Self> {
+        if let Some(id) = &start.session_id {
+            crate::sessions::validate_session_id(id)?;
+            session_allowed(caller)?;
+        }
         let (top_k, min_score) = listing(start.top_k, start.min_score)?;
         let encoding = match start.encoding.as_str() {
             "pcm_s16le" => Encoding::S16,
@@ -209,9 +295,12 @@ impl Session {
         let min_tail_in = (fc.window.min_tail_s * f64::from(start.sample_rate)).round() as usize;
         let window_out = fc.window.length_samples(fc.sample_rate);
         let resampler = StreamResampler::new(start.sample_rate, fc.sample_rate)?;
+        let rate = state.config().stream_rate;
         Ok(Self {
             state: state.clone(),
             id: start.session_id,
+            audio: Bucket::new(rate.audio_speed, rate.audio_burst_s),
+            messages: Bucket::new(rate.messages_per_s, rate.message_burst),
             top_k,
             min_score,
             encoding,
@@ -251,6 +340,15 @@ impl Session {
     }
 
     async fn push_bytes(&mut self, bytes: &[u8], socket: &mut WebSocket) -> Result<()> {
+        let seconds = (bytes.len() / self.encoding.bytes()) as f64 / f64::from(self.in_rate);
+        if !self.audio.take(seconds) {
+            let r = self.state.config().stream_rate;
+            return Err(Error::RateLimited(format!(
+                "audio arrives faster than {}× real time (after a {} s burst): stream it live, \
+                 or upload a recording to /v1/identify",
+                r.audio_speed, r.audio_burst_s
+            )));
+        }
         let samples = self.decode(bytes)?;
         let mut rest = &samples[..];
         while !rest.is_empty() {
@@ -274,12 +372,11 @@ impl Session {
     }
 
     async fn close_window(&mut self, socket: &mut WebSocket) -> Result<()> {
-        let fresh = StreamResampler::new(self.in_rate, self.model.features().sample_rate)?;
-        let resampler = std::mem::replace(&mut self.resampler, fresh);
+        let samples = self.resampler.take()?;
         self.in_window = 0;
         let index = self.index;
         self.index += 1;
-        let msg = match self.score(resampler, index).await {
+        let msg = match self.score(samples, index).await {
             Ok(m) => serde_json::to_string(&m)
                 .map_err(|e| Error::Internal(format!("serialise a window: {e}")))?,
             // Overload drops this window, not the stream.
@@ -295,7 +392,7 @@ impl Session {
             .map_err(|e| Error::BadRequest(format!("client gone: {e}")))
     }
 
-    async fn score(&self, resampler: StreamResampler, index: usize) -> Result<StreamWindow> {
+    async fn score(&self, mut samples: Vec<f32>, index: usize) -> Result<StreamWindow> {
         // A stream closed by the shutdown still gets its last window.
         let _admission = if self.state.is_shutting_down() {
             self.state.admit_draining()?
@@ -307,7 +404,6 @@ impl Session {
         let fc = model.features().clone();
         let start_s = index as f64 * fc.window.length_s;
         let feats = tokio::task::spawn_blocking(move || -> Result<Features> {
-            let mut samples = resampler.finish()?;
             let valid = samples.len().min(window_out);
             samples.resize(window_out, 0.0);
             let data = model.logmel().compute(&samples);
@@ -348,19 +444,18 @@ impl Session {
                 })
                 .collect(),
         };
-        let sessions = self.state.sessions();
-        sessions.record(&self.id, &id.model_version, &id);
-        let unique_species = sessions.get(&self.id).map_or(0, |s| s.unique_species);
+        let session = self.id.as_ref().map(|sid| {
+            let sessions = self.state.sessions();
+            sessions.record(sid, &id.model_version, &id);
+            StreamSession {
+                session_id: sid.clone(),
+                unique_species: sessions.get(sid).map_or(0, |s| s.unique_species),
+            }
+        });
         let window = window_results(&id, self.top_k, self.min_score)
             .into_iter()
             .next()
             .ok_or_else(|| Error::Internal("no scores for the window".into()))?;
-        Ok(StreamWindow {
-            window,
-            session: StreamSession {
-                session_id: self.id.clone(),
-                unique_species,
-            },
-        })
+        Ok(StreamWindow { window, session })
     }
 }

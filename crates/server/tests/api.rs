@@ -62,6 +62,13 @@ fn upload(uri: &str, content_type: &str, body: Vec<u8>) -> Request<Body> {
         .unwrap()
 }
 
+/// `r` with the test server's API key.
+fn keyed(mut r: Request<Body>) -> Request<Body> {
+    r.headers_mut()
+        .insert("x-api-key", "test-key".parse().unwrap());
+    r
+}
+
 fn post_json(uri: &str, key: Option<&str>, body: Value) -> Request<Body> {
     let mut b = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
     if let Some(k) = key {
@@ -237,7 +244,7 @@ async fn identify_raw_json_and_query_parameters() {
         &f.app,
         post_json(
             "/v1/identify",
-            None,
+            Some("test-key"),
             json!({"audio_base64": b64, "session_id": "walk-1", "latitude": 5.9, "longitude": -75.3,
                    "recorded_at": "2025-03-01T06:30:00Z"}),
         ),
@@ -344,12 +351,16 @@ async fn species_sessions_and_feedback() {
     for _ in 0..2 {
         let r = send(
             &f.app,
-            upload("/v1/identify?session_id=outing-7", "audio/ogg", ogg_10s()),
+            keyed(upload(
+                "/v1/identify?session_id=outing-7",
+                "audio/ogg",
+                ogg_10s(),
+            )),
         )
         .await;
         assert_eq!(r.status, StatusCode::OK);
     }
-    let r = send(&f.app, get("/v1/sessions/outing-7")).await;
+    let r = send(&f.app, keyed(get("/v1/sessions/outing-7"))).await;
     assert_eq!(r.status, StatusCode::OK);
     let s = r.json();
     assert_eq!(s["session_id"], "outing-7");
@@ -360,7 +371,7 @@ async fn species_sessions_and_feedback() {
         s["species"].as_array().unwrap().len()
     );
     assert_error(
-        &send(&f.app, get("/v1/sessions/never-seen")).await,
+        &send(&f.app, keyed(get("/v1/sessions/never-seen"))).await,
         StatusCode::NOT_FOUND,
         "not_found",
     );
@@ -517,7 +528,7 @@ async fn openapi_docs_and_metrics() {
     // Traffic: identify (sampled: share 1), feedback, a session, a rejection.
     let r = send(
         &f.app,
-        upload("/v1/identify?session_id=m1", "audio/ogg", ogg_10s()),
+        keyed(upload("/v1/identify?session_id=m1", "audio/ogg", ogg_10s())),
     )
     .await;
     let id = r.json()["request_id"].as_str().unwrap().to_string();
@@ -1258,4 +1269,114 @@ async fn costly_uploads_are_bounded_and_do_not_delay_short_clips() {
         took[4]
     );
     assert!(took[7] < Duration::from_secs(3), "max {:?}", took[7]);
+}
+
+// ---------------------------------------------------------------- sessions and layers
+
+/// Issue 16: without a key, 10 000 requests with fresh session ids evicted every live session,
+/// and anyone could read any session. Recording into a session and reading one now need the
+/// key; identify without a session stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_need_the_key() {
+    let f = fixture("sess-key", |_| {}).await;
+    let r = send(
+        &f.app,
+        keyed(upload(
+            "/v1/identify?session_id=guide-1",
+            "audio/ogg",
+            ogg_10s(),
+        )),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    for i in 0..20 {
+        let r = send(
+            &f.app,
+            upload(
+                &format!("/v1/identify?session_id=flood-{i}"),
+                "audio/ogg",
+                ogg_10s(),
+            ),
+        )
+        .await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    assert_eq!(f.state.sessions().len(), 1, "unkeyed ids created sessions");
+    // In a JSON body too.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(ogg_10s());
+    let r = send(
+        &f.app,
+        post_json(
+            "/v1/identify",
+            None,
+            json!({"audio_base64": b64, "session_id": "flood-json"}),
+        ),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    // Open without a session.
+    let r = send(&f.app, upload("/v1/identify", "audio/ogg", ogg_10s())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Read with the key only.
+    assert_error(
+        &send(&f.app, get("/v1/sessions/guide-1")).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let r = send(&f.app, keyed(get("/v1/sessions/guide-1"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["requests"], 1);
+}
+
+/// A body that sends `first` and then never ends.
+fn hanging_body(first: &'static [u8]) -> Body {
+    let head = futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(first))
+    });
+    Body::from_stream(futures_util::StreamExt::chain(
+        head,
+        futures_util::stream::pending(),
+    ))
+}
+
+/// The tower layers: past `max_in_flight` requests a new one is shed at once (429
+/// `overloaded`, JSON) while health and metrics still answer; a request past the deadline gets
+/// 503 `unavailable` (JSON), whatever handler it was in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_in_flight_cap_sheds_and_the_deadline_answers() {
+    let f = fixture("layers", |c| {
+        c.max_in_flight = 1;
+        c.upload.timeout = Duration::from_secs(1);
+        c.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // A feedback body that never completes holds the one slot (its own read timeout is 30 s).
+    let app = f.app.clone();
+    let held = tokio::spawn(async move {
+        let req = Request::post("/v1/feedback")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-api-key", "test-key")
+            .body(hanging_body(b"{\"request_id\":"))
+            .unwrap();
+        let t = Instant::now();
+        (send(&app, req).await, t.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = send(&f.app, get("/v1/species")).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "overloaded");
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(send(&f.app, get("/healthz")).await.status, StatusCode::OK);
+    assert_eq!(send(&f.app, get("/metrics")).await.status, StatusCode::OK);
+    let (r, took) = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the deadline did not fire")
+        .unwrap();
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(r.json()["error"].as_str().unwrap().contains("deadline"));
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    // The slot is free again.
+    assert_eq!(
+        send(&f.app, get("/v1/species")).await.status,
+        StatusCode::OK
+    );
 }
