@@ -701,16 +701,19 @@ fn two_inputs_of_one_stem_get_two_outputs() {
     ]);
     assert!(o.status.success());
     let c = Classifier::load(&bundle, &device()).unwrap();
-    for name in ["x.ogg", "x.wav"] {
-        // Row ids are still the stem's: x_5 … x_60.
-        assert_matches_offline(&c, &input.join(name), &out.join(format!("{name}.csv")));
-    }
     let l = ledger(&out);
     assert_eq!(l.len(), 2, "{l:?}");
+    let entry = |name: &str| l.iter().find(|e| e["file"] == name).unwrap();
     for name in ["x.ogg", "x.wav"] {
-        let e = l.iter().find(|e| e["file"] == name).unwrap();
+        let e = entry(name);
         assert_eq!(e["status"], "done", "{e}");
-        assert_eq!(e["output"], format!("{name}.csv"), "{e}");
+        assert!(e.get("recovered").is_none(), "scored, not adopted: {e}");
+    }
+    for name in ["x.ogg", "x.wav"] {
+        // Its own scores (row ids still the stem's: x_5 … x_60), under its own name.
+        let csv = out.join(entry(name)["output"].as_str().unwrap());
+        assert_matches_offline(&c, &input.join(name), &csv);
+        assert_eq!(entry(name)["output"], format!("{name}.csv"));
     }
     assert!(names(&out.join("quarantine")).is_empty());
 }
@@ -788,6 +791,14 @@ fn links_are_never_followed_hashed_or_moved() {
     assert_eq!(std::fs::read(outside.join("secret.ogg")).unwrap(), real);
     assert!(input.join("D_dir.ogg").is_dir());
     assert!(err.contains("skipped D_dir.ogg: a directory"), "{err}");
+}
+
+/// The output of the ledger's last line (`a.ogg.csv` before anything is recorded).
+fn ledger_output(out: &Path) -> String {
+    ledger(out)
+        .last()
+        .and_then(|e| e["output"].as_str().map(String::from))
+        .unwrap_or_else(|| "a.ogg.csv".into())
 }
 
 fn vm_hwm_kb(pid: u32) -> Option<u64> {
@@ -906,7 +917,6 @@ fn a_file_changed_after_scoring_is_scored_again_and_its_output_replaced() {
         &[],
         &tmp.path().join("watch.log"),
     );
-    let csv = out.join("a.ogg.csv");
     let c = Classifier::load(&bundle, &device()).unwrap();
     let log = || std::fs::read_to_string(tmp.path().join("watch.log")).unwrap();
 
@@ -914,8 +924,12 @@ fn a_file_changed_after_scoring_is_scored_again_and_its_output_replaced() {
     wait_for("the first output", Duration::from_secs(120), || {
         ledger(&out).len() >= 1
     });
+    // The output as the ledger names it (the naming rule is checked at the end).
+    let csv = out.join(ledger_output(&out));
     assert_matches_offline(&c, &path, &csv);
     let first = std::fs::read(&csv).unwrap();
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let first_inode = inode(&csv);
 
     // Same bytes, a new mtime: one ledger line records it; no re-scoring, on any sweep.
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -924,7 +938,7 @@ fn a_file_changed_after_scoring_is_scored_again_and_its_output_replaced() {
     drop(f);
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(ledger(&out).len(), 2, "{}", log());
-    assert_eq!(std::fs::read(&csv).unwrap(), first);
+    assert_eq!(inode(&csv), first_inode, "the output was not written again");
 
     // New content written in place: scored again, the output replaced.
     std::fs::write(&path, &two).unwrap();
@@ -932,7 +946,9 @@ fn a_file_changed_after_scoring_is_scored_again_and_its_output_replaced() {
         ledger(&out).len() >= 3
     });
     assert_matches_offline(&c, &path, &csv);
-    assert_ne!(std::fs::read(&csv).unwrap(), first);
+    // Replaced by a rename (a new file), not rewritten in place. (Its bytes may equal the
+    // first ones: the random test model scores some recordings alike.)
+    assert_ne!(inode(&csv), first_inode, "{}", log());
 
     // The first content again, renamed in: the first output again.
     publish(&one);
@@ -955,4 +971,66 @@ fn a_file_changed_after_scoring_is_scored_again_and_its_output_replaced() {
     let mut left = names(&out);
     left.retain(|n| !n.starts_with('.'));
     assert_eq!(left, ["a.ogg.csv", "ledger.jsonl", "quarantine"]);
+}
+
+/// Compatibility: an output folder written when outputs were named `<stem>.csv` loads as it
+/// is (its inputs stay done, nothing is scored again); an input re-scored later gets the new
+/// name and its old output goes.
+#[test]
+fn a_ledger_of_stem_named_outputs_still_loads_and_is_migrated_on_rescoring() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, input, out) = (
+        tmp.path().join("bundle"),
+        tmp.path().join("in"),
+        tmp.path().join("out"),
+    );
+    write_bundle(&bundle);
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(
+        soundscapes().join("DEMO1_20240101_060000.ogg"),
+        input.join("a.ogg"),
+    )
+    .unwrap();
+    let args = [
+        "watch",
+        "--in",
+        s(&input),
+        "--out",
+        s(&out),
+        "--model",
+        s(&bundle),
+        "--once",
+        "--settle",
+        "100ms",
+    ];
+    assert!(run(&args).status.success());
+    // Made legacy: the output renamed `a.csv` and the ledger line saying so.
+    std::fs::rename(out.join("a.ogg.csv"), out.join("a.csv")).unwrap();
+    let text = std::fs::read_to_string(out.join("ledger.jsonl")).unwrap();
+    assert!(text.contains(r#""output":"a.ogg.csv""#), "{text}");
+    let legacy = text.replace(r#""output":"a.ogg.csv""#, r#""output":"a.csv""#);
+    std::fs::write(out.join("ledger.jsonl"), &legacy).unwrap();
+    let before = std::fs::read(out.join("a.csv")).unwrap();
+
+    let o = run(&args);
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(out.join("ledger.jsonl")).unwrap(),
+        legacy
+    );
+    assert_eq!(std::fs::read(out.join("a.csv")).unwrap(), before);
+    assert!(!out.join("a.ogg.csv").exists());
+
+    std::fs::copy(
+        soundscapes().join("DEMO2_20240101_120000.ogg"),
+        input.join("a.ogg"),
+    )
+    .unwrap();
+    assert!(run(&args).status.success());
+    let c = Classifier::load(&bundle, &device()).unwrap();
+    assert_matches_offline(&c, &input.join("a.ogg"), &out.join("a.ogg.csv"));
+    assert!(!out.join("a.csv").exists(), "the legacy output was removed");
+    let l = ledger(&out);
+    assert_eq!(l.len(), 2);
+    assert_eq!(l[1]["output"], "a.ogg.csv");
 }

@@ -1,6 +1,11 @@
 //! The consumer's ledger: one JSON line per input handled, appended and fsync'd after the
 //! input's output is in place, so that a restart knows what is done.
 //!
+//! The ledger is append-only: an input scored again (its content changed) gets a new line, and
+//! the latest line of a file name wins. Inputs are keyed by their full file name. `output` is
+//! relative to the output directory: `<file name>.csv` (`x.ogg.csv`); ledgers written when
+//! outputs were named `<stem>.csv` load unchanged and their outputs are honoured.
+//!
 //! A crash can leave a last line cut off half-way: it is dropped on opening (its input had no
 //! complete ledger record, so the consumer looks at it again and finds its output, if any).
 
