@@ -2,7 +2,6 @@
 //! as JSON (machines) and as a self-contained HTML page with inline SVG plots (people).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -314,19 +313,10 @@ impl EvalReport {
     }
 }
 
-/// Writes through a temporary file in the target's directory and renames it over the target,
-/// so readers never see a half-written file.
+/// Replaces `path` atomically ([`silencio_common::write_atomic`]), so readers never see a
+/// half-written file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    silencio_common::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

@@ -52,41 +52,8 @@ impl LatencySummary {
     }
 }
 
-/// SplitMix64: small, seeded, reproducible; quality is ample for think times and choices.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`; different streams come from different seeds.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform index in `0..n` (`n > 0`).
-    pub fn index(&mut self, n: usize) -> usize {
-        ((self.uniform() * n as f64) as usize).min(n.saturating_sub(1))
-    }
-
-    /// Exponential with the given mean (Poisson inter-arrival and think times).
-    pub fn exponential(&mut self, mean: f64) -> f64 {
-        // 1 - U lies in (0, 1], so the log is finite.
-        -(1.0 - self.uniform()).ln() * mean
-    }
-}
+/// SplitMix64 (think times and choices; quality is ample): the workspace's one generator.
+pub use silencio_common::SplitMix64 as Rng;
 
 /// Parse `20s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -17,23 +17,14 @@ pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
-/// Writes `bytes` to `path` atomically: a temp file in `tmp_dir` (same file system, and a
-/// directory MLflow does not list, so readers never see a half-written param or tag), synced,
-/// then renamed over `path`.
+/// Writes `bytes` to `path` atomically ([`silencio_common::fs::write_atomic_in`]), creating
+/// its directory: the temp file goes in `tmp_dir` (same file system, and a directory MLflow
+/// does not list, so readers never see a half-written param or tag).
 pub(crate) fn write_atomic(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         create_dir_all(parent)?;
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| Error::io(tmp_dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    silencio_common::fs::write_atomic_in(path, tmp_dir, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// Appends `text` with one `write` call on an `O_APPEND` file, so concurrent appenders never

@@ -1,6 +1,6 @@
 //! Model registry: one API over MLflow's registry (REST) or a local directory.
 //!
-//! **Local layout** — the one `silencio-infer` (`crates/infer/src/registry.rs`) reads, so
+//! **Local layout** — `silencio_common::registry`'s, which `silencio-infer` reads too, so
 //! `silencio identify` finds the `production`/`staging` model with no server:
 //! ```text
 //! <root>/aliases.json        {"production": "3", "staging": "4"}   alias → version
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use silencio_common::registry as layout;
 
 use crate::fsutil::{self, now_ms};
 use crate::http::{Http, str_field};
@@ -84,9 +85,7 @@ impl Registry {
             return Ok(Registry::Rest(RestRegistry::new(uri)?));
         }
         let path = if uri.is_empty() {
-            std::env::var_os("SILENCIO_REGISTRY")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("registry"))
+            layout::default_root()
         } else if uri.starts_with("file:") {
             fsutil::file_uri_to_path(uri).ok_or_else(|| Error::UnsupportedUri {
                 uri: uri.to_string(),
@@ -193,6 +192,14 @@ struct VersionEntry {
     creation_timestamp: i64,
 }
 
+/// The shared layout's errors as this crate's.
+fn layout_err(e: silencio_common::Error) -> Error {
+    match e {
+        silencio_common::Error::Io { path, source } => Error::Io { path, source },
+        silencio_common::Error::Json { path, message } => Error::Malformed { path, message },
+    }
+}
+
 /// A registry directory (see the module docs for its layout).
 #[derive(Debug, Clone)]
 pub struct LocalRegistry {
@@ -217,7 +224,7 @@ const STALE_LOCK: Duration = Duration::from_secs(120);
 impl LocalRegistry {
     /// Opens (creating) the registry directory `root`.
     pub fn open(root: &Path) -> Result<Self> {
-        fsutil::create_dir_all(&root.join("versions"))?;
+        fsutil::create_dir_all(&layout::versions_dir(root))?;
         Ok(LocalRegistry {
             root: root.to_path_buf(),
         })
@@ -287,7 +294,7 @@ impl LocalRegistry {
     }
 
     fn model_file(&self) -> Result<Option<ModelFile>> {
-        Self::read_json(&self.root.join("model.json"))
+        Self::read_json(&layout::model_path(&self.root))
     }
 
     /// model.json for `name`, checking the root holds that model.
@@ -308,7 +315,7 @@ impl LocalRegistry {
     }
 
     fn aliases(&self) -> Result<BTreeMap<String, String>> {
-        Ok(Self::read_json(&self.root.join("aliases.json"))?.unwrap_or_default())
+        layout::read_aliases(&self.root).map_err(layout_err)
     }
 
     fn create_registered_model(&self, name: &str) -> Result<bool> {
@@ -323,7 +330,7 @@ impl LocalRegistry {
             }),
             None => {
                 self.write_json(
-                    "model.json",
+                    layout::MODEL_FILE,
                     &ModelFile {
                         name: name.to_string(),
                         description: String::new(),
@@ -353,7 +360,7 @@ impl LocalRegistry {
                 "a local registry version is a copy of a bundle directory; this is not a directory",
             ));
         }
-        let versions = self.root.join("versions");
+        let versions = layout::versions_dir(&self.root);
         // Copy outside the lock: bundles can be large.
         let staging = versions.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
         if let Err(e) = fsutil::copy_tree(&src, &staging) {
@@ -386,7 +393,7 @@ impl LocalRegistry {
                 .collect(),
             creation_timestamp: now_ms(),
         });
-        self.write_json("model.json", &model)?;
+        self.write_json(layout::MODEL_FILE, &model)?;
         Ok(v)
     }
 
@@ -410,7 +417,7 @@ impl LocalRegistry {
                 .map(|(a, _)| a.clone())
                 .collect(),
             creation_timestamp: e.creation_timestamp,
-            local_path: Some(self.root.join("versions").join(&v)),
+            local_path: Some(layout::version_dir(&self.root, &v)),
         }
     }
 
@@ -439,7 +446,7 @@ impl LocalRegistry {
         }
         let mut aliases = self.aliases()?;
         aliases.insert(alias.to_string(), version.to_string());
-        self.write_json("aliases.json", &aliases)
+        layout::write_aliases(&self.root, &aliases).map_err(layout_err)
     }
 
     fn get_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
@@ -454,7 +461,7 @@ impl LocalRegistry {
             .ok_or_else(not_found)?
             .parse()
             .map_err(|_| Error::Malformed {
-                path: self.root.join("aliases.json"),
+                path: layout::aliases_path(&self.root),
                 message: format!("alias {alias} does not hold a version number"),
             })?;
         model
@@ -475,7 +482,7 @@ impl LocalRegistry {
                 name: format!("{name}@{alias}"),
             });
         }
-        self.write_json("aliases.json", &aliases)
+        layout::write_aliases(&self.root, &aliases).map_err(layout_err)
     }
 
     fn list_versions(&self, name: &str) -> Result<Vec<ModelVersion>> {
