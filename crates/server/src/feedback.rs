@@ -14,48 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// File name of the log inside the feedback directory.
 pub const LOG_FILE: &str = "feedback.jsonl";
 
-/// A listener's verdict on one window of one identification.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Feedback {
-    /// `request_id` of the identification the feedback is about.
-    pub request_id: String,
-    /// Index of the 5 s window in that identification.
-    pub window: usize,
-    /// Whether the top prediction of that window was right.
-    pub verdict: Verdict,
-    /// The species code it really was, when the listener knows.
-    #[serde(default)]
-    pub correct_code: Option<String>,
-    /// When the server received it (RFC 3339 UTC, set by the server).
-    pub received_at: String,
-}
-
-/// Whether a prediction was right.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The top prediction was wrong.
-    Wrong,
-    /// The top prediction was right.
-    Right,
-}
-
-impl Verdict {
-    /// The snake_case name (the `verdict` label of `silencio_feedback_total`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Wrong => "wrong",
-            Self::Right => "right",
-        }
-    }
-}
+/// The stored entry and the verdict (wire types of `silencio-api`; the entry is what
+/// `POST /v1/feedback` stores and `silencio feedback export` reads).
+pub use silencio_api::{Feedback, Said, Verdict};
 
 /// The open log. Appends are serialised by a mutex; each blocks on an fsync, so async callers
 /// should run it in `spawn_blocking`.
@@ -72,22 +39,6 @@ struct Log {
     len: u64,
     /// What each stored entry says (all but its time): a retried POST is not stored twice.
     seen: HashSet<Said>,
-}
-
-/// An entry without its arrival time (what the client sent): two entries saying the same are
-/// one verdict.
-pub type Said = (String, usize, Verdict, Option<String>);
-
-impl Feedback {
-    /// What this entry says, without its arrival time.
-    pub fn said(&self) -> Said {
-        (
-            self.request_id.clone(),
-            self.window,
-            self.verdict,
-            self.correct_code.clone(),
-        )
-    }
 }
 
 /// The entries in the whole lines `bytes` of the log at `path`.

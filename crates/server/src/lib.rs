@@ -35,7 +35,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
-use axum::routing::{get, post};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use config::{EngineConfig, ServerConfig, generate_api_key};
@@ -52,44 +54,36 @@ pub use state::AppState;
 ///   so an overloaded server can still be watched;
 /// - [`auth::require_key`] on the routes that need the key (feedback, admin, reading
 ///   sessions).
+///
+/// The routes come from [`keyed_routes`], [`v1_routes`] and [`ops_routes`], whose handlers'
+/// `#[utoipa::path]` both route them and document them: the OpenAPI document served at
+/// `/openapi.json` is the router's own (utoipa-axum), so a route cannot miss its docs.
 pub fn app(state: AppState) -> Router {
     use tower::ServiceBuilder;
 
     let cfg = state.config();
-    let keyed = Router::new()
-        .route("/v1/sessions/{id}", get(routes::session))
-        .route("/v1/feedback", post(routes::feedback))
-        .route("/v1/admin/models", post(admin::load_model))
-        .route("/v1/admin/promote", post(admin::promote))
-        .route("/v1/admin/rollback", post(admin::rollback))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
-    let api = Router::new()
-        .route("/v1/identify", post(routes::identify))
-        .route("/v1/species", get(routes::species))
-        .route("/v1/models", get(routes::models))
-        .route("/v1/stream", get(stream::stream))
-        .merge(keyed)
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(layer_error(
-                    cfg.request_timeout,
-                )))
-                .load_shed()
-                // One semaphore for all the routes (a plain concurrency limit is per route).
-                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                    cfg.max_in_flight,
-                ))
-                .timeout(cfg.request_timeout),
-        );
-    Router::new()
+    let keyed = keyed_routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_key,
+    ));
+    let api = v1_routes().merge(keyed).route_layer(
+        ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(layer_error(
+                cfg.request_timeout,
+            )))
+            .load_shed()
+            // One semaphore for all the routes (a plain concurrency limit is per route).
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                cfg.max_in_flight,
+            ))
+            .timeout(cfg.request_timeout),
+    );
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(api)
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
+        .merge(ops_routes())
+        .split_for_parts();
+    router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .route_layer(axum::middleware::from_fn(routes::track))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -97,6 +91,33 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The `/v1` routes that need the API key (reading sessions, feedback, admin).
+pub fn keyed_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(routes::session))
+        .routes(routes!(routes::feedback))
+        .routes(routes!(admin::load_model))
+        .routes(routes!(admin::promote))
+        .routes(routes!(admin::rollback))
+}
+
+/// The `/v1` routes open to every caller (identification, taxonomy, loaded models, streams).
+pub fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(routes::identify))
+        .routes(routes!(routes::species))
+        .routes(routes!(routes::models))
+        .routes(routes!(stream::stream))
+}
+
+/// Health, readiness and metrics: outside the `/v1` deadline and in-flight cap.
+pub fn ops_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(routes::healthz))
+        .routes(routes!(routes::readyz))
+        .routes(routes!(routes::metrics))
 }
 
 /// The answer when the deadline or the in-flight cap stops a request.
@@ -233,6 +254,31 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Routes are added with `.routes(routes!(handler))` only, which routes and documents them
+    /// at once: a plain `route`, `route_service`, `nest_service` or fallback here would serve a
+    /// path the OpenAPI document misses.
+    #[test]
+    fn routes_are_added_only_with_their_docs() {
+        let src = include_str!("lib.rs");
+        for name in [
+            "route",
+            "route_service",
+            "nest",
+            "nest_service",
+            "fallback",
+            "fallback_service",
+        ] {
+            let call = format!(".{name}(");
+            assert!(
+                !src.contains(&call),
+                "lib.rs calls `{call}`: add routes with `.routes(routes!(handler))`"
+            );
+        }
     }
 }
 

@@ -6,7 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api::*;
 
-/// The API description.
+/// The API description without its paths: the info, the schemas, the security schemes and the
+/// tags. The paths come from the router's routes ([`crate::app`], [`document`]).
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -14,25 +15,11 @@ use crate::api::*;
         description = "Species per 5 s window of a field recording (BirdCLEF 2025 taxonomy), \
                        a live stream mode, sessions, feedback and model administration."
     ),
-    paths(
-        crate::routes::identify,
-        crate::routes::species,
-        crate::routes::models,
-        crate::routes::healthz,
-        crate::routes::readyz,
-        crate::routes::metrics,
-        crate::routes::session,
-        crate::routes::feedback,
-        crate::stream::stream,
-        crate::admin::load_model,
-        crate::admin::promote,
-        crate::admin::rollback,
-    ),
     components(schemas(
         IdentifyJson, IdentifyResponse, WindowResult, SpeciesScore, Timing, SpeciesInfo,
         SpeciesList, ModelInfo, ModelsList, LoadModel, FeedbackRequest, Stored, ErrorBody,
         Health, StreamStart, StreamWindow, StreamSession,
-        crate::sessions::SessionSummary, crate::feedback::Feedback, crate::feedback::Verdict,
+        SessionSummary, SessionSpecies, Feedback, Verdict,
     )),
     modifiers(&KeyAuth),
     tags(
@@ -62,7 +49,11 @@ impl Modify for KeyAuth {
     }
 }
 
-/// The document as JSON.
+/// The whole document: [`ApiDoc`] with the paths of the routes [`crate::app`] serves (the same
+/// route lists, without the layers).
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::v1_routes().merge(crate::keyed_routes()))
+        .merge(crate::ops_routes())
+        .into_openapi()
 }

@@ -93,7 +93,7 @@ pub(crate) fn window_results(id: &Identification, k: usize, min_score: f32) -> V
             species: id
                 .top_k(i, k, min_score)
                 .into_iter()
-                .map(SpeciesScore::from)
+                .map(species_score)
                 .collect(),
         })
         .collect()

@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use silencio_infer::Identification;
 
 use crate::feedback::now_rfc3339;
@@ -33,45 +32,8 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(12 * 3600);
 /// Longest accepted session id.
 pub const MAX_SESSION_ID_LEN: usize = 128;
 
-/// A session as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SessionSummary {
-    /// The client's session id.
-    pub session_id: String,
-    /// First request (RFC 3339 UTC).
-    pub started_at: String,
-    /// Latest request (RFC 3339 UTC).
-    pub last_seen_at: String,
-    /// Identifications recorded.
-    pub requests: u64,
-    /// Windows scored over them.
-    pub windows: u64,
-    /// Species detected at least once (the business metric).
-    pub unique_species: usize,
-    /// Model versions that served the session, first first.
-    pub model_versions: Vec<String>,
-    /// The detected species, in the order they were first heard.
-    pub species: Vec<SessionSpecies>,
-}
-
-/// One species detected in a session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SessionSpecies {
-    /// Code.
-    pub code: String,
-    /// Scientific name.
-    pub scientific_name: String,
-    /// Common name.
-    pub common_name: String,
-    /// Taxonomic class.
-    pub class_name: String,
-    /// When it was first detected (RFC 3339 UTC).
-    pub first_seen_at: String,
-    /// Windows that scored it at or above the threshold.
-    pub detections: u64,
-    /// Best score seen.
-    pub max_score: f32,
-}
+/// A session as the API returns it, and one species of it (wire types of `silencio-api`).
+pub use silencio_api::{SessionSpecies, SessionSummary};
 
 /// The live sessions of one server.
 #[derive(Debug)]
