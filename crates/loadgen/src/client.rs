@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use silencio_api::{ErrorBody, IdentifyResponse};
 
 use crate::clips::Clip;
 
@@ -12,36 +12,8 @@ pub const SLOW_CHUNK_BYTES: usize = 16 * 1024;
 /// Pause before each chunk of a slow upload (16 KiB / 20 ms ≈ 6.5 Mbit/s, a phone's uplink).
 pub const SLOW_CHUNK_INTERVAL: Duration = Duration::from_millis(20);
 
-/// The server's `timing_ms` of a 200 answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct ServerTiming {
-    /// Decoding and features.
-    #[serde(default)]
-    pub decode: f64,
-    /// Waiting in the batching queue.
-    #[serde(default)]
-    pub queue: f64,
-    /// Model forward pass of the batch.
-    #[serde(default)]
-    pub inference: f64,
-    /// Everything on the server.
-    #[serde(default)]
-    pub total: f64,
-}
-
-/// The parts of a 200 answer the load generator checks.
-#[derive(Debug, Deserialize)]
-struct IdentifyAnswer {
-    model_version: String,
-    windows: Vec<serde::de::IgnoredAny>,
-    #[serde(default)]
-    timing_ms: Option<ServerTiming>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorAnswer {
-    error_type: String,
-}
+/// The server's `timing_ms` of a 200 answer (the API's own type, from `silencio-api`).
+pub type ServerTiming = silencio_api::Timing;
 
 /// What one request came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,19 +148,19 @@ async fn finish(r: Result<reqwest::Response, reqwest::Error>, start: Instant) ->
     };
     let latency = start.elapsed();
     if code == 200
-        && let Ok(a) = serde_json::from_slice::<IdentifyAnswer>(&body)
+        && let Ok(a) = serde_json::from_slice::<IdentifyResponse>(&body)
     {
         return Outcome::Ok {
             latency,
             model_version: a.model_version,
             windows: a.windows.len(),
-            timing: a.timing_ms,
+            timing: Some(a.timing_ms),
         };
     }
     let error_type = if (200..300).contains(&code) {
         Some("bad_response".to_string())
     } else {
-        serde_json::from_slice::<ErrorAnswer>(&body)
+        serde_json::from_slice::<ErrorBody>(&body)
             .ok()
             .map(|e| e.error_type)
     };
