@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
+use silencio_api::ModelsList;
 
 use crate::prom::{self, Exposition, Histogram};
 
@@ -177,6 +178,25 @@ impl ServingSnapshot {
             rejected: BTreeMap::new(),
             history: Vec::new(),
         }
+    }
+}
+
+/// `/v1/models` read as the API's [`ModelsList`] (the server's own type, from `silencio-api`)
+/// and shown as it serialises. An answer that is JSON but not that type (an older or foreign
+/// server) is still shown as it came, with the mismatch in `models_error`.
+fn models_json(body: &str, snap: &mut ServingSnapshot) {
+    match serde_json::from_str::<ModelsList>(body) {
+        Ok(list) => match serde_json::to_value(&list) {
+            Ok(v) => snap.models = Some(v),
+            Err(e) => snap.models_error = Some(format!("/v1/models: {e}")),
+        },
+        Err(e) => match serde_json::from_str::<Value>(body) {
+            Ok(v) => {
+                snap.models = Some(v);
+                snap.models_error = Some(format!("/v1/models is not the API's model list: {e}"));
+            }
+            Err(_) => snap.models_error = Some(format!("/v1/models: {e}")),
+        },
     }
 }
 
@@ -407,10 +427,7 @@ impl Serving {
                     snap.up = true;
                     figures(&exp, &mut snap);
                     match models {
-                        Some(Ok(body)) => match serde_json::from_str(&body) {
-                            Ok(v) => snap.models = Some(v),
-                            Err(e) => snap.models_error = Some(format!("/v1/models: {e}")),
-                        },
+                        Some(Ok(body)) => models_json(&body, &mut snap),
                         Some(Err(e)) => snap.models_error = Some(e),
                         None => {}
                     }
