@@ -15,8 +15,8 @@ pub mod pretrained;
 pub mod resnet;
 
 pub use model::{
-    ARCHITECTURES, Backbone, BackboneConfig, Head, HeadConfig, InputNorm, Model, ModelConfig,
-    ModelOutput,
+    ARCHITECTURES, Architecture, Backbone, BackboneConfig, Head, HeadConfig, InputNorm, Model,
+    ModelConfig, ModelOutput,
 };
 pub use pretrained::{
     CheckpointLayout, LoadReport, adapt_input_channels, from_checkpoint, load_pytorch,

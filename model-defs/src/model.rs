@@ -65,8 +65,81 @@ fn linear_head(dropout: f64) -> HeadConfig {
     })
 }
 
-/// Architecture names accepted by [`ModelConfig::named`].
+/// Names of the full-size architectures ([`Architecture::FULL_SIZE`]), for flag parsers.
 pub const ARCHITECTURES: [&str; 4] = ["resnet50", "efficientnet_b0", "efficientnet_lite0", "cnn14"];
+
+/// The architectures a model is built from by name (experiments, the CLI, benches), parsed at
+/// the edge so that an unknown name is an error there, not a branch taken later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// ResNet-50.
+    Resnet50,
+    /// EfficientNet-B0.
+    EfficientnetB0,
+    /// EfficientNet-Lite0.
+    EfficientnetLite0,
+    /// PANNs CNN14.
+    Cnn14,
+    /// The demo's EfficientNet-Lite0 at width and depth 0.5: learns the demo set in minutes on
+    /// two CPU cores.
+    Tiny,
+}
+
+impl Architecture {
+    /// The full-size architectures, in [`ARCHITECTURES`] order.
+    pub const FULL_SIZE: [Architecture; 4] = [
+        Architecture::Resnet50,
+        Architecture::EfficientnetB0,
+        Architecture::EfficientnetLite0,
+        Architecture::Cnn14,
+    ];
+
+    /// The name experiments and flags use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Resnet50 => "resnet50",
+            Architecture::EfficientnetB0 => "efficientnet_b0",
+            Architecture::EfficientnetLite0 => "efficientnet_lite0",
+            Architecture::Cnn14 => "cnn14",
+            Architecture::Tiny => "tiny",
+        }
+    }
+
+    /// The model for `num_classes` classes; `mel_bins` matters for CNN14 only.
+    pub fn config(self, num_classes: usize, mel_bins: usize) -> ModelConfig {
+        match self {
+            Architecture::Resnet50 => ModelConfig::resnet50(num_classes),
+            Architecture::EfficientnetB0 => ModelConfig::efficientnet_b0(num_classes),
+            Architecture::EfficientnetLite0 => ModelConfig::efficientnet_lite0(num_classes),
+            Architecture::Cnn14 => ModelConfig::cnn14(num_classes, mel_bins),
+            Architecture::Tiny => ModelConfig::tiny(num_classes),
+        }
+    }
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Architecture {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Architecture::FULL_SIZE
+            .into_iter()
+            .chain([Architecture::Tiny])
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "unknown architecture {s:?} (known: {}, tiny)",
+                    ARCHITECTURES.join(", ")
+                ))
+            })
+    }
+}
 
 impl ModelConfig {
     /// ResNet-50 (1 input channel) with a linear clip head.
@@ -120,18 +193,22 @@ impl ModelConfig {
         }
     }
 
-    /// A named architecture (see [`ARCHITECTURES`]); `mel_bins` matters for CNN14 only.
+    /// A named architecture (see [`Architecture`]); `mel_bins` matters for CNN14 only.
     pub fn named(name: &str, num_classes: usize, mel_bins: usize) -> Result<Self> {
-        match name {
-            "resnet50" => Ok(Self::resnet50(num_classes)),
-            "efficientnet_b0" => Ok(Self::efficientnet_b0(num_classes)),
-            "efficientnet_lite0" => Ok(Self::efficientnet_lite0(num_classes)),
-            "cnn14" => Ok(Self::cnn14(num_classes, mel_bins)),
-            other => Err(Error::InvalidConfig(format!(
-                "unknown architecture {other:?} (known: {})",
-                ARCHITECTURES.join(", ")
-            ))),
-        }
+        Ok(name.parse::<Architecture>()?.config(num_classes, mel_bins))
+    }
+
+    /// [`Architecture::Tiny`]: EfficientNet-Lite0 at width 0.5 and depth 0.5 (no
+    /// squeeze-excitation, ReLU6).
+    pub fn tiny(num_classes: usize) -> Self {
+        let mut c = Self::efficientnet_lite0(num_classes);
+        c.backbone = BackboneConfig::Efficientnet(
+            EfficientNetConfig::new(EfficientNetVariant::Lite0)
+                .with_width_mult(0.5)
+                .with_depth_mult(0.5)
+                .with_bn_eps(1e-3),
+        );
+        c
     }
 
     /// Replaces the head by a SED attention head.

@@ -107,12 +107,24 @@ impl Error {
         match self {
             // Audio the client sent that we cannot use: 415 for formats/codecs we do not
             // decode, 413 for too long or too costly, 422 for everything else about the content.
-            Self::Audio(e) => match e.kind() {
-                "unsupported_format" | "unsupported_codec" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "too_long" | "too_many_samples" => StatusCode::PAYLOAD_TOO_LARGE,
-                "io" => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            },
+            Self::Audio(e) => {
+                use silencio_audio::Error as A;
+                match e {
+                    A::UnsupportedFormat(_) | A::UnsupportedCodec(_) => {
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE
+                    }
+                    A::TooLong { .. } | A::TooManySamples { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    // Our own files or settings, not the client's audio.
+                    A::Io { .. } | A::InvalidConfig(_) | A::UnknownRecipe { .. } => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                    A::Corrupt(_)
+                    | A::Empty(_)
+                    | A::NonFinite { .. }
+                    | A::OutOfRange { .. }
+                    | A::UnsupportedSampleRate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                }
+            }
             Self::Infer(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

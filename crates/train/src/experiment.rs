@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use silencio_data::PeriodFilter;
+use silencio_models::Architecture;
 
 use crate::{Error, Result};
 
@@ -51,7 +53,7 @@ pub struct DataConfig {
     /// Share of recordings held out for validation.
     pub valid_fraction: f64,
     /// Which period to train on: `all`, `initial` (older 70 %) or `retrain` (newer 30 %).
-    pub period: String,
+    pub period: PeriodFilter,
     /// Background recordings for noise mixing and the mixed test set.
     pub backgrounds: Option<PathBuf>,
 }
@@ -64,7 +66,7 @@ impl Default for DataConfig {
             recipe: "birdclef".into(),
             max_windows_per_clip: 0,
             valid_fraction: 0.2,
-            period: "all".into(),
+            period: PeriodFilter::All,
             backgrounds: Some(PathBuf::from("datasets/demo/backgrounds")),
         }
     }
@@ -76,7 +78,7 @@ impl Default for DataConfig {
 pub struct ModelSpec {
     /// `efficientnet_b0`, `efficientnet_lite0`, `resnet50`, `cnn14`, or `tiny` (a narrow
     /// EfficientNet that trains in minutes on two CPU cores).
-    pub arch: String,
+    pub arch: Architecture,
     /// Frame-wise + clip-wise SED attention head instead of the clip head.
     pub sed: bool,
     /// Dropout before the classifier.
@@ -97,7 +99,7 @@ pub struct ModelSpec {
 impl Default for ModelSpec {
     fn default() -> Self {
         Self {
-            arch: "tiny".into(),
+            arch: Architecture::Tiny,
             sed: false,
             dropout: 0.2,
             pretrained: None,
@@ -333,12 +335,6 @@ impl Experiment {
         }
         if t.devices.is_empty() {
             return Err("devices must name at least one device".into());
-        }
-        if !["all", "initial", "retrain"].contains(&self.data.period.as_str()) {
-            return Err(format!(
-                "data.period {:?} (use all, initial or retrain)",
-                self.data.period
-            ));
         }
         if let Some(s) = self
             .eval

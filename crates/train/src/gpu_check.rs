@@ -26,6 +26,7 @@ use crate::equivalence::Stepper;
 use crate::model::{LossSpec, Trainee};
 use crate::pipeline::{RunOptions, write_atomic};
 use crate::{Error, Experiment, Result, prepare, scaling};
+use silencio_models::Architecture;
 
 /// The architectures the run times (the two the BirdCLEF baselines train).
 pub const TIMED_ARCHS: [&str; 2] = ["efficientnet_b0", "resnet50"];
@@ -723,8 +724,8 @@ pub fn run(opts: &CheckOptions, log: &mut dyn FnMut(&str)) -> Result<Report> {
     phase(&mut report, "scaling", &mut || {
         let mut e = exp.clone();
         e.model.arch = match opts.size {
-            CheckSize::Full => TIMED_ARCHS[0].to_string(),
-            CheckSize::Tiny => "tiny".to_string(),
+            CheckSize::Full => TIMED_ARCHS[0].parse()?,
+            CheckSize::Tiny => Architecture::Tiny,
         };
         e.train.batch_size = opts.train_batch;
         e.train.workers = 1;

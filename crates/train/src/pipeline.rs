@@ -14,6 +14,7 @@ use crate::experiment::Experiment;
 use crate::fit::{self, FitSpec};
 use crate::track::Tracker;
 use crate::{Error, Result, evaluate, predict, prepare};
+use silencio_data::PeriodFilter;
 
 /// What to run and where to record it.
 #[derive(Debug, Clone)]
@@ -37,8 +38,20 @@ pub struct RunState {
     pub run_name: String,
     /// MLflow run id.
     pub mlflow_run_id: Option<String>,
-    /// `running`, `finished` or `failed`.
-    pub status: String,
+    /// Where the run is.
+    pub status: RunPhase,
+}
+
+/// A run's state as `run.json` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunPhase {
+    /// Started, not finished (or killed: `--resume` continues it).
+    Running,
+    /// Finished.
+    Finished,
+    /// Ended with an error.
+    Failed,
 }
 
 /// What a run produced.
@@ -92,11 +105,9 @@ impl RunOutcome {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Replaces `path` atomically ([`silencio_common::write_atomic`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    silencio_common::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 fn read_state(dir: &Path) -> Option<RunState> {
@@ -133,7 +144,7 @@ fn run_dir(opts: &RunOptions) -> Result<(PathBuf, RunState, bool)> {
         };
         for dir in candidates {
             if let Some(state) = read_state(&dir)
-                && state.status != "finished"
+                && state.status != RunPhase::Finished
             {
                 return Ok((dir, state, true));
             }
@@ -163,7 +174,7 @@ fn run_dir(opts: &RunOptions) -> Result<(PathBuf, RunState, bool)> {
         RunState {
             run_name: name,
             mlflow_run_id: None,
-            status: "running".into(),
+            status: RunPhase::Running,
         },
         false,
     ))
@@ -189,11 +200,11 @@ pub fn run(opts: RunOptions, log: &mut dyn FnMut(&str)) -> Result<RunOutcome> {
     let tracking = tracker.describe();
     match &result {
         Ok(_) => {
-            state.status = "finished".into();
+            state.status = RunPhase::Finished;
             tracker.finish(true)?;
         }
         Err(e) => {
-            state.status = "failed".into();
+            state.status = RunPhase::Failed;
             let _ = tracker.set_tag("error", &e.to_string());
             tracker.finish(false)?;
         }
@@ -229,8 +240,8 @@ fn run_inner(
     let [mels, frames] = store.shape();
     let classes = store.manifest().classes.clone();
     let species = task_species(&exp.data.root)?;
-    let train_idx = store.select(Split::Train, &exp.data.period);
-    let valid_idx = store.select(Split::Valid, "all");
+    let train_idx = store.select(Split::Train, exp.data.period);
+    let valid_idx = store.select(Split::Valid, PeriodFilter::All);
     if train_idx.is_empty() || valid_idx.is_empty() {
         return Err(Error::Data {
             message: format!(

@@ -13,6 +13,7 @@ use silencio_models::Model;
 
 use crate::dataset::WindowStore;
 use crate::{Error, Result};
+use silencio_data::PeriodFilter;
 
 /// Row-major scores and labels with per-row metadata, ready for the metrics.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +67,7 @@ pub fn validation(
     device: &Device,
     facts: &ClipFacts,
 ) -> Result<Scored> {
-    let idx = store.select(Split::Valid, "all");
+    let idx = store.select(Split::Valid, PeriodFilter::All);
     let [m, t] = store.shape();
     let c = store.classes();
     let mut probs = Vec::with_capacity(idx.len());

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use burn::tensor::Device;
 use silencio_audio::{FeatureConfig, LogMel};
 use silencio_data::{EtlOptions, Store};
-use silencio_models::efficientnet::{EfficientNetConfig, EfficientNetVariant};
-use silencio_models::{BackboneConfig, CheckpointLayout, Model, ModelConfig};
+use silencio_models::{CheckpointLayout, Model, ModelConfig};
 
 use crate::dataset::WindowStore;
 use crate::experiment::Experiment;
@@ -43,23 +42,10 @@ pub fn shards(exp: &Experiment, log: &mut dyn FnMut(&str)) -> Result<WindowStore
     WindowStore::open(&d.shards)
 }
 
-/// The architecture an experiment names, for `classes` classes and `mels` mel bins. `tiny` is
-/// EfficientNet-Lite0 at width 0.5 and depth 0.5 (no squeeze-excitation, ReLU6): it learns the
-/// demo set in minutes on two CPU cores.
+/// The architecture an experiment names, for `classes` classes and `mels` mel bins.
 pub fn model_config(exp: &Experiment, classes: usize, mels: usize) -> Result<ModelConfig> {
     let m = &exp.model;
-    let mut cfg = if m.arch == "tiny" {
-        let mut c = ModelConfig::efficientnet_lite0(classes);
-        c.backbone = BackboneConfig::Efficientnet(
-            EfficientNetConfig::new(EfficientNetVariant::Lite0)
-                .with_width_mult(0.5)
-                .with_depth_mult(0.5)
-                .with_bn_eps(1e-3),
-        );
-        c
-    } else {
-        ModelConfig::named(&m.arch, classes, mels)?
-    };
+    let mut cfg = m.arch.config(classes, mels);
     if let silencio_models::HeadConfig::Clip(h) = &mut cfg.head {
         h.dropout = m.dropout;
     }

@@ -18,7 +18,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use silencio_audio::DecodeOptions;
-use silencio_data::splits::{Split, SplitMix64};
+use silencio_common::SplitMix64;
+use silencio_data::splits::Split;
 use silencio_infer::{Provenance, Species};
 use silencio_onnx::BirdNetProbe;
 use silencio_onnx::probe::{EMBEDDING_DIM, ProbeBundle, ProbeHead, ProbeSpec};
@@ -29,6 +30,7 @@ use crate::model::{LossSpec, multilabel_loss};
 use crate::pipeline::{Candidate, RunOptions, RunOutcome, finish};
 use crate::track::Tracker;
 use crate::{Error, Result, predict};
+use silencio_data::PeriodFilter;
 
 /// Name of the embedding cache inside the shard directory.
 pub const CACHE_FILE: &str = "birdnet-embeddings.safetensors";
@@ -51,8 +53,8 @@ pub(crate) fn run(
 ) -> Result<RunOutcome> {
     let device = silencio_infer::parse_device(&exp.train.devices[0])?;
     let birdnet = silencio_onnx::BirdNet::load(&device).map_err(onnx)?;
-    let train_idx = store.select(Split::Train, &exp.data.period);
-    let valid_idx = store.select(Split::Valid, "all");
+    let train_idx = store.select(Split::Train, exp.data.period);
+    let valid_idx = store.select(Split::Valid, PeriodFilter::All);
     let t_emb = Instant::now();
     let emb = embeddings(store, &exp.data.root, &birdnet, &exp.data.shards, log)?;
     log(&format!(

@@ -12,6 +12,7 @@ use crate::dataset::WindowDataset;
 use crate::fit::{self, FitSpec};
 use crate::pipeline::{RunOptions, write_atomic};
 use crate::{Error, Result, prepare};
+use silencio_data::PeriodFilter;
 
 /// One row of the table.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -58,10 +59,10 @@ pub fn run(
     let store = Arc::new(prepare::shards(&exp, log)?);
     let [mels, frames] = store.shape();
     let classes = store.classes();
-    let train_idx = store.select(Split::Train, &exp.data.period);
+    let train_idx = store.select(Split::Train, exp.data.period);
     // Validation only has to exist here (the table times training): a set too small to hold
     // out any recording validates on training windows.
-    let mut valid_idx = store.select(Split::Valid, "all");
+    let mut valid_idx = store.select(Split::Valid, PeriodFilter::All);
     if valid_idx.is_empty() {
         valid_idx.clone_from(&train_idx);
     }

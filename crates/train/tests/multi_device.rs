@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::Device;
+use silencio_data::PeriodFilter;
 use silencio_data::splits::Split;
 use trainer::dataset::WindowDataset;
 use trainer::fit::{FitSpec, fit};
@@ -37,8 +38,8 @@ fn two_cpu_devices_agree_with_one() {
     let store = Arc::new(prepare::shards(&exp, &mut |_| {}).unwrap());
     let [mels, frames] = store.shape();
     let cfg = prepare::model_config(&exp, store.classes(), mels).unwrap();
-    let train_idx = store.select(Split::Train, "all");
-    let valid_idx = store.select(Split::Valid, "all");
+    let train_idx = store.select(Split::Train, PeriodFilter::All);
+    let valid_idx = store.select(Split::Valid, PeriodFilter::All);
 
     // Deterministic, augmentation-free recipe: the runs differ only in how a step is split.
     let mut t = exp.train.clone();
@@ -155,7 +156,7 @@ fn scaling_table_runs_one_and_two_devices() {
     let store = Arc::new(prepare::shards(&exp_copy, &mut |_| {}).unwrap());
     let [mels, frames] = store.shape();
     let cfg = prepare::model_config(&exp_copy, store.classes(), mels).unwrap();
-    let train_idx = store.select(Split::Train, "all");
+    let train_idx = store.select(Split::Train, PeriodFilter::All);
     let err = fit(
         FitSpec {
             train: &exp_copy.train,
