@@ -51,15 +51,15 @@ impl Taxonomy {
     /// Reads `taxonomy.csv` (columns primary_label, inat_taxon_id, scientific_name,
     /// common_name, class_name; others ignored).
     pub fn from_csv(path: &Path) -> Result<Self> {
-        Self::from_reader(crate::train::open_file(path)?, path)
+        Self::from_reader(crate::train_csv::open_file(path)?, path)
     }
 
     /// [`Taxonomy::from_csv`] from any reader; `path` names the source in errors.
     pub fn from_reader<R: std::io::Read>(reader: R, path: &Path) -> Result<Self> {
-        let mut rdr = crate::train::csv_reader(reader);
-        let cols = crate::train::Columns::new(
+        let mut rdr = crate::train_csv::csv_reader(reader);
+        let cols = crate::train_csv::Columns::new(
             path,
-            rdr.headers().map_err(|e| crate::train::csv_err(path, e))?,
+            rdr.headers().map_err(|e| crate::train_csv::csv_err(path, e))?,
             &[
                 "primary_label",
                 "scientific_name",
@@ -69,7 +69,7 @@ impl Taxonomy {
         )?;
         let mut species = Vec::new();
         for (i, rec) in rdr.records().enumerate() {
-            let rec = rec.map_err(|e| crate::train::csv_err(path, e))?;
+            let rec = rec.map_err(|e| crate::train_csv::csv_err(path, e))?;
             let get = |c: &str| cols.get(&rec, c).to_string();
             let label = get("primary_label");
             if label.is_empty() {

@@ -10,7 +10,7 @@ use silencio_audio::{DecodeOptions, decode_path};
 
 use crate::error::Result;
 use crate::taxonomy::Taxonomy;
-use crate::train::{RowProblem, TrainRecord, read_train_csv};
+use crate::train_csv::{RowProblem, TrainRecord, read_train_csv};
 
 /// What to check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use silencio_audio::FeatureConfig;
 use crate::error::{Error, Result};
 use crate::splits::{Period, Split};
 use crate::store::Store;
-use crate::train::RowProblem;
+use crate::train_csv::RowProblem;
 use crate::validate::{Duplicate, UnknownLabel};
 
 /// Version of the shard and manifest layout.

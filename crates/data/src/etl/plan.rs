@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::splits::{Period, Split, temporal_split, train_valid_split};
 use crate::store::Store;
 use crate::taxonomy::Taxonomy;
-use crate::train::{TrainRecord, read_train_csv_from};
+use crate::train_csv::{TrainRecord, read_train_csv_from};
 use crate::validate::screen_rows;
 
 /// A usable clip with everything fixed before decoding.
