@@ -96,6 +96,15 @@ def cargo_target_dir(repo: Path) -> Path:
     return cache if cache.is_dir() else repo / "target"
 
 
+def target_label(target: Path, repo: Path) -> str:
+    """How committed figures name the cargo target directory: repository-relative when it is
+    inside the repository, else `$CARGO_TARGET_DIR` (a build cache elsewhere on the machine)."""
+    try:
+        return str(target.resolve().relative_to(repo.resolve()))
+    except ValueError:
+        return "$CARGO_TARGET_DIR"
+
+
 def write_json(path: Path, doc: dict, repo: Path) -> None:
     """Writes a run's results to `path` (parents created), this machine's paths made portable."""
     import json

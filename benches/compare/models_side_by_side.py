@@ -48,7 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import (cargo_target_dir, cpu_snapshot, machine_facts, other_cores,  # noqa: E402
+from machine import (cargo_target_dir, target_label, cpu_snapshot, machine_facts, other_cores,  # noqa: E402
                      write_json)
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # panns_inference.models imports matplotlib.pyplot
@@ -391,7 +391,8 @@ def read_burn(target: Path, models, batches) -> dict:
                                 est["median"]["confidence_interval"]["upper_bound"] * 1e-9],
                 "mean_s": est["mean"]["point_estimate"] * 1e-9,
                 "mtime": est_path.stat().st_mtime,
-                "path": str(est_path.parent),
+                # Relative to the cargo target directory (`cargo_target_dir`).
+                "path": str(est_path.parent.relative_to(target)),
             }
             sample = Path(bj).with_name("sample.json")
             if sample.exists():
@@ -510,7 +511,7 @@ def main() -> int:
     burn_start = None
     target = (args.target_dir or cargo_target_dir(REPO)).expanduser()
     if not args.skip_burn:
-        meta["cargo_target_dir"] = str(target)
+        meta["cargo_target_dir"] = target_label(target, REPO)
         if not args.no_burn_run:
             burn_start = run_burn(args, target, meta)
         burn = read_burn(target, args.models, args.batches)

@@ -51,7 +51,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_snapshot, machine_facts, other_cores, write_json  # noqa: E402
+from machine import (cargo_target_dir, cpu_snapshot, machine_facts, other_cores,  # noqa: E402
+                     target_label, write_json)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_JSON = Path(__file__).resolve().parent / "train_last_run.json"
@@ -203,13 +204,6 @@ def run_torch(args, label: str) -> dict:
 
 # --------------------------------------------------------------------------- Burn
 
-def cargo_target_dir() -> Path:
-    env = os.environ.get("CARGO_TARGET_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "silencio-target"
-
-
 def burn_env(args, target: Path) -> dict:
     env = dict(os.environ)
     env["CARGO_TARGET_DIR"] = str(target)
@@ -335,14 +329,14 @@ def main() -> int:
     if args.steps < 1:
         ap.error("--steps must be >= 1")
 
-    target = (args.target_dir or cargo_target_dir()).expanduser()
+    target = (args.target_dir or cargo_target_dir(REPO)).expanduser()
     meta = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "threads": args.threads, "warmup": args.warmup, "steps": args.steps,
             "input": f"[B, 1, {N_MELS}, {N_FRAMES}]", "classes": N_CLASSES,
             "loss": "BCE with logits (mean)",
             "optimizer": {"name": "AdamW", "lr": LR, "weight_decay": WEIGHT_DECAY, "eps": 1e-5,
                           "betas": [0.9, 0.999]},
-            "machine": machine_facts(REPO), "cargo_target_dir": str(target),
+            "machine": machine_facts(REPO), "cargo_target_dir": target_label(target, REPO),
             "load": {"start": {"loadavg": loadavg(), "uptime": uptime()}},
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                    "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")}}
