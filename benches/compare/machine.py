@@ -61,12 +61,16 @@ def other_cores(a, b):
 
 
 def portable_paths(obj, repo: Path):
-    """`obj` (JSON-like) with this machine's paths made portable: the repository as `.`, the
-    temporary folder as `$TMPDIR`, the home folder as `~` — committed figures name no machine."""
+    """`obj` (JSON-like) with this machine's paths made portable: the repository as `.`, a cargo
+    target directory outside it as `$CARGO_TARGET_DIR`, the temporary folder as `$TMPDIR`, the
+    home folder as `~` — committed figures name no machine."""
     import tempfile
 
-    roots = [(str(repo.resolve()), "."), (tempfile.gettempdir(), "$TMPDIR"),
-             (str(Path.home()), "~")]
+    roots = [(str(repo.resolve()), ".")]
+    target = cargo_target_dir(repo)
+    if target_label(target, repo) == "$CARGO_TARGET_DIR":
+        roots.append((str(target.resolve()), "$CARGO_TARGET_DIR"))
+    roots += [(tempfile.gettempdir(), "$TMPDIR"), (str(Path.home()), "~")]
 
     def fix(v):
         if isinstance(v, str):
