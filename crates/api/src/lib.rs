@@ -11,7 +11,6 @@
 //! the enums' renames are part of it (the server's tests pin the JSON).
 #![warn(missing_docs)]
 
-
 use serde::{Deserialize, Serialize};
 
 /// Query of `POST /v1/identify`.
@@ -25,6 +24,29 @@ pub struct IdentifyQuery {
     pub min_score: Option<f32>,
     /// Session (outing) the clip belongs to; its species are added to the session.
     pub session_id: Option<String>,
+}
+
+impl IdentifyQuery {
+    /// The query string's `(name, value)` pairs, unset fields left out: for clients building
+    /// the URL (the names are the fields' serde names, checked by this crate's tests).
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let Self {
+            top_k,
+            min_score,
+            session_id,
+        } = self;
+        let mut out = Vec::new();
+        if let Some(k) = top_k {
+            out.push(("top_k", k.to_string()));
+        }
+        if let Some(m) = min_score {
+            out.push(("min_score", m.to_string()));
+        }
+        if let Some(s) = session_id {
+            out.push(("session_id", s.clone()));
+        }
+        out
+    }
 }
 
 /// JSON body of `POST /v1/identify` (the alternative to a raw audio body).
@@ -422,12 +444,46 @@ mod tests {
             path: None,
         };
         assert!(!serde_json::to_string(&m).unwrap().contains("path"));
-        assert_eq!(serde_json::to_string(&Verdict::Wrong).unwrap(), r#""wrong""#);
+        assert_eq!(
+            serde_json::to_string(&Verdict::Wrong).unwrap(),
+            r#""wrong""#
+        );
         let fb: FeedbackRequest =
             serde_json::from_str(r#"{"request_id":"r1","window":0,"verdict":"right"}"#).unwrap();
         assert_eq!((fb.verdict, fb.correct_code), (Verdict::Right, None));
         let e: ErrorBody =
             serde_json::from_str(r#"{"error":"full","error_type":"overloaded"}"#).unwrap();
         assert_eq!(e.error_type, "overloaded");
+    }
+
+    #[test]
+    fn query_pairs_use_the_serde_names() {
+        let q = IdentifyQuery {
+            top_k: Some(182),
+            min_score: Some(0.0),
+            session_id: Some("s1".into()),
+        };
+        let json = serde_json::to_value(&q).unwrap();
+        let pairs = q.pairs();
+        let names: Vec<&str> = pairs.iter().map(|(n, _)| *n).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let (mut names_sorted, mut keys_sorted) = (names.clone(), keys);
+        names_sorted.sort_unstable();
+        keys_sorted.sort_unstable();
+        assert_eq!(names_sorted, keys_sorted);
+        assert_eq!(
+            pairs,
+            [
+                ("top_k", "182".to_string()),
+                ("min_score", "0".to_string()),
+                ("session_id", "s1".to_string())
+            ]
+        );
+        assert!(IdentifyQuery::default().pairs().is_empty());
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
+use silencio_api::{ErrorBody, IdentifyQuery, IdentifyResponse, SpeciesList};
 use silencio_infer::Classifier;
 
 use crate::{Error, Result};
@@ -135,40 +135,6 @@ pub struct ServerClient {
     columns: Arc<Mutex<Option<Arc<Vec<String>>>>>,
 }
 
-#[derive(Deserialize)]
-struct SpeciesList {
-    species: Vec<SpeciesCode>,
-}
-
-#[derive(Deserialize)]
-struct SpeciesCode {
-    code: String,
-}
-
-#[derive(Deserialize)]
-struct IdentifyResponse {
-    model_version: String,
-    windows: Vec<ResponseWindow>,
-}
-
-#[derive(Deserialize)]
-struct ResponseWindow {
-    end_s: f64,
-    species: Vec<ResponseSpecies>,
-}
-
-#[derive(Deserialize)]
-struct ResponseSpecies {
-    code: String,
-    score: f32,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    error_type: String,
-}
-
 impl ServerClient {
     /// A client of the server at `url` (`http://host:port`). `columns`: the species codes in
     /// submission column order (a `taxonomy.csv`'s order); without it the server's own class
@@ -254,11 +220,15 @@ impl ServerClient {
         };
         let columns = self.columns()?;
         // Every species with its score: a submission row needs them all.
+        let query = IdentifyQuery {
+            top_k: Some(columns.len()),
+            min_score: Some(0.0),
+            session_id: None,
+        };
         let mut resp = self
             .agent
             .post(format!("{}/v1/identify", self.url))
-            .query("top_k", columns.len().to_string())
-            .query("min_score", "0")
+            .query_pairs(query.pairs())
             .header("Content-Type", content_type)
             .send(body)
             .map_err(|e| server(e.to_string()))?;
@@ -341,6 +311,34 @@ impl ServerClient {
 mod tests {
     use super::*;
 
+    /// A `POST /v1/identify` answer of `model`: one 5 s window per entry, its species scores.
+    fn answer(model: &str, windows: &[&[(&str, f32)]]) -> IdentifyResponse {
+        let windows = windows
+            .iter()
+            .enumerate()
+            .map(|(i, species)| silencio_api::WindowResult {
+                start_s: i as f64 * 5.0,
+                end_s: (i + 1) as f64 * 5.0,
+                species: species
+                    .iter()
+                    .map(|&(code, score)| silencio_api::SpeciesScore {
+                        code: code.into(),
+                        scientific_name: format!("S {code}"),
+                        common_name: format!("C {code}"),
+                        class_name: "Aves".into(),
+                        score,
+                    })
+                    .collect(),
+            })
+            .collect();
+        IdentifyResponse {
+            request_id: "x".into(),
+            model_version: model.into(),
+            windows,
+            timing_ms: silencio_api::Timing::default(),
+        }
+    }
+
     #[test]
     fn server_answers_become_rows_in_column_order() {
         let c = ServerClient::new(
@@ -348,22 +346,20 @@ mod tests {
             Some(vec!["b".into(), "a".into()]),
             Duration::from_secs(1),
         );
-        let r: IdentifyResponse = serde_json::from_str(
-            r#"{"request_id":"x","model_version":"m@2","windows":[
-                {"start_s":0,"end_s":5,"species":[{"code":"a","score":0.9},{"code":"b","score":0.1}]},
-                {"start_s":5,"end_s":10,"species":[{"code":"b","score":0.7},{"code":"a","score":0.2}]}]}"#,
-        )
+        // As the server sends it, read back as the client reads it.
+        let body = serde_json::to_string(&answer(
+            "m@2",
+            &[&[("a", 0.9), ("b", 0.1)], &[("b", 0.7), ("a", 0.2)]],
+        ))
         .unwrap();
+        let r: IdentifyResponse = serde_json::from_str(&body).unwrap();
         let s = c.to_scores(r, c.columns().unwrap()).unwrap();
         assert_eq!(s.model_version, "m@2");
         assert_eq!(s.rows, vec![vec![0.1, 0.9], vec![0.7, 0.2]]);
         assert_eq!(s.audio_s, 10.0);
 
         // A window missing a species is an error, not a silent zero.
-        let r: IdentifyResponse = serde_json::from_str(
-            r#"{"model_version":"m","windows":[{"start_s":0,"end_s":5,"species":[{"code":"a","score":0.9}]}]}"#,
-        )
-        .unwrap();
+        let r = answer("m", &[&[("a", 0.9)]]);
         assert_eq!(
             c.to_scores(r, c.columns().unwrap()).unwrap_err().kind(),
             "server_response"
