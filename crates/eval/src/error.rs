@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// Result alias for this crate.
@@ -117,6 +118,123 @@ pub enum Error {
         /// The first few.
         examples: Vec<String>,
     },
+    /// A directory that should hold soundscapes is not a directory.
+    #[error("{} is not a directory of soundscapes", .dir.display())]
+    NotSoundscapeDir {
+        /// The path given.
+        dir: PathBuf,
+    },
+    /// A soundscape directory holds no audio file of a known extension.
+    #[error("no soundscapes ({}) in {}", .extensions, .dir.display())]
+    NoSoundscapes {
+        /// The directory.
+        dir: PathBuf,
+        /// The extensions looked for, e.g. `.ogg, .wav`.
+        extensions: String,
+    },
+    /// Several soundscape files share a stem, so their row ids would collide.
+    #[error(
+        "{}: several files share the stem(s) {:?}, so their row ids would collide",
+        .dir.display(),
+        .stems
+    )]
+    DuplicateStems {
+        /// The directory.
+        dir: PathBuf,
+        /// The shared stems.
+        stems: BTreeSet<String>,
+    },
+    /// An eval set directory has no `solution.csv`.
+    #[error(
+        "{} has no solution.csv: an eval set is soundscapes/ plus a BirdCLEF solution.csv \
+         (`silencio mix` writes one)",
+        .dir.display()
+    )]
+    NoSolution {
+        /// The eval set directory.
+        dir: PathBuf,
+    },
+    /// The solution names soundscapes that are not on disk.
+    #[error(
+        "{count} soundscape(s) named in {} are not in {}: {}",
+        .solution.display(),
+        .dir.display(),
+        listed(.examples, *.count)
+    )]
+    AbsentSoundscapes {
+        /// The solution CSV.
+        solution: PathBuf,
+        /// The soundscape directory.
+        dir: PathBuf,
+        /// How many are absent.
+        count: usize,
+        /// The first few stems.
+        examples: Vec<String>,
+    },
+    /// Solution rows lie past the end of their soundscape (the model cut fewer windows).
+    #[error(
+        "{count} row(s) of {} lie past the end of their soundscape: {}",
+        .solution.display(),
+        listed(.examples, *.count)
+    )]
+    RowsPastEnd {
+        /// The solution CSV.
+        solution: PathBuf,
+        /// How many rows.
+        count: usize,
+        /// The first few row ids.
+        examples: Vec<String>,
+    },
+    /// The solution names species the model does not predict.
+    #[error(
+        "{} names {count} species that model {model} does not predict: {}",
+        .solution.display(),
+        listed(.examples, *.count)
+    )]
+    UnknownSpecies {
+        /// The solution CSV.
+        solution: PathBuf,
+        /// The model's version string.
+        model: String,
+        /// How many species.
+        count: usize,
+        /// The first few codes.
+        examples: Vec<String>,
+    },
+    /// A model does not cut BirdCLEF's rows (5 s windows every 5 s).
+    #[error(
+        "bundle {model} cuts {length_s} s windows every {hop_s} s; BirdCLEF rows are {want} s \
+         windows every {want} s"
+    )]
+    WindowGrid {
+        /// The model's version string.
+        model: String,
+        /// Its window length in seconds.
+        length_s: f64,
+        /// Its hop in seconds.
+        hop_s: f64,
+        /// BirdCLEF's window (and hop) in seconds.
+        want: f64,
+    },
+    /// The quality gate was not cleared.
+    #[error("quality gate failed: {}", .reasons.join("; "))]
+    GateFailed {
+        /// One line per failed bar.
+        reasons: Vec<String>,
+    },
+}
+
+/// How many examples an error lists.
+pub(crate) const EXAMPLES: usize = 5;
+
+/// `examples` (at most [`EXAMPLES`] of `count`), with `…` when some were left out.
+fn listed(examples: &[String], count: usize) -> String {
+    let shown: Vec<&str> = examples.iter().take(EXAMPLES).map(String::as_str).collect();
+    if count > shown.len() {
+        format!("{}, …", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
 }
 
 impl Error {
@@ -150,6 +268,16 @@ impl Error {
             Error::ShapeMismatch { .. } => "shape",
             Error::Empty(_) => "empty",
             Error::InvalidArgument(_) => "invalid_argument",
+            // The kinds `silencio eval` printed before these checks moved here, kept stable.
+            Error::NotSoundscapeDir { .. }
+            | Error::NoSoundscapes { .. }
+            | Error::NoSolution { .. }
+            | Error::AbsentSoundscapes { .. }
+            | Error::RowsPastEnd { .. } => "missing",
+            Error::DuplicateStems { .. } => "invalid_input",
+            Error::UnknownSpecies { .. } => "unknown_species",
+            Error::WindowGrid { .. } => "invalid_config",
+            Error::GateFailed { .. } => "gate",
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   with inline SVG plots.
 //! - [`gate`]: the quality gate a model must pass before the registry promotes it.
 //! - [`submission`]: Kaggle submission and solution CSV files, and scoring one against the other.
+//! - [`soundscapes`]: a model (a scorer callback) run over soundscape directories: an
+//!   [`EvalSet`] scored into a report, a submission assembled, timed against Kaggle's budget.
 //!
 //! The crate does not depend on burn: scores come in as plain `f32` matrices.
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod report;
 pub mod slices;
+pub mod soundscapes;
 pub mod submission;
 
 pub use error::{Error, Result};
@@ -30,3 +33,4 @@ pub use matrix::{Labels, Matrix, Scores};
 pub use metrics::{ClassMetrics, MetricSummary, PrPoint, ThresholdStats, evaluate};
 pub use report::{EvalReport, ReportInput, ReportOptions};
 pub use slices::{SliceResult, slice_report, time_of_day};
+pub use soundscapes::{EvalSet, Evaluation, Scored, SubmissionRun, Timing};
