@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use silencio_audio::{DecodeOptions, decode_path};
+use silencio_common::SplitMix64;
 
 use crate::error::{Error, Result};
-use crate::splits::{Split, SplitMix64, train_valid_split};
+use crate::splits::{Split, train_valid_split};
 use crate::taxonomy::Taxonomy;
 use crate::train::read_train_csv;
 use crate::validate::usable_records;
@@ -471,10 +472,6 @@ fn energy_band(x: &[f32]) -> (f64, f64) {
     )
 }
 
-fn uniform(rng: &mut SplitMix64) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 fn mean_power(x: &[f32]) -> f64 {
     x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / x.len().max(1) as f64
 }
@@ -536,7 +533,7 @@ pub fn mix(
             for w in 0..SOUNDSCAPE_S / WINDOW_S {
                 let row_id = format!("{stem}_{}", (w + 1) * WINDOW_S);
                 let mut here: Vec<PlacedCall> = Vec::new();
-                if calls.is_empty() || uniform(&mut rng) < opts.background_only {
+                if calls.is_empty() || rng.uniform() < opts.background_only {
                     // Background only.
                 } else {
                     let k = (opts.min_overlap + rng.below(opts.max_overlap - opts.min_overlap + 1))
@@ -550,8 +547,7 @@ pub fn mix(
                         let d = c.samples.len();
                         let slack = win - d;
                         let start = w * win + rng.below(slack + 1);
-                        let snr =
-                            opts.snr_db.0 + uniform(&mut rng) * (opts.snr_db.1 - opts.snr_db.0);
+                        let snr = opts.snr_db.0 + rng.uniform() * (opts.snr_db.1 - opts.snr_db.0);
                         let p_bg = mean_power(&background[start..start + d]);
                         let p_call = mean_power(&c.samples).max(1e-20);
                         let g = (p_bg * 10f64.powf(snr / 10.0) / p_call).sqrt() as f32;
@@ -647,9 +643,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
             source,
         })?;
     }
-    silencio_audio::npy::write_atomic(path, bytes).map_err(|e| Error::Io {
+    silencio_common::write_atomic(path, bytes).map_err(|source| Error::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        source,
     })
 }
 

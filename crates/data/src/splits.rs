@@ -9,41 +9,10 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use silencio_common::SplitMix64;
 
 use crate::taxonomy::Taxonomy;
 use crate::train::TrainRecord;
-
-/// SplitMix64: a tiny, well-mixed, seedable generator (no dependency for a shuffle).
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Fisher–Yates shuffle.
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
-}
 
 /// Assigns each item (its label indices in `0..n_labels`) to a fold so that every label's
 /// examples are spread over the folds in the proportions `fractions` (which sum to 1).

@@ -7,7 +7,7 @@
 //! - mixup (Zhang et al. 2018) with a Beta(α, α) weight; targets take the element-wise max, as
 //!   the BirdCLEF winners do, since both calls are audible in the mix.
 
-use silencio_data::splits::SplitMix64;
+use silencio_common::SplitMix64;
 
 /// The augmentation part of the training recipe.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,22 +32,17 @@ pub struct AugmentConfig {
     pub mixup_alpha: f64,
 }
 
-/// Uniform in [0, 1).
-pub fn uniform(rng: &mut SplitMix64) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 fn normal(rng: &mut SplitMix64) -> f64 {
     // Box–Muller; 1 - u keeps the log argument in (0, 1].
-    let u1 = 1.0 - uniform(rng);
-    let u2 = uniform(rng);
+    let u1 = 1.0 - rng.uniform();
+    let u2 = rng.uniform();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 fn gamma(shape: f64, rng: &mut SplitMix64) -> f64 {
     // Marsaglia & Tsang (2000); shape < 1 through the boost Γ(a) = Γ(a+1)·U^(1/a).
     if shape < 1.0 {
-        let u = uniform(rng).max(f64::MIN_POSITIVE);
+        let u = rng.uniform().max(f64::MIN_POSITIVE);
         return gamma(shape + 1.0, rng) * u.powf(1.0 / shape);
     }
     let d = shape - 1.0 / 3.0;
@@ -58,7 +53,7 @@ fn gamma(shape: f64, rng: &mut SplitMix64) -> f64 {
         if v <= 0.0 {
             continue;
         }
-        let u = uniform(rng).max(f64::MIN_POSITIVE);
+        let u = rng.uniform().max(f64::MIN_POSITIVE);
         if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
             return d * v;
         }
@@ -97,7 +92,7 @@ pub fn crop(
 
 /// Adds a random background window at an SNR drawn from the range, in the power domain.
 pub fn add_noise(x: &mut [f32], noise: &[Vec<f32>], cfg: &AugmentConfig, rng: &mut SplitMix64) {
-    if noise.is_empty() || uniform(rng) >= cfg.noise_prob {
+    if noise.is_empty() || rng.uniform() >= cfg.noise_prob {
         return;
     }
     let n = &noise[rng.below(noise.len())];
@@ -111,7 +106,7 @@ pub fn add_noise(x: &mut [f32], noise: &[Vec<f32>], cfg: &AugmentConfig, rng: &m
         return;
     }
     let [lo, hi] = cfg.noise_snr_db;
-    let snr = lo as f64 + (hi - lo) as f64 * uniform(rng);
+    let snr = lo as f64 + (hi - lo) as f64 * rng.uniform();
     let gain = p_sig / p_noise / 10f64.powf(snr / 10.0);
     for (v, &nv) in x.iter_mut().zip(n) {
         let p = to_power(*v) as f64 + gain * to_power(nv) as f64;
@@ -206,7 +201,7 @@ pub fn draw_mixup(b: usize, cfg: &AugmentConfig, rng: &mut SplitMix64) -> Vec<Mi
     }
     let mut pairs = Vec::new();
     for item in 0..b {
-        if uniform(rng) >= cfg.mixup_prob {
+        if rng.uniform() >= cfg.mixup_prob {
             continue;
         }
         let partner = (item + 1 + rng.below(b - 1)) % b;

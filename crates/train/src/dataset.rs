@@ -13,7 +13,8 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::tensor::{Device, Tensor, TensorData};
 use silencio_data::etl::{Dtype, Manifest, WindowRecord};
-use silencio_data::splits::{Period, Split, SplitMix64};
+use silencio_common::SplitMix64;
+use silencio_data::splits::{Period, Split};
 
 use crate::augment::{self, AugmentConfig};
 use crate::{Error, Result};

@@ -27,7 +27,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use burn::train::TrainStep;
 use serde::{Deserialize, Serialize};
-use silencio_data::splits::SplitMix64;
+use silencio_common::SplitMix64;
 
 use crate::augment::{MixPair, SpecMasks};
 use crate::dataset::WindowBatch;
@@ -46,10 +46,7 @@ pub fn fnv1a64(s: &str) -> u64 {
 pub fn seeded_uniform(seed: u64, name: &str, n: usize, bound: f64) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed ^ fnv1a64(name));
     (0..n)
-        .map(|_| {
-            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            ((2.0 * u - 1.0) * bound) as f32
-        })
+        .map(|_| ((2.0 * rng.uniform() - 1.0) * bound) as f32)
         .collect()
 }
 
