@@ -1,5 +1,5 @@
-//! The models panel: the local model registry (`silencio-mlops`'s layout, read by
-//! `silencio-infer` too):
+//! The models panel: the local model registry (the layout of `silencio_common::registry`,
+//! written by `silencio-mlops`, read by `silencio-infer` too):
 //! ```text
 //! <root>/aliases.json        {"production": "3", "staging": "4"}
 //! <root>/model.json          {name, description, creation_timestamp, versions: [...]}
@@ -14,11 +14,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use silencio_audio::FeatureConfig;
+use silencio_common::registry as layout;
 
 use crate::error::{Error, Result};
 
 /// Aliases tried, in order, for the model in use (as `silencio-infer` resolves it).
-pub const DEFAULT_ALIASES: [&str; 2] = ["production", "staging"];
+pub use silencio_common::registry::DEFAULT_ALIASES;
 
 #[derive(Debug, Default, Deserialize)]
 struct ModelFile {
@@ -131,11 +132,6 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-/// A version name that can only name a directory directly under `versions/`.
-fn plain_version(v: &str) -> bool {
-    !v.is_empty() && !v.starts_with('.') && !v.contains(['/', '\\'])
-}
-
 fn summarise(bundle: &Value) -> BundleSummary {
     let s = |v: &Value| v.as_str().map(str::to_string);
     let model = &bundle["model"];
@@ -164,14 +160,15 @@ fn summarise(bundle: &Value) -> BundleSummary {
 
 /// The registry's aliases (empty when there is no `aliases.json`).
 fn aliases(root: &Path) -> Result<BTreeMap<String, String>> {
-    Ok(read_json(&root.join("aliases.json"))?.unwrap_or_default())
+    layout::read_aliases(root).map_err(|e| match e {
+        silencio_common::Error::Io { path, source } => Error::io(path, source),
+        silencio_common::Error::Json { path, message } => Error::Json { path, message },
+    })
 }
 
 /// The version the default aliases pick, with the alias.
 fn current(aliases: &BTreeMap<String, String>) -> Option<(String, String)> {
-    DEFAULT_ALIASES
-        .iter()
-        .find_map(|a| aliases.get(*a).map(|v| (v.clone(), a.to_string())))
+    layout::current(aliases).map(|(a, v)| (v.to_string(), a.to_string()))
 }
 
 /// The feature configuration of the registry's current model, and which version it is; `None`
@@ -179,10 +176,10 @@ fn current(aliases: &BTreeMap<String, String>) -> Option<(String, String)> {
 pub fn current_features(root: &Path) -> Option<(FeatureConfig, String)> {
     let aliases = aliases(root).ok()?;
     let (version, alias) = current(&aliases)?;
-    if !plain_version(&version) {
+    if !layout::is_plain_version(&version) {
         return None;
     }
-    let bundle: Value = read_json(&root.join("versions").join(&version).join("bundle.json"))
+    let bundle: Value = read_json(&layout::version_dir(root, &version).join("bundle.json"))
         .ok()
         .flatten()?;
     let cfg: FeatureConfig = serde_json::from_value(bundle["features"].clone()).ok()?;
@@ -210,7 +207,7 @@ pub fn list(root: &Path) -> ModelsResponse {
         ));
         return resp;
     }
-    let model: ModelFile = match read_json(&root.join("model.json")) {
+    let model: ModelFile = match read_json(&layout::model_path(root)) {
         Ok(m) => m.unwrap_or_default(),
         Err(e) => {
             resp.reason = Some(format!("{}: {e}", e.kind()));
@@ -234,15 +231,8 @@ pub fn list(root: &Path) -> ModelsResponse {
         .iter()
         .map(|v| v.version.to_string())
         .collect();
-    if let Ok(dir) = std::fs::read_dir(root.join("versions")) {
-        names.extend(
-            dir.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                // `.staging-<uuid>` directories are copies in progress.
-                .filter(|n| plain_version(n)),
-        );
-    }
+    // Without `.staging-<uuid>` directories (copies in progress).
+    names.extend(layout::list_version_dirs(root));
     for name in names {
         let entry = model
             .versions
@@ -264,7 +254,7 @@ pub fn list(root: &Path) -> ModelsResponse {
             bundle_error: None,
             version: name.clone(),
         };
-        let path = root.join("versions").join(&name).join("bundle.json");
+        let path = layout::version_dir(root, &name).join("bundle.json");
         match read_json::<Value>(&path) {
             Ok(Some(b)) => info.bundle = Some(summarise(&b)),
             Ok(None) => info.bundle_error = Some(format!("{} is missing", path.display())),
