@@ -653,31 +653,16 @@ fn copy_synced(from: &Path, to: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("copy {} to {}", from.display(), to.display()), e))
 }
 
-/// Replaces `path` with `bytes` atomically: temp file in the same directory, fsync, rename,
-/// fsync the directory.
+/// Replaces `path` with `bytes` atomically ([`silencio_common::write_atomic`]): temp file in
+/// the same directory, fsync, rename, fsync the directory.
 pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4()));
-    let res = write_synced(&tmp, bytes).and_then(|()| {
-        std::fs::rename(&tmp, path)
-            .map_err(|e| Error::io(format!("rename {} to {}", tmp.display(), path.display()), e))
-    });
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res?;
-    fsync_dir(dir)
+    silencio_common::write_atomic(path, bytes)
+        .map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
 
 /// Makes renames and new entries in `dir` durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
+    silencio_common::fs::sync_dir(dir).map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ pub mod ogg;
 pub mod sim;
 pub mod watch;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -231,33 +230,14 @@ pub fn parse_range(s: &str) -> Result<(f64, f64)> {
 
 /// Makes a directory's entries (renames, new files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    silencio_common::fs::sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
-/// Writes `bytes` to `path` atomically: a hidden `.name.part` temp file in the same
-/// directory, fsync, rename, fsync of the directory.
+/// Replaces `path` atomically ([`silencio_common::write_atomic`]): a hidden `.name.*.tmp` temp
+/// file in the same directory (which the watcher ignores and sweeps up), fsync, rename, fsync
+/// of the directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.part"));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| Error::io(path, e))?;
-    sync_dir(dir)
+    silencio_common::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// Seconds since the Unix epoch.

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use silencio_audio::DecodeOptions;
+use silencio_common::SplitMix64;
+use silencio_common::time::{civil_from_days, days_from_civil};
 use silencio_data::mix::{self, Background, CallPool, MixOptions, SAMPLE_RATE};
 
 use crate::{AUDIO_EXTENSIONS, Error, Result, sync_dir, write_atomic};
@@ -243,13 +245,6 @@ fn mix_options(cfg: &SimConfig, index: usize) -> MixOptions {
     }
 }
 
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Sleeps until `t` in short steps; false when stopped first.
 fn sleep_until(t: Instant, stop: &AtomicBool) -> bool {
     loop {
@@ -301,27 +296,9 @@ pub fn stem(recorder: &str, index: usize) -> String {
     )
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Inverse of [`days_from_civil`].
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// SplitMix64's first output from state `x`: a seed mixer.
+fn splitmix(x: u64) -> u64 {
+    SplitMix64::new(x).next_u64()
 }
 
 /// Consecutive minutes of the source recordings, one recording decoded at a time.
