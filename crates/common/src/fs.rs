@@ -63,38 +63,41 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn replaces_the_file_and_leaves_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.csv");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two!").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two!");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    /// The names in `dir`, sorted, comma-separated.
+    fn listing(dir: &Path) -> String {
+        let set: std::collections::BTreeSet<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        set.into_iter().collect::<Vec<_>>().join(",")
     }
 
     #[test]
-    fn a_failed_write_leaves_no_temp_file_and_the_target_intact() {
+    fn replaces_or_fails_leaving_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("t");
-        // Renaming a file over a non-empty directory fails.
-        std::fs::create_dir(&target).unwrap();
-        std::fs::write(target.join("keep"), b"x").unwrap();
-        assert!(write_atomic(&target, b"y").is_err());
-        assert!(target.join("keep").is_file());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let (file, busy) = (dir.path().join("a.csv"), dir.path().join("t"));
+        for body in [&b"one"[..], b"two!"] {
+            write_atomic(&file, body).unwrap();
+            assert_eq!(std::fs::read(&file).unwrap(), body);
+        }
+        // A file cannot be renamed over a non-empty directory: the write fails, the directory
+        // stays as it was.
+        std::fs::create_dir_all(busy.join("keep")).unwrap();
+        assert!(write_atomic(&busy, b"y").is_err());
+        assert_eq!(listing(dir.path()), "a.csv,t");
+        assert_eq!(listing(&busy), "keep");
     }
 
     #[test]
     fn the_temp_file_may_live_elsewhere_on_the_same_file_system() {
-        let dir = tempfile::tempdir().unwrap();
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir(&tmp).unwrap();
-        let p = dir.path().join("params").join("lr");
-        std::fs::create_dir(p.parent().unwrap()).unwrap();
-        write_atomic_in(&p, &tmp, b"0.01").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"0.01");
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        let root = tempfile::tempdir().unwrap();
+        let (tmp, params) = (root.path().join("tmp"), root.path().join("params"));
+        for d in [&tmp, &params] {
+            std::fs::create_dir(d).unwrap();
+        }
+        write_atomic_in(&params.join("lr"), &tmp, b"0.01").unwrap();
+        assert_eq!(std::fs::read_to_string(params.join("lr")).unwrap(), "0.01");
+        assert_eq!(listing(&tmp), "");
     }
 
     #[cfg(unix)]
