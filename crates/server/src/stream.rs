@@ -128,11 +128,7 @@ async fn run(
     };
     let mut session = match start.and_then(|s| Session::new(&state, caller, model, s)) {
         Ok(s) => s,
-        Err(e) => {
-            let _ = socket.send(error_message(&e)).await;
-            let _ = socket.send(Message::Close(None)).await;
-            return;
-        }
+        Err(e) => return fail(socket, &e).await,
     };
     loop {
         let msg = tokio::select! {
@@ -143,16 +139,13 @@ async fn run(
                     // memory and a slot of `max_streams`).
                     let _ = session.flush(&mut socket).await;
                     let e = Error::Timeout(format!("no message for {} s", idle.as_secs()));
-                    let _ = socket.send(error_message(&e)).await;
-                    let _ = socket.send(Message::Close(None)).await;
-                    return;
+                    return fail(socket, &e).await;
                 }
             },
             _ = until_shutdown(&mut shutdown) => {
                 // Draining: answer what was heard, then close.
                 let _ = session.flush(&mut socket).await;
-                let _ = socket.send(Message::Close(None)).await;
-                return;
+                return close(socket).await;
             }
         };
         let step = match msg {
@@ -168,8 +161,7 @@ async fn run(
                     .unwrap_or(false);
                 if end {
                     let _ = session.flush(&mut socket).await;
-                    let _ = socket.send(Message::Close(None)).await;
-                    return;
+                    return close(socket).await;
                 }
                 Err(Error::BadRequest(
                     "text messages after the start must be {\"end\": true}".into(),
@@ -179,11 +171,34 @@ async fn run(
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
         };
         if let Err(e) = step {
-            let _ = socket.send(error_message(&e)).await;
-            let _ = socket.send(Message::Close(None)).await;
-            return;
+            return fail(socket, &e).await;
         }
     }
+}
+
+/// How long a closing stream waits for the client's close frame.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends `e` and closes.
+async fn fail(mut socket: WebSocket, e: &Error) {
+    let _ = socket.send(error_message(e)).await;
+    close(socket).await;
+}
+
+/// Closes the stream the WebSocket way: a close frame, then what the client still sends is
+/// read and dropped until its close frame (at most [`CLOSE_WAIT`]). Closing the TCP connection
+/// with the client's frames unread would reset it, and a client still sending (one being
+/// rate-limited) would lose the error message that says why.
+async fn close(mut socket: WebSocket) {
+    let _ = socket.send(Message::Close(None)).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
