@@ -11,15 +11,15 @@ pub mod mix;
 pub mod splits;
 pub mod store;
 pub mod taxonomy;
-pub mod train;
+pub mod train_csv;
 pub mod validate;
 
 pub use error::{Error, Result};
 pub use etl::{Dtype, EtlEvent, EtlOptions, EtlOutcome, Manifest, ManifestHead};
-pub use splits::{Period, Split, split_table, temporal_split, train_valid_split};
+pub use splits::{Period, PeriodFilter, Split, split_table, temporal_split, train_valid_split};
 pub use store::Store;
 pub use taxonomy::{Species, Taxonomy};
-pub use train::{RowProblem, TrainRecord, parse_py_list, read_train_csv};
+pub use train_csv::{RowProblem, TrainRecord, parse_py_list, read_train_csv};
 pub use validate::{
     Screened, ValidateOptions, ValidationReport, screen_rows, usable_records, validate,
 };

@@ -21,7 +21,7 @@ use silencio_common::SplitMix64;
 use crate::error::{Error, Result};
 use crate::splits::{Split, train_valid_split};
 use crate::taxonomy::Taxonomy;
-use crate::train::read_train_csv;
+use crate::train_csv::read_train_csv;
 use crate::validate::usable_records;
 
 /// Output sample rate (BirdCLEF soundscapes).

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use silencio_common::SplitMix64;
 
 use crate::taxonomy::Taxonomy;
-use crate::train::TrainRecord;
+use crate::train_csv::TrainRecord;
 
 /// Assigns each item (its label indices in `0..n_labels`) to a fold so that every label's
 /// examples are spread over the folds in the proportions `fractions` (which sum to 1).
@@ -138,6 +138,30 @@ pub enum Period {
     Initial,
     /// The newer share, for retraining.
     Retrain,
+}
+
+/// Which periods a selection takes: every window, or one [`Period`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeriodFilter {
+    /// Both periods.
+    #[default]
+    All,
+    /// The older share only.
+    Initial,
+    /// The newer share only.
+    Retrain,
+}
+
+impl PeriodFilter {
+    /// Whether a window of period `p` is taken.
+    pub fn admits(self, p: Period) -> bool {
+        match self {
+            PeriodFilter::All => true,
+            PeriodFilter::Initial => p == Period::Initial,
+            PeriodFilter::Retrain => p == Period::Retrain,
+        }
+    }
 }
 
 /// The catalogue number of `grekis/XC123456.ogg` (123456), `iNat1234` or `CSA36389`: the

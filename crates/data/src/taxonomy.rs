@@ -59,7 +59,8 @@ impl Taxonomy {
         let mut rdr = crate::train_csv::csv_reader(reader);
         let cols = crate::train_csv::Columns::new(
             path,
-            rdr.headers().map_err(|e| crate::train_csv::csv_err(path, e))?,
+            rdr.headers()
+                .map_err(|e| crate::train_csv::csv_err(path, e))?,
             &[
                 "primary_label",
                 "scientific_name",

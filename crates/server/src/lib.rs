@@ -236,31 +236,6 @@ pub async fn serve(
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
 pub use silencio_common::shutdown_signal;
 
-#[cfg(test)]
-mod tests {
-    /// Routes are added with `.routes(routes!(handler))` only, which routes and documents them
-    /// at once: a plain `route`, `route_service`, `nest_service` or fallback here would serve a
-    /// path the OpenAPI document misses.
-    #[test]
-    fn routes_are_added_only_with_their_docs() {
-        let src = include_str!("lib.rs");
-        for name in [
-            "route",
-            "route_service",
-            "nest",
-            "nest_service",
-            "fallback",
-            "fallback_service",
-        ] {
-            let call = format!(".{name}(");
-            assert!(
-                !src.contains(&call),
-                "lib.rs calls `{call}`: add routes with `.routes(routes!(handler))`"
-            );
-        }
-    }
-}
-
 /// For the `silencio serve` binary: a multi-threaded runtime serving `config` until SIGINT or
 /// SIGTERM; `on_bound` is told the bound address before the model loads.
 pub fn serve_blocking(config: ServerConfig, on_bound: impl FnOnce(SocketAddr)) -> Result<()> {
@@ -284,4 +259,29 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    /// Routes are added with `.routes(routes!(handler))` only, which routes and documents them
+    /// at once: a plain `route`, `route_service`, `nest_service` or fallback here would serve a
+    /// path the OpenAPI document misses.
+    #[test]
+    fn routes_are_added_only_with_their_docs() {
+        let src = include_str!("lib.rs");
+        for name in [
+            "route",
+            "route_service",
+            "nest",
+            "nest_service",
+            "fallback",
+            "fallback_service",
+        ] {
+            let call = format!(".{name}(");
+            assert!(
+                !src.contains(&call),
+                "lib.rs calls `{call}`: add routes with `.routes(routes!(handler))`"
+            );
+        }
+    }
 }

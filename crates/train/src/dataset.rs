@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::tensor::{Device, Tensor, TensorData};
-use silencio_data::etl::{Dtype, Manifest, WindowRecord};
 use silencio_common::SplitMix64;
-use silencio_data::splits::{Period, Split};
+use silencio_data::etl::{Dtype, Manifest, WindowRecord};
+use silencio_data::splits::{PeriodFilter, Split};
 
 use crate::augment::{self, AugmentConfig};
 use crate::{Error, Result};
@@ -117,18 +117,13 @@ impl WindowStore {
         })
     }
 
-    /// Indices of the windows of `split`, restricted to `period` (`all`, `initial`, `retrain`).
-    pub fn select(&self, split: Split, period: &str) -> Vec<usize> {
+    /// Indices of the windows of `split` that `period` admits.
+    pub fn select(&self, split: Split, period: PeriodFilter) -> Vec<usize> {
         self.manifest
             .windows
             .iter()
             .enumerate()
-            .filter(|(_, w)| w.split == split)
-            .filter(|(_, w)| match period {
-                "initial" => w.period == Period::Initial,
-                "retrain" => w.period == Period::Retrain,
-                _ => true,
-            })
+            .filter(|(_, w)| w.split == split && period.admits(w.period))
             .map(|(i, _)| i)
             .collect()
     }
