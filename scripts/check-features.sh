@@ -14,7 +14,7 @@ for f in simd rayon; do
   case " $want" in *" $f "*) ;; *) echo "burn-flex lacks $f in the benches" >&2; exit 1 ;; esac
 done
 status=0
-for p in silencio trainer silencio-server silencio-stream; do
+for p in silencio trainer silencio-server silencio-watch; do
   got="$(features "$p")"
   echo "$p: burn-flex [ $got]"
   [ "$got" = "$want" ] || { echo "$p resolves burn-flex with other features than the benches" >&2; status=1; }

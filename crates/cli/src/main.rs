@@ -15,7 +15,7 @@ mod loadgen;
 mod models;
 mod progress;
 mod serve;
-mod stream;
+mod watch;
 
 /// An error the CLI raises itself (a check no library makes), with its `error[kind]`.
 #[derive(Debug)]
@@ -148,10 +148,10 @@ enum Command {
     Feedback(feedback::FeedbackCommand),
     /// Produce field data over time: 1-minute 32 kHz OGG files cut from soundscapes, written
     /// atomically every --every, optionally with real calls overlaid (labels beside).
-    Simulate(stream::SimulateArgs),
+    Simulate(watch::SimulateArgs),
     /// Watch a folder and write one BirdCLEF submission CSV per new recording, exactly once
     /// across restarts (ledger), quarantining unreadable files.
-    Watch(stream::WatchArgs),
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Subcommand)]
@@ -272,8 +272,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::serve(a)?,
         Command::Loadgen(a) => loadgen::loadgen(a)?,
         Command::Feedback(c) => feedback::feedback(c)?,
-        Command::Simulate(a) => stream::simulate(a)?,
-        Command::Watch(a) => stream::watch(a)?,
+        Command::Simulate(a) => watch::simulate(a)?,
+        Command::Watch(a) => watch::watch(a)?,
         Command::Bundle(BundleCommand::Check { dir }) => {
             let b = silencio_infer::ModelBundle::open(&dir)?;
             let m = b.meta();

@@ -98,7 +98,7 @@ pub struct ServerConfig {
     /// WebSocket streams open at once; more get 429.
     pub max_streams: usize,
     /// How fast a stream may send audio and messages.
-    pub stream_rate: crate::stream::StreamRate,
+    pub stream_rate: crate::tour::StreamRate,
     /// A stream that sends nothing for this long is closed with a `timeout` error.
     pub stream_idle: Duration,
     /// Longest recording in seconds; beyond it: 413.
@@ -134,7 +134,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(180),
             max_streams: 256,
             stream_idle: Duration::from_secs(60),
-            stream_rate: crate::stream::StreamRate::default(),
+            stream_rate: crate::tour::StreamRate::default(),
             upload: crate::upload::UploadPolicy {
                 timeout: Duration::from_secs(120),
                 grace: Duration::from_secs(10),

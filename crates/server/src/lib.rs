@@ -6,7 +6,7 @@
 //!   queues, replica threads, cancelled requests dropped before inference).
 //! - [`state`]: loaded versions, canary routing, promote/rollback by pointer swap.
 //! - Routes: [`routes`] (identify, species, models, health, metrics, sessions, feedback),
-//!   [`stream`] (WebSocket tour-guide mode), [`admin`]; [`openapi`] documents them.
+//!   [`tour`] (WebSocket tour-guide mode), [`admin`]; [`openapi`] documents them.
 //! - Durable state (feedback log, passive sampling, recent requests for feedback, sessions, API
 //!   keys): [`feedback`], [`sampling`], [`recent`], [`sessions`], [`auth`].
 #![warn(missing_docs)]
@@ -26,7 +26,7 @@ pub mod routes;
 pub mod sampling;
 pub mod sessions;
 pub mod state;
-pub mod stream;
+pub mod tour;
 pub mod upload;
 
 use std::future::Future;
@@ -109,7 +109,7 @@ pub fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::identify))
         .routes(routes!(routes::species))
         .routes(routes!(routes::models))
-        .routes(routes!(stream::stream))
+        .routes(routes!(tour::stream))
 }
 
 /// Health, readiness and metrics: outside the `/v1` deadline and in-flight cap.

@@ -12,10 +12,10 @@
 //!   cannot be read go to a quarantine folder with the reason; the stream goes on.
 #![warn(missing_docs)]
 
-pub mod engine;
 pub mod exporter;
 pub mod ledger;
 pub mod ogg;
+pub mod scorer;
 pub mod sim;
 pub mod watch;
 
@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use engine::{Engine, Scores, ServerClient};
 pub use exporter::serve_metrics;
 pub use ledger::{Ledger, LedgerEntry, Status};
+pub use scorer::{Scorer, Scores, ServerClient};
 pub use sim::{Overlay, Produced, SimConfig, SimSummary, simulate, simulate_with};
 pub use watch::{Stats, WatchConfig, WatchEvent, Watcher};
 

@@ -63,8 +63,8 @@ use notify::{RecursiveMode, Watcher as _};
 use sha2::{Digest, Sha256};
 use silencio_eval::submission;
 
-use crate::engine::{Engine, Scores};
 use crate::ledger::{Ledger, LedgerEntry, Status};
+use crate::scorer::{Scorer, Scores};
 use crate::{Error, Result, is_audio_candidate, sync_dir, unix_now, write_atomic};
 
 /// How long a file not renamed into the folder must keep its size and modification time to
@@ -168,7 +168,7 @@ impl Stats {
 pub enum WatchEvent {
     /// Set up: watching, with this many inputs already recorded in the ledger.
     Started {
-        /// Engine description.
+        /// Scorer description.
         engine: String,
         /// Ledger lines read.
         ledger_lines: usize,
@@ -229,7 +229,7 @@ pub enum WatchEvent {
 #[derive(Debug)]
 pub struct Watcher {
     cfg: WatchConfig,
-    engine: Engine,
+    engine: Scorer,
 }
 
 /// A file to score.
@@ -287,7 +287,7 @@ struct Dirs {
 
 impl Watcher {
     /// A consumer of `cfg.input` scoring with `engine`.
-    pub fn new(cfg: WatchConfig, engine: Engine) -> Result<Self> {
+    pub fn new(cfg: WatchConfig, engine: Scorer) -> Result<Self> {
         if cfg.max_duration_s.is_nan() || cfg.max_duration_s <= 0.0 {
             return Err(Error::InvalidOptions("max duration must be > 0".into()));
         }
@@ -428,8 +428,8 @@ impl Scheduler<'_> {
                 last_sweep = Instant::now();
             }
             self.dispatch(on_event)?;
-            metrics::gauge!("silencio_stream_pending").set(self.pending.len() as f64);
-            metrics::gauge!("silencio_stream_in_flight").set(self.in_flight.len() as f64);
+            metrics::gauge!("silencio_watch_pending").set(self.pending.len() as f64);
+            metrics::gauge!("silencio_watch_in_flight").set(self.in_flight.len() as f64);
             if self.cfg.once && self.pending.is_empty() && self.in_flight.is_empty() {
                 return Ok(());
             }
@@ -627,10 +627,10 @@ impl Scheduler<'_> {
                     self.stats.busy_s += seconds;
                 }
                 let status = if recovered { "recovered" } else { "done" };
-                metrics::counter!("silencio_stream_files_total", "status" => status).increment(1);
-                metrics::counter!("silencio_stream_windows_total").increment(windows as u64);
-                metrics::counter!("silencio_stream_audio_seconds_total").increment(audio_s as u64);
-                metrics::histogram!("silencio_stream_file_seconds").record(seconds);
+                metrics::counter!("silencio_watch_files_total", "status" => status).increment(1);
+                metrics::counter!("silencio_watch_windows_total").increment(windows as u64);
+                metrics::counter!("silencio_watch_audio_seconds_total").increment(audio_s as u64);
+                metrics::histogram!("silencio_watch_file_seconds").record(seconds);
                 on_event(&WatchEvent::Done {
                     file: job.name,
                     output,
@@ -647,7 +647,7 @@ impl Scheduler<'_> {
                 // New content that cannot be read: the scores of the old content go.
                 self.remove_earlier_output(&job, None);
                 self.stats.quarantined += 1;
-                metrics::counter!("silencio_stream_files_total", "status" => "quarantined")
+                metrics::counter!("silencio_watch_files_total", "status" => "quarantined")
                     .increment(1);
                 on_event(&WatchEvent::Quarantined {
                     file: job.name,
@@ -683,7 +683,7 @@ impl Scheduler<'_> {
                 }
             }
             Outcome::Retry(message) => {
-                metrics::counter!("silencio_stream_retries_total").increment(1);
+                metrics::counter!("silencio_watch_retries_total").increment(1);
                 let now = Instant::now();
                 self.pending.insert(
                     job.path,
@@ -718,7 +718,7 @@ impl Scheduler<'_> {
     }
 }
 
-fn worker(engine: &Engine, rx: &Mutex<Receiver<Job>>, tx: &Sender<Msg>, dirs: &Dirs) {
+fn worker(engine: &Scorer, rx: &Mutex<Receiver<Job>>, tx: &Sender<Msg>, dirs: &Dirs) {
     loop {
         // The lock is held only while waiting for the next job.
         let job = match rx.lock() {
@@ -768,7 +768,7 @@ pub fn output_name(name: &str) -> String {
     format!("{name}.csv")
 }
 
-fn process(engine: &Engine, job: &Job, dirs: &Dirs) -> Outcome {
+fn process(engine: &Scorer, job: &Job, dirs: &Dirs) -> Outcome {
     let t = Instant::now();
     let file = match open_input(&job.path) {
         Ok(f) => f,
@@ -1048,7 +1048,7 @@ fn write_csv(path: &Path, stem: &str, s: &Scores) -> Result<()> {
 fn complete_output(
     path: &Path,
     stem: &str,
-    engine: &Engine,
+    engine: &Scorer,
     input_mtime_ns: Option<u128>,
 ) -> Option<usize> {
     let meta = std::fs::symlink_metadata(path).ok()?;
@@ -1063,12 +1063,12 @@ fn complete_output(
     let t = submission::read_submission(path).ok()?;
     let ids_ok = t.row_ids == submission::soundscape_row_ids(stem, t.row_ids.len());
     let species_ok = match engine {
-        Engine::Local(c) => t
+        Scorer::Local(c) => t
             .species
             .iter()
             .map(String::as_str)
             .eq(c.species().iter().map(|s| s.code.as_str())),
-        Engine::Server(_) => true,
+        Scorer::Server(_) => true,
     };
     (ids_ok && species_ok).then_some(t.row_ids.len())
 }

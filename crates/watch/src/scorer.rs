@@ -28,14 +28,14 @@ pub struct Scores {
 
 /// The model behind the consumer.
 #[derive(Debug)]
-pub enum Engine {
+pub enum Scorer {
     /// A bundle loaded in this process.
     Local(Box<Classifier>),
     /// The inference server.
     Server(ServerClient),
 }
 
-impl Engine {
+impl Scorer {
     /// A local classifier; refuses a bundle whose windows are not BirdCLEF's 5 s grid.
     pub fn local(c: Classifier) -> Result<Self> {
         let w = &c.features().window;
@@ -47,23 +47,23 @@ impl Engine {
                 w.hop_s
             )));
         }
-        Ok(Engine::Local(Box::new(c)))
+        Ok(Scorer::Local(Box::new(c)))
     }
 
     /// Splits into the engines of `n` workers: one for a local model (it already uses every
     /// core; a second copy would only double the memory), `n` for the server (requests in
     /// flight at once).
-    pub fn into_workers(self, n: usize) -> Vec<Engine> {
+    pub fn into_workers(self, n: usize) -> Vec<Scorer> {
         match self {
-            Engine::Local(c) => vec![Engine::Local(c)],
-            Engine::Server(s) => (0..n.max(1)).map(|_| Engine::Server(s.clone())).collect(),
+            Scorer::Local(c) => vec![Scorer::Local(c)],
+            Scorer::Server(s) => (0..n.max(1)).map(|_| Scorer::Server(s.clone())).collect(),
         }
     }
 
     /// Scores the encoded recording `bytes` (file name `name`, for its type).
     pub fn score(&self, bytes: Vec<u8>, name: &str) -> Result<Scores> {
         match self {
-            Engine::Local(c) => {
+            Scorer::Local(c) => {
                 let id = c.identify(bytes)?;
                 Ok(Scores {
                     model_version: id.model_version.clone(),
@@ -72,7 +72,7 @@ impl Engine {
                     rows: id.windows.into_iter().map(|w| w.scores).collect(),
                 })
             }
-            Engine::Server(s) => s.score(&bytes[..], name),
+            Scorer::Server(s) => s.score(&bytes[..], name),
         }
     }
 
@@ -83,7 +83,7 @@ impl Engine {
     /// request body, read as it is sent.
     pub fn score_file(&self, file: &std::fs::File, path: &Path, name: &str) -> Result<Scores> {
         match self {
-            Engine::Local(c) => {
+            Scorer::Local(c) => {
                 let id = c.identify_path(open_file_path(file, path))?;
                 Ok(Scores {
                     model_version: id.model_version.clone(),
@@ -92,7 +92,7 @@ impl Engine {
                     rows: id.windows.into_iter().map(|w| w.scores).collect(),
                 })
             }
-            Engine::Server(s) => {
+            Scorer::Server(s) => {
                 use std::io::Seek;
                 let mut f = file;
                 f.rewind().map_err(|e| Error::io(path, e))?;
@@ -104,8 +104,8 @@ impl Engine {
     /// A short description for logs.
     pub fn describe(&self) -> String {
         match self {
-            Engine::Local(c) => format!("model {}", c.model_version()),
-            Engine::Server(s) => format!("server {}", s.url),
+            Scorer::Local(c) => format!("model {}", c.model_version()),
+            Scorer::Server(s) => format!("server {}", s.url),
         }
     }
 }

@@ -1,11 +1,11 @@
-//! `silencio simulate` and `silencio watch`: flags in, `silencio_stream` does the work.
+//! `silencio simulate` and `silencio watch`: flags in, `silencio_watch` does the work.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use silencio_data::mix::CallPool;
-use silencio_stream::{
-    Engine, Overlay, ServerClient, SimConfig, WatchConfig, WatchEvent, Watcher, parse_duration,
+use silencio_watch::{
+    Overlay, Scorer, ServerClient, SimConfig, WatchConfig, WatchEvent, Watcher, parse_duration,
     parse_range,
 };
 
@@ -117,7 +117,7 @@ pub struct WatchArgs {
     progress: String,
 }
 
-fn typed(e: silencio_stream::Error) -> anyhow::Error {
+fn typed(e: silencio_watch::Error) -> anyhow::Error {
     Failure::error(e.kind(), e.to_string())
 }
 
@@ -142,8 +142,8 @@ pub fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         }),
         None => None,
     };
-    cfg.stop = silencio_stream::stop_on_signal().map_err(typed)?;
-    let s = silencio_stream::simulate_with(&cfg, &mut |p| {
+    cfg.stop = silencio_watch::stop_on_signal().map_err(typed)?;
+    let s = silencio_watch::simulate_with(&cfg, &mut |p| {
         eprintln!(
             "[{}] {} ({} @ {:.0} s, {} calls{}) in {:.2} s",
             p.index,
@@ -183,7 +183,7 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<()> {
                 std::time::Duration::try_from_secs_f64(a.server_timeout_s).map_err(|_| {
                     Failure::error("invalid_options", "--server-timeout-s must be >= 0")
                 })?;
-            Engine::Server(ServerClient::new(url, columns, timeout))
+            Scorer::Server(ServerClient::new(url, columns, timeout))
         }
         None => {
             let device = silencio_infer::parse_device(&a.device)?;
@@ -192,11 +192,11 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<()> {
                 None => registry_default(&a.registry)?,
             };
             let c = open_classifier(&spec, &device, a.batch_size, a.max_duration_s)?;
-            Engine::local(c).map_err(typed)?
+            Scorer::local(c).map_err(typed)?
         }
     };
     if let Some(addr) = a.metrics_addr {
-        let bound = silencio_stream::serve_metrics(addr).map_err(typed)?;
+        let bound = silencio_watch::serve_metrics(addr).map_err(typed)?;
         eprintln!("metrics: http://{bound}/metrics");
     }
     let mut cfg = WatchConfig::new(&a.input, &a.out);
@@ -206,7 +206,7 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<()> {
     cfg.sweep_every = parse_duration(&a.sweep_every).map_err(typed)?;
     cfg.quiet_period = parse_duration(&a.quiet_period).map_err(typed)?;
     cfg.max_duration_s = a.max_duration_s;
-    cfg.stop = silencio_stream::stop_on_signal().map_err(typed)?;
+    cfg.stop = silencio_watch::stop_on_signal().map_err(typed)?;
     let json = a.progress == "json";
     let input = a.input.display().to_string();
     Watcher::new(cfg, engine)
@@ -277,7 +277,7 @@ fn log(e: &WatchEvent, json: bool, input: &str) {
 }
 
 fn event_json(e: &WatchEvent) -> serde_json::Value {
-    let stats = |s: &silencio_stream::Stats| {
+    let stats = |s: &silencio_watch::Stats| {
         serde_json::json!({
             "files": s.files, "recovered": s.recovered, "quarantined": s.quarantined,
             "windows": s.windows, "audio_s": s.audio_s, "busy_s": s.busy_s,
