@@ -239,14 +239,8 @@ fn rewrite(
             windows: r.windows,
         }));
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
     let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| io("create a temporary for", e))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| io("write", e))?;
-    tmp.persist(path).map_err(|e| io("replace", e.error))?;
+    silencio_common::write_atomic(path, text.as_bytes()).map_err(|e| io("replace", e))?;
     let file = OpenOptions::new()
         .append(true)
         .open(path)
