@@ -121,18 +121,7 @@ impl RecentRequests {
             }
         }
         let mut text = String::new();
-        if !inner.written.contains(&r.model_version) {
-            text.push_str(&line(&Line::Model {
-                model: r.model_version.clone(),
-                species: r.species.to_vec(),
-            }));
-            inner.written.insert(r.model_version.clone());
-        }
-        text.push_str(&line(&Line::Request {
-            id: request_id.to_string(),
-            model: r.model_version.clone(),
-            windows: r.windows,
-        }));
+        push_lines(&mut text, &mut inner.written, request_id, &r);
         inner.order.push_back(request_id.to_string());
         inner.map.insert(request_id.to_string(), r);
         inner.lines += 1;
@@ -164,10 +153,32 @@ impl RecentRequests {
     }
 }
 
-fn line(l: &Line) -> String {
-    let mut s = serde_json::to_string(l).unwrap_or_default();
-    s.push('\n');
-    s
+/// Appends the lines of request `id` to `text`: its model's line first unless `written`
+/// already holds that version (then recorded there).
+fn push_lines(text: &mut String, written: &mut HashSet<String>, id: &str, r: &RecentRequest) {
+    if written.insert(r.model_version.clone()) {
+        push_line(
+            text,
+            &Line::Model {
+                model: r.model_version.clone(),
+                species: r.species.to_vec(),
+            },
+        );
+    }
+    push_line(
+        text,
+        &Line::Request {
+            id: id.to_string(),
+            model: r.model_version.clone(),
+            windows: r.windows,
+        },
+    );
+}
+
+fn push_line(text: &mut String, l: &Line) {
+    // Serialising plain strings and numbers cannot fail.
+    text.push_str(&serde_json::to_string(l).unwrap_or_default());
+    text.push('\n');
 }
 
 fn corrupt(path: &Path, message: String) -> Error {
@@ -226,18 +237,9 @@ fn rewrite(
     let mut text = String::new();
     let mut written = HashSet::new();
     for id in order {
-        let Some(r) = map.get(id) else { continue };
-        if written.insert(r.model_version.clone()) {
-            text.push_str(&line(&Line::Model {
-                model: r.model_version.clone(),
-                species: r.species.to_vec(),
-            }));
+        if let Some(r) = map.get(id) {
+            push_lines(&mut text, &mut written, id, r);
         }
-        text.push_str(&line(&Line::Request {
-            id: id.clone(),
-            model: r.model_version.clone(),
-            windows: r.windows,
-        }));
     }
     let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
     silencio_common::write_atomic(path, text.as_bytes()).map_err(|e| io("replace", e))?;
