@@ -1,10 +1,8 @@
 //! `silencio feedback export`: turn what `silencio serve` kept (sampled requests in
 //! `<data-dir>/samples/`, the feedback log in `<data-dir>/feedback/`) into a labelling set.
-//! Flags only; the work is `silencio_server::sampling::Sampler::export`.
+//! Flags only; the work is `silencio_data::labelling::export`.
 
 use std::path::PathBuf;
-
-use silencio_server::sampling::Sampler;
 
 /// `silencio feedback …`
 #[derive(clap::Subcommand)]
@@ -30,7 +28,7 @@ pub struct ExportArgs {
 pub fn feedback(cmd: FeedbackCommand) -> anyhow::Result<()> {
     match cmd {
         FeedbackCommand::Export(a) => {
-            let summary = Sampler::export(
+            let summary = silencio_data::labelling::export(
                 &a.data_dir.join("samples"),
                 Some(&a.data_dir.join("feedback")),
                 &a.out,

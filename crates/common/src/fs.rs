@@ -1,8 +1,9 @@
 //! Atomic file replacement: a reader sees the old file or the new one, never half of one, and
-//! after a crash the new file is either wholly there or not at all.
+//! after a crash the new file is either wholly there or not at all. Also the pieces of the
+//! stage-then-rename pattern for whole directories (fsynced new files, directory listings).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Replaces `path` with `bytes` atomically, the temp file in `path`'s own directory.
 ///
@@ -48,6 +49,27 @@ pub fn write_atomic_in(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> std::io::Re
 /// Makes a directory's entries (renames, new files) durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `path`, which must not exist yet, with `bytes` and fsyncs it: the files of a staging
+/// directory that is renamed into place whole afterwards.
+pub fn write_new_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create_new(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The entries of `dir` as (name, path). Names that are not UTF-8 are skipped: no silencio
+/// writer makes them, so they are someone else's.
+pub fn list_dir_utf8(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if let Ok(name) = e.file_name().into_string() {
+            out.push((name, e.path()));
+        }
+    }
+    Ok(out)
 }
 
 /// `path`'s directory, `.` for a bare file name.
@@ -98,6 +120,26 @@ mod tests {
         write_atomic_in(&params.join("lr"), &tmp, b"0.01").unwrap();
         assert_eq!(std::fs::read_to_string(params.join("lr")).unwrap(), "0.01");
         assert_eq!(listing(&tmp), "");
+    }
+
+    #[test]
+    fn a_new_synced_file_is_never_written_over_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("meta.json");
+        write_new_synced(&f, b"{}").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"{}");
+        let err = write_new_synced(&f, b"[]").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&f).unwrap(), b"{}");
+        let names: Vec<String> = list_dir_utf8(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(n, p)| {
+                assert_eq!(p, dir.path().join(&n));
+                n
+            })
+            .collect();
+        assert_eq!(names, ["meta.json"]);
     }
 
     #[cfg(unix)]

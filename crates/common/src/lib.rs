@@ -1,5 +1,6 @@
 //! What the silencio crates share, written once so that a fix reaches every caller:
-//! - [`fs`]: atomic file replacement (temp file, fsync, rename, fsync of the directory);
+//! - [`fs`]: atomic file replacement (temp file, fsync, rename, fsync of the directory) and the
+//!   pieces of staging a whole directory (new fsynced files, UTF-8 listings);
 //! - [`rand`]: the SplitMix64 generator whose exact sequence the splits, the soundscape mixer,
 //!   the trainer's augmentation and the load generator depend on;
 //! - [`time`]: proleptic Gregorian calendar arithmetic and RFC 3339 UTC timestamps;

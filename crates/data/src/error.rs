@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-/// What can go wrong reading a BirdCLEF-layout dataset. Row-level problems are not errors:
-/// they go into the validation report and the row is skipped.
+/// What can go wrong reading a BirdCLEF-layout dataset or building a labelling set. Row-level
+/// problems of a dataset are not errors: they go into the validation report and the row is
+/// skipped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file that must exist (taxonomy.csv, train.csv) cannot be read.
@@ -45,6 +46,26 @@ pub enum Error {
     /// A shard or manifest already stored does not match what it claims.
     #[error("corrupt output: {0}")]
     CorruptOutput(String),
+    /// A stored file that does not parse (a feedback log line, a sample's JSON): reported,
+    /// never skipped silently where skipping would lose data.
+    #[error("corrupt {path} line {line}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A local file operation other than reading an input failed (create, copy, rename,
+    /// remove, fsync); the context names the operation and its paths.
+    #[error("{context}: {source}")]
+    Fs {
+        /// The operation and its paths, e.g. `rename a to b`.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -59,6 +80,8 @@ impl Error {
             Self::InvalidOptions(_) => "invalid_options",
             Self::Conflict(_) => "conflict",
             Self::CorruptOutput(_) => "corrupt_output",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Fs { .. } => "io",
         }
     }
 }

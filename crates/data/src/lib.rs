@@ -1,12 +1,14 @@
 //! BirdCLEF 2025 data layout for El Silencio Acoustic Explorer: `taxonomy.csv` (its row order is
 //! the class order everywhere), `train.csv` (secondary labels as Python-list strings),
 //! `train_audio/`, `train_soundscapes/`, a validation report that lists every problem and
-//! skips bad rows instead of failing the run, deterministic splits, and the resumable ETL to
-//! feature shards on any object store.
+//! skips bad rows instead of failing the run, deterministic splits, the resumable ETL to
+//! feature shards on any object store, and labelling sets built from what the server sampled
+//! and the feedback it stored ([`labelling`]).
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod etl;
+pub mod labelling;
 pub mod mix;
 pub mod splits;
 pub mod store;

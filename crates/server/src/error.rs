@@ -145,6 +145,33 @@ impl Error {
     }
 }
 
+/// The data crate owns the on-disk layout of samples and the feedback log (their readers
+/// fail with its errors); every kind is mapped by name, so a new one needs a status here.
+impl From<silencio_data::Error> for Error {
+    fn from(e: silencio_data::Error) -> Self {
+        use silencio_data::Error as D;
+        match e {
+            D::Io { path, source } => Self::io(format!("read {}", path.display()), source),
+            D::Fs { context, source } => Self::Io { context, source },
+            D::Corrupt {
+                path,
+                line,
+                message,
+            } => Self::Corrupt {
+                path,
+                line,
+                message,
+            },
+            D::Missing(_) => Self::NotFound(e.to_string()),
+            D::Conflict(m) => Self::Conflict(m),
+            D::InvalidOptions(_) => Self::BadRequest(e.to_string()),
+            D::Csv { .. } | D::Taxonomy(_) | D::Store { .. } | D::CorruptOutput(_) => {
+                Self::Internal(e.to_string())
+            }
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -5,7 +5,8 @@
 //! writes the whole line and fsyncs before it returns `Ok`, so a 201 answered to a client means
 //! the entry survives a power cut. [`FeedbackStore::open`] cuts a torn final line (a crash
 //! mid-write, never acknowledged) off the log and keeps its bytes in `torn-<unix ms>.part` next to
-//! it for inspection. One process writes a data dir at a time.
+//! it for inspection. One process writes a data dir at a time. The reader of the log (and its
+//! file name) is [`silencio_data::labelling`]'s, which the labelling export uses too.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -14,10 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use silencio_data::labelling::{read_feedback_log, whole_lines_len};
+
 use crate::{Error, Result};
 
 /// File name of the log inside the feedback directory.
-pub const LOG_FILE: &str = "feedback.jsonl";
+pub use silencio_data::labelling::FEEDBACK_LOG_FILE as LOG_FILE;
 
 /// The stored entry and the verdict (wire types of `silencio-api`; the entry is what
 /// `POST /v1/feedback` stores and `silencio feedback export` reads).
@@ -38,23 +41,6 @@ struct Log {
     len: u64,
     /// What each stored entry says (all but its time): a retried POST is not stored twice.
     seen: HashSet<Said>,
-}
-
-/// The entries in the whole lines `bytes` of the log at `path`.
-fn parse_lines(path: &Path, bytes: &[u8]) -> Result<Vec<Feedback>> {
-    let mut out = Vec::new();
-    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let fb = serde_json::from_slice(line).map_err(|e| Error::Corrupt {
-            path: path.to_path_buf(),
-            line: i + 1,
-            message: e.to_string(),
-        })?;
-        out.push(fb);
-    }
-    Ok(out)
 }
 
 impl FeedbackStore {
@@ -150,31 +136,11 @@ impl FeedbackStore {
         Ok(true)
     }
 
-    /// Every entry in the log of `dir`, oldest first (an absent log reads as empty). A torn
-    /// final line is skipped with a warning; a corrupt line before it is an error
-    /// (`corrupt_store`), because skipping it would silently lose stored feedback.
+    /// Every entry in the log of `dir`, oldest first (an absent log reads as empty): see
+    /// [`read_feedback_log`]. A corrupt line is `corrupt_store`.
     pub fn read_all(dir: &Path) -> Result<Vec<Feedback>> {
-        let path = dir.join(LOG_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-        };
-        let whole = whole_lines_len(&bytes);
-        if whole < bytes.len() {
-            tracing::warn!(
-                log = %path.display(),
-                bytes = bytes.len() - whole,
-                "skipping a torn final line in the feedback log"
-            );
-        }
-        parse_lines(&path, &bytes[..whole])
+        Ok(read_feedback_log(dir)?)
     }
-}
-
-/// Length of the prefix of `bytes` that ends in a newline (all of it when it does).
-fn whole_lines_len(bytes: &[u8]) -> usize {
-    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
 }
 
 /// Milliseconds since the Unix epoch (0 before it).
@@ -199,13 +165,5 @@ mod tests {
         assert_eq!(at(951_827_696, 789), "2000-02-29T12:34:56.789Z");
         // 2025-12-31T23:59:59Z
         assert_eq!(at(1_767_225_599, 0), "2025-12-31T23:59:59.000Z");
-    }
-
-    #[test]
-    fn whole_lines_len_stops_after_the_last_newline() {
-        assert_eq!(whole_lines_len(b""), 0);
-        assert_eq!(whole_lines_len(b"{\"a\""), 0);
-        assert_eq!(whole_lines_len(b"{}\n{\"a"), 3);
-        assert_eq!(whole_lines_len(b"{}\n{}\n"), 6);
     }
 }

@@ -10,35 +10,25 @@
 //! Errors from [`Sampler::save`] are for logging: a failed sample must not fail the
 //! identification it samples.
 //!
-//! [`Sampler::export`] turns the samples and the feedback log into a labelling set (see there).
+//! The layout's names and [`SampleMeta`] belong to [`silencio_data::labelling`], whose
+//! `export` turns the samples and the feedback log into a labelling set
+//! (`silencio feedback export`).
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::hash::BuildHasher;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use silencio_data::labelling::{META_FILE, PREDICTION_FILE, SampleMeta, read_sample_meta};
 
-use crate::feedback::{Feedback, FeedbackStore, rfc3339, unix_ms};
+use crate::feedback::{rfc3339, unix_ms};
 use crate::{Error, Result};
 
-/// File names inside a sample directory (besides `audio.<ext>`).
-pub const PREDICTION_FILE: &str = "prediction.json";
-/// See [`PREDICTION_FILE`].
-pub const META_FILE: &str = "meta.json";
-/// The manifest [`Sampler::export`] writes.
-pub const MANIFEST_FILE: &str = "manifest.csv";
-/// Header of [`MANIFEST_FILE`]: one row per (sample, window); feedback joined on both.
-pub const MANIFEST_HEADER: &str = "request_id,audio_path,model_version,saved_at,window,start_s,end_s,top_code,top_score,top_species,verdict,correct_code,feedback_received_at,feedback_count";
-
+// Hidden, so the export (which skips dot entries) never reads a staged or doomed sample.
 const TMP_PREFIX: &str = ".tmp-";
 const TRASH_PREFIX: &str = ".trash-";
-/// Species listed per window in the manifest's `top_species`.
-const MANIFEST_TOP: usize = 3;
 
 /// How much to sample and how much to keep.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,43 +49,6 @@ impl Default for SamplerConfig {
             max_age: Duration::from_secs(30 * 24 * 3600),
         }
     }
-}
-
-/// What `meta.json` of a sample holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SampleMeta {
-    /// Request the sample was taken from.
-    pub request_id: String,
-    /// Media type the client sent.
-    pub content_type: String,
-    /// Audio file name inside the sample directory.
-    pub audio_file: String,
-    /// Size of the audio in bytes.
-    pub audio_bytes: u64,
-    /// `model_version` of the prediction, when it had one.
-    #[serde(default)]
-    pub model_version: Option<String>,
-    /// When it was saved (RFC 3339 UTC).
-    pub saved_at: String,
-    /// When it was saved, in ms since the Unix epoch (what pruning orders by).
-    pub saved_unix_ms: u64,
-}
-
-/// What [`Sampler::export`] wrote.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ExportSummary {
-    /// The labelling directory.
-    pub out: PathBuf,
-    /// Samples exported (one audio copy each).
-    pub samples: usize,
-    /// Manifest rows (one per sample window).
-    pub rows: usize,
-    /// Feedback entries joined to a manifest row.
-    pub feedback_matched: usize,
-    /// Feedback entries about requests (or windows) that were not sampled.
-    pub feedback_unmatched: usize,
-    /// Sample directories skipped because they do not parse (left untouched).
-    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +92,7 @@ impl Sampler {
             if name.starts_with('.') || !path.is_dir() {
                 continue;
             }
-            match read_meta(&path) {
+            match read_sample_meta(&path) {
                 Ok(meta) => index.push(Entry {
                     id: name,
                     saved_ms: meta.saved_unix_ms,
@@ -302,179 +255,6 @@ impl Sampler {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
-    /// Writes a labelling set to `out`: `audio/<request_id>.<ext>` (copies) and
-    /// [`MANIFEST_FILE`] with one row per sample window ([`MANIFEST_HEADER`]): the top species
-    /// of the window as the model saw it and the latest feedback on that window (by
-    /// `request_id` and `window`) from the log in `feedback_dir`. The set is built beside `out`
-    /// and renamed into place; an earlier export in `out` is replaced, anything else there is
-    /// refused (`conflict`).
-    pub fn export(dir: &Path, feedback_dir: Option<&Path>, out: &Path) -> Result<ExportSummary> {
-        let feedback = match feedback_dir {
-            Some(d) => FeedbackStore::read_all(d)?,
-            None => Vec::new(),
-        };
-        let mut samples = Vec::new();
-        let mut skipped = Vec::new();
-        if dir.is_dir() {
-            for (name, path) in list_dir(dir)? {
-                if name.starts_with('.') || !path.is_dir() {
-                    continue;
-                }
-                match read_sample(&path) {
-                    Ok(s) => samples.push(s),
-                    Err(e) => {
-                        tracing::warn!(dir = %path.display(), error = %e, "sample skipped");
-                        skipped.push(name);
-                    }
-                }
-            }
-        } else {
-            return Err(Error::NotFound(format!(
-                "no samples directory at {}",
-                dir.display()
-            )));
-        }
-        samples.sort_by(|a, b| {
-            (a.meta.saved_unix_ms, &a.meta.request_id)
-                .cmp(&(b.meta.saved_unix_ms, &b.meta.request_id))
-        });
-
-        // (request_id, window) -> feedback on it, oldest first (log order).
-        let mut by_window: HashMap<(&str, usize), Vec<&Feedback>> = HashMap::new();
-        for fb in &feedback {
-            by_window
-                .entry((fb.request_id.as_str(), fb.window))
-                .or_default()
-                .push(fb);
-        }
-
-        let name = out
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-            .ok_or_else(|| {
-                Error::BadRequest(format!(
-                    "export target {} has no directory name",
-                    out.display()
-                ))
-            })?;
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if out.exists() && !is_replaceable_export(out)? {
-            return Err(Error::Conflict(format!(
-                "{} exists and is not an earlier export (no {MANIFEST_FILE}); choose another --out",
-                out.display()
-            )));
-        }
-        std::fs::create_dir_all(&parent)
-            .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
-        let stage = parent.join(format!(".{name}.partial-{}", uuid::Uuid::new_v4()));
-        let audio_dir = stage.join("audio");
-
-        let mut summary = ExportSummary {
-            out: out.to_path_buf(),
-            samples: samples.len(),
-            rows: 0,
-            feedback_matched: 0,
-            feedback_unmatched: 0,
-            skipped,
-        };
-        let built = (|| -> Result<()> {
-            std::fs::create_dir_all(&audio_dir)
-                .map_err(|e| Error::io(format!("create {}", audio_dir.display()), e))?;
-            let mut csv = String::from(MANIFEST_HEADER);
-            csv.push('\n');
-            for s in &samples {
-                let id = s.meta.request_id.as_str();
-                let ext = Path::new(&s.meta.audio_file)
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .unwrap_or("bin");
-                let rel = format!("audio/{id}.{ext}");
-                copy_synced(&s.dir.join(&s.meta.audio_file), &stage.join(&rel))?;
-                let windows = prediction_windows(&s.prediction);
-                let mut push_row = |w: Option<(usize, &PredWindow)>| {
-                    let fbs = w.and_then(|(i, _)| by_window.get(&(id, i)));
-                    let last = fbs.and_then(|v| v.last());
-                    summary.feedback_matched += fbs.map_or(0, Vec::len);
-                    let top = w.map(|(_, pw)| pw.top.as_slice()).unwrap_or_default();
-                    let fields = [
-                        id.to_string(),
-                        rel.clone(),
-                        s.meta.model_version.clone().unwrap_or_default(),
-                        s.meta.saved_at.clone(),
-                        w.map(|(i, _)| i.to_string()).unwrap_or_default(),
-                        w.and_then(|(_, pw)| pw.start_s)
-                            .map(fmt_s)
-                            .unwrap_or_default(),
-                        w.and_then(|(_, pw)| pw.end_s)
-                            .map(fmt_s)
-                            .unwrap_or_default(),
-                        top.first().map(|t| t.0.clone()).unwrap_or_default(),
-                        top.first()
-                            .map(|t| format!("{:.4}", t.1))
-                            .unwrap_or_default(),
-                        top.iter()
-                            .take(MANIFEST_TOP)
-                            .map(|(c, p)| format!("{c}:{p:.4}"))
-                            .collect::<Vec<_>>()
-                            .join(";"),
-                        last.map(|f| f.verdict.as_str().to_string())
-                            .unwrap_or_default(),
-                        last.and_then(|f| f.correct_code.clone())
-                            .unwrap_or_default(),
-                        last.map(|f| f.received_at.clone()).unwrap_or_default(),
-                        fbs.map_or(0, Vec::len).to_string(),
-                    ];
-                    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-                    csv.push_str(&line.join(","));
-                    csv.push('\n');
-                    summary.rows += 1;
-                };
-                if windows.is_empty() {
-                    // Still list the audio: a labeller can label it without predictions.
-                    push_row(None);
-                } else {
-                    for (i, w) in windows.iter().enumerate() {
-                        push_row(Some((i, w)));
-                    }
-                }
-            }
-            write_synced(&stage.join(MANIFEST_FILE), csv.as_bytes())?;
-            fsync_dir(&audio_dir)?;
-            fsync_dir(&stage)?;
-            Ok(())
-        })();
-        if let Err(e) = built {
-            let _ = std::fs::remove_dir_all(&stage);
-            return Err(e);
-        }
-        summary.feedback_unmatched = feedback.len() - summary.feedback_matched;
-
-        // Swap in: the old export moves aside first, so a crash between the renames leaves both
-        // sets on disk (and the samples are untouched originals anyway).
-        let old = parent.join(format!(".{name}.old-{}", uuid::Uuid::new_v4()));
-        let had_old = out.exists();
-        if had_old {
-            std::fs::rename(out, &old)
-                .map_err(|e| Error::io(format!("move aside {}", out.display()), e))?;
-        }
-        std::fs::rename(&stage, out).map_err(|e| {
-            Error::io(
-                format!("rename {} to {}", stage.display(), out.display()),
-                e,
-            )
-        })?;
-        fsync_dir(&parent)?;
-        if had_old {
-            std::fs::remove_dir_all(&old)
-                .map_err(|e| Error::io(format!("remove {}", old.display()), e))?;
-        }
-        Ok(summary)
-    }
 }
 
 /// File extension for a media type (parameters ignored); `bin` for unknown ones.
@@ -519,112 +299,10 @@ fn pretty<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-struct Sample {
-    dir: PathBuf,
-    meta: SampleMeta,
-    prediction: serde_json::Value,
-}
-
-struct PredWindow {
-    start_s: Option<f64>,
-    end_s: Option<f64>,
-    /// (code, score), best first.
-    top: Vec<(String, f64)>,
-}
-
-/// The windows of a saved prediction: `{"windows": [{"start_s", "end_s", "species": [{"code",
-/// "score"}, ...]}]}` (the API's identify answer; `top`, `predictions` or `detections` are
-/// accepted for the list too).
-fn prediction_windows(pred: &serde_json::Value) -> Vec<PredWindow> {
-    let Some(windows) = pred.get("windows").and_then(|w| w.as_array()) else {
-        return Vec::new();
-    };
-    windows
-        .iter()
-        .map(|w| {
-            let list = ["species", "top", "predictions", "detections"]
-                .iter()
-                .find_map(|k| w.get(*k).and_then(|v| v.as_array()));
-            let mut top: Vec<(String, f64)> = list
-                .into_iter()
-                .flatten()
-                .filter_map(|s| {
-                    Some((
-                        s.get("code")?.as_str()?.to_string(),
-                        s.get("score")?.as_f64()?,
-                    ))
-                })
-                .collect();
-            top.sort_by(|a, b| b.1.total_cmp(&a.1));
-            PredWindow {
-                start_s: w.get("start_s").and_then(|v| v.as_f64()),
-                end_s: w.get("end_s").and_then(|v| v.as_f64()),
-                top,
-            }
-        })
-        .collect()
-}
-
-fn fmt_s(x: f64) -> String {
-    format!("{x:.3}")
-}
-
-/// RFC 4180 quoting when needed.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn read_meta(dir: &Path) -> Result<SampleMeta> {
-    let path = dir.join(META_FILE);
-    let bytes =
-        std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-        path,
-        line: e.line(),
-        message: e.to_string(),
-    })
-}
-
-fn read_sample(dir: &Path) -> Result<Sample> {
-    let meta = read_meta(dir)?;
-    let path = dir.join(PREDICTION_FILE);
-    let bytes =
-        std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    let prediction = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-        path,
-        line: e.line(),
-        message: e.to_string(),
-    })?;
-    Ok(Sample {
-        dir: dir.to_path_buf(),
-        meta,
-        prediction,
-    })
-}
-
-/// An existing `out` may be replaced only when it is empty or an earlier export.
-fn is_replaceable_export(out: &Path) -> Result<bool> {
-    if !out.is_dir() {
-        return Ok(false);
-    }
-    Ok(out.join(MANIFEST_FILE).is_file() || list_dir(out)?.is_empty())
-}
-
 /// Entries of `dir` as (UTF-8 name, path); non-UTF-8 names are not ours and are skipped.
 fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let ctx = || format!("list {}", dir.display());
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(ctx(), e))? {
-        let e = e.map_err(|e| Error::io(ctx(), e))?;
-        if let Ok(name) = e.file_name().into_string() {
-            out.push((name, e.path()));
-        }
-    }
-    Ok(out)
+    silencio_common::fs::list_dir_utf8(dir)
+        .map_err(|e| Error::io(format!("list {}", dir.display()), e))
 }
 
 fn dir_bytes(dir: &Path) -> Result<u64> {
@@ -639,18 +317,8 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
 
 /// Creates `path` (which must not exist) with `bytes` and fsyncs it.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f =
-        File::create_new(path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
+    silencio_common::fs::write_new_synced(path, bytes)
         .map_err(|e| Error::io(format!("write {}", path.display()), e))
-}
-
-fn copy_synced(from: &Path, to: &Path) -> Result<()> {
-    std::fs::copy(from, to)
-        .and_then(|_| File::open(to)?.sync_all())
-        .map(|_| ())
-        .map_err(|e| Error::io(format!("copy {} to {}", from.display(), to.display()), e))
 }
 
 /// Replaces `path` with `bytes` atomically ([`silencio_common::write_atomic`]): temp file in
@@ -685,12 +353,5 @@ mod tests {
         for bad in ["", "..", "../x", "a/b", ".tmp-x", &"x".repeat(129)] {
             assert!(validate_id(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn csv_fields_are_quoted_when_needed() {
-        assert_eq!(csv_field("abc"), "abc");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 }

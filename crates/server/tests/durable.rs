@@ -1,6 +1,7 @@
 //! The server's durable state on real files: the feedback log survives concurrency and torn
-//! writes, samples appear whole and are pruned to quota and age (newest kept), the labelling
-//! export joins feedback; sessions count unique species and expire; API keys; and the ops files
+//! writes, samples appear whole and are pruned to quota and age (newest kept), what the server
+//! wrote exports as a labelling set (`silencio_data::labelling`, whose own tests cover the
+//! export in full); sessions count unique species and expire; API keys; and the ops files
 //! in deploy/ (Prometheus config checked by the real `promtool`, Grafana dashboard expressions
 //! checked against the metric names the server exports).
 #![allow(clippy::unwrap_used)]
@@ -12,12 +13,11 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
+use silencio_data::labelling::{MANIFEST_FILE, MANIFEST_HEADER, META_FILE};
 use silencio_infer::{Format, Identification, RenderOptions, Species, WindowScores};
 use silencio_server::auth::check_api_key;
 use silencio_server::feedback::{Feedback, FeedbackStore, LOG_FILE, Verdict, now_rfc3339};
-use silencio_server::sampling::{
-    MANIFEST_FILE, MANIFEST_HEADER, META_FILE, Sampler, SamplerConfig,
-};
+use silencio_server::sampling::{Sampler, SamplerConfig};
 use silencio_server::sessions::Sessions;
 
 fn repo() -> PathBuf {
@@ -456,8 +456,10 @@ fn no_half_sample_is_ever_visible() {
     assert_eq!(left.len(), 4);
 }
 
+/// The writer (the server's sampler and feedback store) and the reader (the data crate's
+/// export) agree on the layout, and the rendered prediction JSON is what the export parses.
 #[test]
-fn export_writes_a_manifest_that_joins_feedback() {
+fn what_the_server_kept_exports_as_a_labelling_set() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("serve-data");
     let (samples_dir, feedback_dir) = (data.join("samples"), data.join("feedback"));
@@ -492,9 +494,10 @@ fn export_writes_a_manifest_that_joins_feedback() {
     store.append(&fb("req-b", 7, Verdict::Wrong, None)).unwrap(); // no such window
 
     let out = tmp.path().join("labelling");
-    let sum = Sampler::export(&samples_dir, Some(&feedback_dir), &out).unwrap();
+    let sum = silencio_data::labelling::export(&samples_dir, Some(&feedback_dir), &out).unwrap();
     assert_eq!((sum.samples, sum.rows), (2, 3));
     assert_eq!((sum.feedback_matched, sum.feedback_unmatched), (3, 2));
+    assert!(sum.skipped.is_empty());
     assert_eq!(std::fs::read(out.join("audio/req-a.ogg")).unwrap(), ogg);
     assert_eq!(std::fs::read(out.join("audio/req-b.mp3")).unwrap(), mp3);
 
@@ -532,22 +535,13 @@ fn export_writes_a_manifest_that_joins_feedback() {
         (b0["top_code"].as_str(), b0["verdict"].as_str()),
         ("sp1", "right")
     );
-
-    // Re-exporting replaces the earlier export; an unrelated directory is never overwritten.
-    Sampler::export(&samples_dir, Some(&feedback_dir), &out).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(out.join(MANIFEST_FILE)).unwrap(),
-        text
-    );
+    // An export error reaches the server's error type with its kind intact.
     let mine = tmp.path().join("mine");
     std::fs::create_dir(&mine).unwrap();
     std::fs::write(mine.join("notes.txt"), b"keep me").unwrap();
-    let err = Sampler::export(&samples_dir, Some(&feedback_dir), &mine).unwrap_err();
-    assert_eq!(err.kind(), "conflict");
-    assert_eq!(std::fs::read(mine.join("notes.txt")).unwrap(), b"keep me");
-    // No staging directories are left beside the exports.
-    let beside: Vec<_> = samples_on_disk(tmp.path()).into_iter().collect();
-    assert_eq!(beside, ["labelling", "mine", "serve-data"]);
+    let err =
+        silencio_data::labelling::export(&samples_dir, Some(&feedback_dir), &mine).unwrap_err();
+    assert_eq!(silencio_server::Error::from(err).kind(), "conflict");
 }
 
 // ---------------------------------------------------------------- sessions
