@@ -420,3 +420,108 @@ fn bad_solutions_and_inputs_give_typed_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error[no_model]"));
     assert!(!empty.join("s.csv").exists());
 }
+
+/// The model facade end to end: two bundles with different recipes packed and registered as an
+/// ensemble version by `silencio ensemble`, then named by registry alias or by directory in
+/// `identify`, `submission`, `eval` and `watch` — each tool answers with the same ensemble.
+#[test]
+fn an_ensemble_packs_registers_and_runs_in_every_tool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    create_bundle(&a, "efficientnet_lite0");
+    ok(&silencio()
+        .args(["bundle", "create", "--arch", "efficientnet_lite0", "--recipe", "panns"])
+        .args(["--name", "other", "--version", "2", "--taxonomy"])
+        .arg(demo().join("birdclef/taxonomy.csv"))
+        .arg("--out")
+        .arg(&b)
+        .output()
+        .unwrap());
+    let (registry, packed) = (tmp.path().join("registry"), tmp.path().join("packed"));
+    let stdout = ok(&silencio()
+        .arg("ensemble")
+        .arg("--model")
+        .arg(format!("{},{}", a.display(), b.display()))
+        .args(["--weight", "2,1", "--name", "pair", "--register", "--alias", "production"])
+        .arg("--registry")
+        .arg(&registry)
+        .arg("--out")
+        .arg(&packed)
+        .output()
+        .unwrap());
+    assert!(stdout.contains("registered pair version 1 (production): ensemble pair"), "{stdout}");
+    assert!(packed.join("ensemble.toml").is_file());
+    assert!(registry.join("versions/1/ensemble.toml").is_file());
+
+    // identify: the registered version and the packed directory are the same ensemble.
+    let identify = |model: &str| -> serde_json::Value {
+        let clip = demo().join("birdclef/train_soundscapes/DEMO1_20240101_060000.ogg");
+        serde_json::from_str(&ok(&silencio()
+            .arg("identify")
+            .arg(clip)
+            .args(["--model", model, "--top-k", "3"])
+            .arg("--registry")
+            .arg(&registry)
+            .output()
+            .unwrap()))
+        .unwrap()
+    };
+    let reg = identify("registry:production");
+    assert_eq!(reg["model_version"], "pair");
+    assert_eq!(reg, identify(packed.to_str().unwrap()));
+    assert_eq!(reg["licence_status"], "commercial");
+    assert_eq!(reg["windows"].as_array().unwrap().len(), 12);
+
+    // submission and eval on a mixed minute, the ensemble named by the registry default.
+    let data = tmp.path().join("mixed");
+    mix(&data);
+    let sub = tmp.path().join("sub.csv");
+    let stdout = ok(&silencio()
+        .arg("submission")
+        .arg(data.join("soundscapes"))
+        .args(["--model", "registry", "--registry"])
+        .arg(&registry)
+        .arg("--out")
+        .arg(&sub)
+        .output()
+        .unwrap());
+    assert!(stdout.contains("pair"), "{stdout}");
+    let rows = std::fs::read_to_string(&sub).unwrap().lines().count();
+    assert_eq!(rows, 13, "a header and 12 windows");
+    let stdout = ok(&silencio()
+        .arg("eval")
+        .arg("--model")
+        .arg(&packed)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(tmp.path().join("report"))
+        .output()
+        .unwrap());
+    assert!(stdout.contains("pair"), "{stdout}");
+    assert!(tmp.path().join("report/report.json").is_file());
+
+    // watch: the same spec scores a folder.
+    let (input, out) = (tmp.path().join("in"), tmp.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(
+        data.join("soundscapes").read_dir().unwrap().next().unwrap().unwrap().path(),
+        input.join("clip.ogg"),
+    )
+    .unwrap();
+    let o = silencio()
+        .arg("watch")
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(&packed)
+        .args(["--once", "--settle", "100ms"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ledger = std::fs::read_to_string(out.join("ledger.jsonl")).unwrap();
+    assert!(ledger.contains(r#""model_version":"pair""#), "{ledger}");
+    assert!(out.join("clip.ogg.csv").is_file());
+}

@@ -409,7 +409,7 @@ async fn graceful_shutdown_drains_a_request_in_flight() {
     let s = start(common::config(&tmp.path().join("data"), Some(bundle))).await;
     let model = s.state.routing().stable.clone().unwrap();
     // A slow request: its window waits in the queue while shutdown starts.
-    let pause = model.engine().pause();
+    let pause = model.engine().unwrap().pause();
     let url = s.url("/v1/identify");
     let slow = tokio::spawn(async move {
         reqwest::Client::new()
@@ -420,7 +420,7 @@ async fn graceful_shutdown_drains_a_request_in_flight() {
             .await
     });
     let t = Instant::now();
-    while model.engine().queued() == 0 {
+    while model.engine().unwrap().queued() == 0 {
         assert!(t.elapsed() < Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

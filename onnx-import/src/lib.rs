@@ -12,6 +12,7 @@
 //! mapping of its labels to a taxonomy by scientific name.
 #![warn(missing_docs)]
 
+pub mod external;
 pub mod labels;
 pub mod probe;
 
@@ -20,6 +21,7 @@ pub mod birdnet;
 
 #[cfg(feature = "birdnet")]
 pub use birdnet::{BirdNet, BirdNetProbe};
+pub use external::install;
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -25,8 +25,8 @@ use silencio_infer::bundle::{Provenance, WeightsRef};
 
 use crate::{Error, Result};
 
-/// File name of the description inside a probe bundle.
-pub const PROBE_FILE: &str = "probe.json";
+/// File name of the description inside a probe bundle (model specs recognise probes by it).
+pub use silencio_infer::spec::PROBE_FILE;
 /// File name of the head inside a probe bundle.
 pub const HEAD_FILE: &str = "head.safetensors";
 /// Value of [`ProbeMeta::format`].

@@ -149,6 +149,40 @@ pub struct SpeciesList {
     pub species: Vec<SpeciesInfo>,
 }
 
+/// One licence of a model and what it covers (SPDX identifier).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Licence {
+    /// SPDX identifier, e.g. `CC-BY-NC-SA-4.0`.
+    pub id: String,
+    /// What it applies to (weights, training data, a pretrained backbone, a teacher).
+    pub covers: String,
+}
+
+/// What a model's licences allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LicenceStatus {
+    /// Every licence allows commercial use.
+    Commercial,
+    /// One forbids it (served only by a server started with `--non-commercial`).
+    NonCommercial,
+    /// None recorded.
+    Unknown,
+}
+
+/// How an ensemble combines its members' scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Blend {
+    /// Weighted mean of probabilities.
+    Probability,
+    /// Weighted mean of per-class ranks against a reference set.
+    Rank,
+}
+
 /// A loaded model version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -177,6 +211,17 @@ pub struct ModelInfo {
     pub architecture: String,
     /// Whether the weights were trained on the task (random-weight bundles say false).
     pub trained: bool,
+    /// Its members (`name@version`), in order; the model itself when it is one bundle.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// How an ensemble blends its members; absent for one bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blend: Option<Blend>,
+    /// Licences of its weights and of everything they derive from, over all members.
+    #[serde(default)]
+    pub licences: Vec<Licence>,
+    /// What those licences allow.
+    pub licence_status: LicenceStatus,
     /// Bundle directory on the server: only with a valid API key (the admin endpoints'
     /// answers, or `GET /v1/models` sent with the key), since it names the host's file system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -441,9 +486,18 @@ mod tests {
             max_batch: 8,
             architecture: "x".into(),
             trained: false,
+            members: vec!["m@1".into()],
+            blend: None,
+            licences: vec![Licence {
+                id: "CC-BY-NC-SA-4.0".into(),
+                covers: "training data".into(),
+            }],
+            licence_status: LicenceStatus::NonCommercial,
             path: None,
         };
-        assert!(!serde_json::to_string(&m).unwrap().contains("path"));
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(!text.contains("path") && !text.contains("blend"), "{text}");
+        assert!(text.contains(r#""licence_status":"non_commercial""#), "{text}");
         assert_eq!(
             serde_json::to_string(&Verdict::Wrong).unwrap(),
             r#""wrong""#

@@ -1,4 +1,4 @@
-//! `silencio eval` and `silencio submission`: a model bundle run over soundscapes, scored with
+//! `silencio eval` and `silencio submission`: a model (any spec) run over soundscapes, scored with
 //! the BirdCLEF 2025 metric into a report, or written as a Kaggle submission CSV. Thin: scoring
 //! is silencio-infer's; pairing files with rows, the checks, the metric, report, gate, CSV
 //! format and summary lines are silencio-eval's (`soundscapes`). This module loads the model,
@@ -10,30 +10,9 @@ use std::time::Instant;
 use anyhow::Context;
 use silencio_eval::soundscapes::{self, EvalSet, Scored};
 use silencio_eval::submission;
-use silencio_infer::Classifier;
+use silencio_infer::Scorer;
 
-use crate::models::{open_classifier, registry_default};
-
-/// The model and how to run it (shared by `eval` and `submission`).
-#[derive(clap::Args)]
-pub struct ModelArgs {
-    /// A model bundle directory, or `registry` for the registry's production version, else
-    /// staging (also the default).
-    #[arg(long, env = "SILENCIO_MODEL")]
-    pub model: Option<String>,
-    /// Registry root used when --model is not given (or is `registry`).
-    #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
-    pub registry: PathBuf,
-    /// Compute device: flex, wgpu[:N], cuda[:N].
-    #[arg(long, env = "SILENCIO_DEVICE", default_value = "flex")]
-    pub device: String,
-    /// Windows per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Longest accepted soundscape in seconds.
-    #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 3600.0)]
-    pub max_duration_s: f64,
-}
+use crate::models::ModelArgs;
 
 /// `silencio eval`.
 #[derive(clap::Args)]
@@ -71,32 +50,22 @@ pub struct SubmissionArgs {
     pub model: ModelArgs,
 }
 
-/// The bundle directory `--model` names, or the registry's default.
-fn model_spec(a: &ModelArgs) -> anyhow::Result<String> {
-    match a.model.as_deref() {
-        None | Some("registry") => registry_default(&a.registry),
-        Some(dir) => Ok(dir.to_string()),
-    }
-}
-
 /// Loads the model and checks that it cuts BirdCLEF's rows: 5 s windows every 5 s. Returns
 /// it with its [`soundscapes::model_line`].
-fn load(a: &ModelArgs) -> anyhow::Result<(Classifier, String)> {
-    let device = silencio_infer::parse_device(&a.device)?;
-    let spec = model_spec(a)?;
+fn load(a: &ModelArgs) -> anyhow::Result<(Scorer, String)> {
     let t = Instant::now();
-    let c = open_classifier(&spec, &device, a.batch_size, a.max_duration_s)?;
+    let s = a.open()?;
     let load_s = t.elapsed().as_secs_f64();
-    let w = &c.features().window;
-    let version = c.model_version();
+    let w = s.window();
+    let version = s.name();
     soundscapes::check_window_grid(&version, w.length_s, w.hop_s)?;
-    let line = soundscapes::model_line(&version, c.meta().provenance.trained, load_s);
-    Ok((c, line))
+    let line = soundscapes::model_line(&version, s.untrained().is_empty(), load_s);
+    Ok((s, line))
 }
 
 /// A scorer for silencio-eval: scores one soundscape, timing it, and prints a progress line
 /// (`[i/n] path: …`) on stderr.
-fn scorer(c: &Classifier, n: usize) -> impl FnMut(&Path) -> anyhow::Result<Scored> + '_ {
+fn scorer(c: &Scorer, n: usize) -> impl FnMut(&Path) -> anyhow::Result<Scored> + '_ {
     let mut i = 0;
     move |path| {
         i += 1;
@@ -129,7 +98,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let (c, model_line) = load(&a.model)?;
     let species = c.species();
     let columns = set.columns(
-        &c.model_version(),
+        &c.name(),
         species
             .iter()
             .map(|s| (s.code.as_str(), s.class_name.as_str())),

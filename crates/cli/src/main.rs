@@ -125,6 +125,9 @@ enum Command {
     /// Model bundles.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Pack several models into one ensemble (a self-contained directory), optionally
+    /// registering it as a registry version.
+    Ensemble(models::EnsembleArgs),
     /// Score a model on labelled soundscapes (`soundscapes/` + BirdCLEF `solution.csv`):
     /// macro ROC-AUC (the BirdCLEF metric), macro mAP, slices, report.json + report.html, and
     /// optionally a quality gate.
@@ -266,6 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Identify(a) => models::identify(a)?,
         Command::Bundle(BundleCommand::Create(a)) => models::bundle_create(a)?,
+        Command::Ensemble(a) => models::ensemble(a)?,
         Command::Eval(a) => eval::eval(a)?,
         Command::Submission(a) => eval::submission(a)?,
         Command::Dashboard(a) => dashboard::dashboard(a)?,
@@ -486,6 +490,8 @@ fn mix(a: MixArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Model specs may name BirdNET and its probes (loaded by silencio-onnx).
+    silencio_onnx::install();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

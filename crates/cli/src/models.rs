@@ -5,32 +5,107 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use burn::tensor::Device;
 use silencio_audio::{FeatureConfig, RECIPES};
 use silencio_infer::{
-    BundleSpec, Classifier, Ensemble, Format, Member, ModelBundle, Provenance, RenderOptions,
-    Species, registry,
+    Blend, BundleSpec, Format, Licence, ModelBundle, ModelSpec, OpenOptions, Provenance,
+    RenderOptions, Scorer, Species,
 };
 use silencio_models::{ARCHITECTURES, CheckpointLayout, ModelConfig};
-use silencio_onnx::probe::ProbeBundle;
+
+/// Which model to run and how: shared by `identify`, `eval`, `submission` and `watch`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A model: a bundle directory, an ensemble file (.toml/.json) or directory, `birdnet`
+    /// (builds with the `birdnet` feature), a BirdNET probe directory, `registry` (production,
+    /// else staging) or `registry:<alias or version>`. Several (`--model a --model b`, or
+    /// comma-separated) make an ensemble on the 5 s grid, species of the first member.
+    /// Default: `registry`.
+    #[arg(long, env = "SILENCIO_MODEL", value_delimiter = ',')]
+    pub model: Vec<String>,
+    /// Ensemble weights, one per --model (default: all 1).
+    #[arg(long, value_delimiter = ',')]
+    pub weight: Vec<f32>,
+    /// How an ensemble combines its members: `probability` (weighted mean) or `rank`
+    /// (weighted mean of per-class ranks against --rank-reference).
+    #[arg(long)]
+    pub blend: Option<Blend>,
+    /// Rank blending: audio (a file or a directory) whose windows give each member's score
+    /// distribution per class.
+    #[arg(long)]
+    pub rank_reference: Option<PathBuf>,
+    /// Registry root that `registry` and `registry:<name>` refer to.
+    #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
+    pub registry: PathBuf,
+    /// Compute device: flex, wgpu[:N], cuda[:N].
+    #[arg(long, env = "SILENCIO_DEVICE", default_value = "flex")]
+    pub device: String,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Longest accepted recording in seconds.
+    #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 3600.0)]
+    pub max_duration_s: f64,
+}
+
+impl ModelArgs {
+    /// The spec the flags name.
+    pub fn spec(&self) -> anyhow::Result<ModelSpec> {
+        Ok(ModelSpec::from_cli(
+            &self.model,
+            &self.weight,
+            self.blend,
+            self.rank_reference.as_deref(),
+            &self.registry,
+        )?)
+    }
+
+    /// Opens the model, saying on stderr which registry version a bare `registry` meant,
+    /// which members are untrained and which licences forbid commercial use.
+    pub fn open(&self) -> anyhow::Result<Scorer> {
+        let spec = self.spec()?;
+        if let ModelSpec::Registry {
+            root,
+            reference: silencio_infer::spec::RegistryRef::Default,
+        } = &spec
+        {
+            let (dir, alias) = silencio_infer::registry::resolve_default(root)?;
+            eprintln!("using the registry's {alias} model: {}", dir.display());
+        }
+        let device = silencio_infer::parse_device(&self.device)?;
+        let scorer = silencio_infer::open(
+            &spec,
+            &device,
+            &OpenOptions {
+                batch_size: self.batch_size,
+                max_duration_s: self.max_duration_s,
+            },
+        )?;
+        for name in scorer.untrained() {
+            eprintln!(
+                "warning: {name} is marked untrained (provenance.trained = false): its scores \
+                 are not identifications"
+            );
+        }
+        let nc: Vec<String> = scorer
+            .licences()
+            .iter()
+            .filter(|l| l.non_commercial())
+            .map(|l| format!("{} ({})", l.id, l.covers))
+            .collect();
+        if !nc.is_empty() {
+            eprintln!("licence: non-commercial use only: {}", nc.join(", "));
+        }
+        Ok(scorer)
+    }
+}
 
 /// `silencio identify`.
 #[derive(clap::Args)]
 pub struct IdentifyArgs {
     /// Audio file (WAV, OGG, FLAC, MP3, M4A/MP4).
     pub audio: PathBuf,
-    /// A model bundle directory, or `birdnet` (builds with the `birdnet` feature). Several
-    /// (`--model a --model birdnet`, or comma-separated) make an ensemble: weighted mean of
-    /// probabilities on the 5 s grid, species of the first member. Default: the registry's
-    /// production version, else staging.
-    #[arg(long, env = "SILENCIO_MODEL", value_delimiter = ',')]
-    pub model: Vec<String>,
-    /// Ensemble weights, one per --model (default: all 1).
-    #[arg(long, value_delimiter = ',')]
-    pub weight: Vec<f32>,
-    /// Registry root used when --model is not given.
-    #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
-    pub registry: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Species reported per window.
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
@@ -43,15 +118,66 @@ pub struct IdentifyArgs {
     /// Write here (atomically) instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Compute device: flex, wgpu[:N], cuda[:N].
-    #[arg(long, env = "SILENCIO_DEVICE", default_value = "flex")]
-    pub device: String,
-    /// Windows per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Longest accepted recording in seconds.
-    #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 3600.0)]
-    pub max_duration_s: f64,
+}
+
+/// `silencio ensemble`.
+#[derive(clap::Args)]
+pub struct EnsembleArgs {
+    /// The members (see `silencio identify --help` for --model, --weight, --blend).
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Its name (default: the members' names joined by `+`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Write the self-contained ensemble directory here (must not exist): the member bundles,
+    /// `ensemble.toml`, the rank reference.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also register it in --registry as a new version (the server then loads it with
+    /// `registry_version`, `--model registry:<version>`, canary and promote like a bundle).
+    #[arg(long)]
+    pub register: bool,
+    /// With --register: the alias to point at the new version.
+    #[arg(long, default_value = "staging", requires = "register")]
+    pub alias: String,
+    /// With --register: the registered model it joins (default: the one the registry holds,
+    /// else the ensemble's name).
+    #[arg(long, requires = "register")]
+    pub registered_name: Option<String>,
+}
+
+/// Runs `silencio ensemble`: checks that the members open together, packs them, registers.
+pub fn ensemble(a: EnsembleArgs) -> anyhow::Result<()> {
+    let spec = a.model.spec()?;
+    // Opening proves the members load, share species and (for rank) calibrate.
+    let scorer = a.model.open()?;
+    let name = a.name.clone().unwrap_or_else(|| scorer.name());
+    drop(scorer);
+    let dir = silencio_infer::spec::pack(&spec, Some(&name), &a.out)?;
+    eprintln!("packed ensemble {name} into {}", dir.display());
+    if a.register {
+        let uri = a.model.registry.display().to_string();
+        let reg = silencio_mlops::Registry::open(&uri)?;
+        let registered = match &a.registered_name {
+            Some(n) => n.clone(),
+            None => reg
+                .local_model_name()?
+                .unwrap_or_else(|| name.replace(['+', '@'], "-")),
+        };
+        let source = dir.display().to_string();
+        let v = reg.create_version(
+            &registered,
+            &silencio_mlops::registry::NewVersion {
+                source: &source,
+                run_id: None,
+                description: &format!("ensemble {name}"),
+                tags: &[("kind", "ensemble")],
+            },
+        )?;
+        reg.set_alias(&registered, &a.alias, v)?;
+        println!("registered {registered} version {v} ({}): ensemble {name}", a.alias);
+    }
+    Ok(())
 }
 
 /// `silencio bundle create`.
@@ -99,165 +225,26 @@ fn write_out(out: Option<&Path>, body: &str) -> anyhow::Result<()> {
     }
 }
 
-/// One loaded member: the model, its classes and the frequency band it listens to.
-struct Loaded {
-    member: Box<dyn Member>,
-    species: Vec<Species>,
-    band: (f64, f64),
-}
-
-fn load_classifier(spec: &str, a: &IdentifyArgs, device: &Device) -> anyhow::Result<Classifier> {
-    open_classifier(spec, device, a.batch_size, a.max_duration_s)
-}
-
-/// Opens the bundle at `spec` on `device`, warning on stderr when it is marked untrained.
-pub(crate) fn open_classifier(
-    spec: &str,
-    device: &Device,
-    batch_size: usize,
-    max_duration_s: f64,
-) -> anyhow::Result<Classifier> {
-    let c = Classifier::load(spec, device)?
-        .with_batch_size(batch_size)
-        .with_max_duration(max_duration_s);
-    if !c.meta().provenance.trained {
-        eprintln!(
-            "warning: bundle {} is marked untrained (provenance.trained = false): its \
-             scores are not identifications",
-            c.model_version()
-        );
-    }
-    Ok(c)
-}
-
-fn load_member(spec: &str, a: &IdentifyArgs, device: &Device) -> anyhow::Result<Loaded> {
-    if spec == "birdnet" {
-        return birdnet_member(device, a.max_duration_s);
-    }
-    if ProbeBundle::is_probe(Path::new(spec)) {
-        return probe_member(spec, device, a.max_duration_s);
-    }
-    let c = load_classifier(spec, a, device)?;
-    let f = c.features().clone();
-    Ok(Loaded {
-        species: c.species().as_ref().clone(),
-        band: (f.f_min, f.f_max),
-        member: Box::new(c),
-    })
-}
-
-/// The registry's default bundle (production, else staging), saying on stderr which one.
-pub(crate) fn registry_default(root: &Path) -> anyhow::Result<String> {
-    let (dir, alias) = registry::resolve_default(root)?;
-    eprintln!("using the registry's {alias} model: {}", dir.display());
-    Ok(dir.display().to_string())
-}
-
 /// Runs `silencio identify`.
 pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
     let format: Format = a.format.parse()?;
-    let device = silencio_infer::parse_device(&a.device)?;
     let bytes =
         std::fs::read(&a.audio).with_context(|| format!("reading {}", a.audio.display()))?;
-    let mut specs = a.model.clone();
-    if specs.is_empty() {
-        specs.push(registry_default(&a.registry)?);
-    }
-    if !a.weight.is_empty() && a.weight.len() != specs.len() {
-        bail!(
-            "{} --weight values for {} models: give one per model or none",
-            a.weight.len(),
-            specs.len()
-        );
-    }
-    let single_bundle =
-        specs.len() == 1 && specs[0] != "birdnet" && !ProbeBundle::is_probe(Path::new(&specs[0]));
-    let (id, (low_hz, high_hz)) = if single_bundle {
-        // One bundle: its own windows (its recipe's window length and hop), no pooling.
-        let c = load_classifier(&specs[0], &a, &device)?;
-        let band = (c.features().f_min, c.features().f_max);
-        (c.identify(bytes)?, band)
-    } else {
-        let loaded = specs
-            .iter()
-            .map(|s| load_member(s, &a, &device))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let low = loaded
-            .iter()
-            .map(|l| l.band.0)
-            .fold(f64::INFINITY, f64::min);
-        let high = loaded.iter().map(|l| l.band.1).fold(0.0, f64::max);
-        let name = loaded
-            .iter()
-            .map(|l| l.member.name())
-            .collect::<Vec<_>>()
-            .join("+");
-        let mut ens = Ensemble::new(
-            name,
-            loaded[0].species.clone(),
-            silencio_audio::WindowConfig::default(),
-        )
-        .with_max_duration(a.max_duration_s);
-        for (i, l) in loaded.into_iter().enumerate() {
-            ens = ens.add(l.member, a.weight.get(i).copied().unwrap_or(1.0))?;
-        }
-        (ens.identify(bytes)?, (low, high))
-    };
+    let scorer = a.model.open()?;
+    let id = scorer.identify(bytes)?;
+    let (low_hz, high_hz) = scorer.band();
     let opts = RenderOptions {
         top_k: a.top_k,
         min_score: a.min_score,
         file: a.audio.display().to_string(),
         low_hz,
         high_hz,
+        licences: scorer.licences().to_vec(),
     };
     write_out(
         a.out.as_deref(),
         &silencio_infer::render(&id, format, &opts)?,
     )
-}
-
-#[cfg(feature = "birdnet")]
-fn birdnet_member(device: &Device, max_duration_s: f64) -> anyhow::Result<Loaded> {
-    eprintln!("BirdNET V2.4 (CC BY-NC-SA 4.0: non-commercial use only)");
-    let m = silencio_onnx::BirdNet::load(device)?.with_max_duration(max_duration_s);
-    Ok(Loaded {
-        species: m.species().as_ref().clone(),
-        band: (0.0, 15_000.0),
-        member: Box::new(m),
-    })
-}
-
-/// A linear probe on BirdNET embeddings (a `birdnet-probe` experiment's bundle).
-#[cfg(feature = "birdnet")]
-fn probe_member(spec: &str, device: &Device, _max_duration_s: f64) -> anyhow::Result<Loaded> {
-    eprintln!("BirdNET V2.4 probe (CC BY-NC-SA 4.0: non-commercial use only)");
-    let m = silencio_onnx::BirdNetProbe::load(spec, device)?;
-    Ok(Loaded {
-        species: m.bundle().meta().species.clone(),
-        band: (0.0, 15_000.0),
-        member: Box::new(m),
-    })
-}
-
-#[cfg(not(feature = "birdnet"))]
-fn probe_member(spec: &str, _device: &Device, _max_duration_s: f64) -> anyhow::Result<Loaded> {
-    Err(crate::Failure::error(
-        "no_birdnet",
-        format!(
-            "{spec} is a linear probe on BirdNET embeddings and this build has no BirdNET: convert it \
-         with onnx-import/scripts/convert-birdnet.sh OUT_DIR, then build with \
-         SILENCIO_BIRDNET_DIR=OUT_DIR cargo build --release -p silencio --features birdnet"
-        ),
-    ))
-}
-
-#[cfg(not(feature = "birdnet"))]
-fn birdnet_member(_device: &Device, _max_duration_s: f64) -> anyhow::Result<Loaded> {
-    Err(crate::Failure::error(
-        "no_birdnet",
-        "this build has no BirdNET: convert it with onnx-import/scripts/convert-birdnet.sh OUT_DIR, \
-         then build with SILENCIO_BIRDNET_DIR=OUT_DIR cargo build --release -p silencio --features birdnet",
-    ))
 }
 
 /// Runs `silencio bundle create`.
@@ -286,8 +273,12 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
         }
         cfg = cfg.with_sed_head(0.25);
     }
-    let (model, source) = match (&a.pretrained, a.layout.as_deref()) {
-        (None, None) => (cfg.init(&device)?, "random initialisation".to_string()),
+    let (model, source, licence) = match (&a.pretrained, a.layout.as_deref()) {
+        (None, None) => (
+            cfg.init(&device)?,
+            "random initialisation".to_string(),
+            Licence::new(silencio_infer::licence::OWN, "weights: random initialisation"),
+        ),
         (Some(p), Some(layout)) => {
             let layout = CheckpointLayout::parse(layout)?;
             let (m, ck, report) = silencio_models::from_checkpoint(&cfg, layout, p, &device)?;
@@ -298,7 +289,17 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
                 report.ignored
             );
             cfg = ck;
-            (m, format!("pretrained backbone {}", p.display()))
+            let name = p
+                .file_name()
+                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
+            (
+                m,
+                format!("pretrained backbone {}", p.display()),
+                Licence::new(
+                    layout.weights_licence(),
+                    format!("pretrained weights: {name}"),
+                ),
+            )
         }
         _ => bail!("--pretrained and --layout go together"),
     };
@@ -311,6 +312,7 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
         provenance: Provenance {
             trained: false,
             source,
+            licences: vec![licence],
             ..Provenance::default()
         },
     };

@@ -12,10 +12,17 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SILENCIO_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// Model bundle to serve. Default: the registry's production version, else staging.
+    /// Model to serve: a bundle directory, an ensemble file (.toml/.json) or directory,
+    /// `registry:<alias or version>`, `birdnet` (builds with the `birdnet` feature). Default:
+    /// the registry's production version, else staging.
     #[arg(long, env = "SILENCIO_MODEL")]
-    pub model: Option<PathBuf>,
-    /// Registry root used when --model is not given.
+    pub model: Option<String>,
+    /// This deployment is non-commercial (research, teaching, the reserve's own use): serve
+    /// models whose weights or data forbid commercial use (BirdNET and what derives from it,
+    /// BirdCLEF-trained models) or record no licence. Without it they are refused at load.
+    #[arg(long, env = "SILENCIO_NON_COMMERCIAL")]
+    pub non_commercial: bool,
+    /// Registry root that `registry:<name>` and the default refer to.
     #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
     pub registry: PathBuf,
     /// Where feedback and sampled requests are stored.
@@ -91,6 +98,11 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         addr: a.addr,
         model: a.model,
+        deployment: if a.non_commercial {
+            silencio_infer::Deployment::NonCommercial
+        } else {
+            silencio_infer::Deployment::Commercial
+        },
         registry: a.registry,
         data_dir: a.data_dir,
         api_key: a.api_key.unwrap_or_else(silencio_server::generate_api_key),

@@ -10,7 +10,7 @@ use silencio_watch::{
 };
 
 use crate::Failure;
-use crate::models::{open_classifier, registry_default};
+use crate::models::ModelArgs;
 
 /// `silencio simulate`.
 #[derive(clap::Args)]
@@ -62,9 +62,9 @@ pub struct WatchArgs {
     /// submission format), `ledger.jsonl`.
     #[arg(long)]
     out: PathBuf,
-    /// A model bundle directory (default: the registry's production version, else staging).
-    #[arg(long, env = "SILENCIO_MODEL", conflicts_with = "server")]
-    model: Option<PathBuf>,
+    /// The local model (any spec; see `silencio identify --help`).
+    #[command(flatten)]
+    model: ModelArgs,
     /// Score through a running `silencio serve` at this URL instead of a local model.
     #[arg(long)]
     server: Option<String>,
@@ -75,24 +75,12 @@ pub struct WatchArgs {
     /// With --server: seconds before a request is abandoned (and retried).
     #[arg(long, default_value_t = 120.0, requires = "server")]
     server_timeout_s: f64,
-    /// Registry root used when neither --model nor --server is given.
-    #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
-    registry: PathBuf,
     /// Where unreadable inputs go, with `<name>.reason.txt` (default: <out>/quarantine).
     #[arg(long)]
     quarantine: Option<PathBuf>,
     /// Most files queued or being scored at once.
     #[arg(long, default_value_t = 2)]
     max_in_flight: usize,
-    /// Compute device: flex, wgpu[:N], cuda[:N].
-    #[arg(long, env = "SILENCIO_DEVICE", default_value = "flex")]
-    device: String,
-    /// Windows per forward pass.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Longest accepted recording in seconds.
-    #[arg(long, env = "SILENCIO_MAX_DURATION_S", default_value_t = 3600.0)]
-    max_duration_s: f64,
     /// Process what is there (and what arrives meanwhile), then exit.
     #[arg(long)]
     once: bool,
@@ -175,6 +163,12 @@ pub fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
 pub fn watch(a: WatchArgs) -> anyhow::Result<()> {
     let engine = match &a.server {
         Some(url) => {
+            if !a.model.model.is_empty() {
+                return Err(Failure::error(
+                    "invalid_options",
+                    "--model and --server exclude each other: the server runs its own model",
+                ));
+            }
             let columns = match &a.taxonomy {
                 Some(t) => Some(ServerClient::columns_from_taxonomy(t).map_err(typed)?),
                 None => None,
@@ -185,15 +179,7 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<()> {
                 })?;
             Scorer::Server(ServerClient::new(url, columns, timeout))
         }
-        None => {
-            let device = silencio_infer::parse_device(&a.device)?;
-            let spec = match &a.model {
-                Some(m) => m.display().to_string(),
-                None => registry_default(&a.registry)?,
-            };
-            let c = open_classifier(&spec, &device, a.batch_size, a.max_duration_s)?;
-            Scorer::local(c).map_err(typed)?
-        }
+        None => Scorer::local(a.model.open()?).map_err(typed)?,
     };
     if let Some(addr) = a.metrics_addr {
         let bound = silencio_watch::serve_metrics(addr).map_err(typed)?;
@@ -205,7 +191,7 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<()> {
     cfg.once = a.once;
     cfg.sweep_every = parse_duration(&a.sweep_every).map_err(typed)?;
     cfg.quiet_period = parse_duration(&a.quiet_period).map_err(typed)?;
-    cfg.max_duration_s = a.max_duration_s;
+    cfg.max_duration_s = a.model.max_duration_s;
     cfg.stop = silencio_watch::stop_on_signal().map_err(typed)?;
     let json = a.progress == "json";
     let input = a.input.display().to_string();

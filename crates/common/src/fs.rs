@@ -72,6 +72,23 @@ pub fn list_dir_utf8(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// Copies the tree `src` into `dest` (created). Symlinks are followed: a bundle that links its
+/// weights still arrives whole. Not atomic: copy into a staging directory and rename it.
+pub fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        if std::fs::metadata(&from)?.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
 /// `path`'s directory, `.` for a bare file name.
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {

@@ -63,6 +63,10 @@ pub struct Provenance {
     /// Seconds since the Unix epoch when the bundle was written.
     #[serde(default)]
     pub created_unix_s: u64,
+    /// Licences of the weights and of everything they derive from (data, backbone, teacher);
+    /// empty in bundles written before licences were kept (status `unknown`).
+    #[serde(default)]
+    pub licences: Vec<crate::licence::Licence>,
 }
 
 /// The weights file of a bundle.

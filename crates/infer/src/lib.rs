@@ -11,20 +11,35 @@
 //! species scores out, with a batch API), [`ensemble`]s of members with different recipes and
 //! window lengths, the output [`output`] formats (JSON, CSV, Raven, Audacity) and the
 //! [`registry`] lookup used when no model is named.
+//!
+//! Tools do not pick among these themselves: a [`ModelSpec`] (parsed from `--model` or an
+//! ensemble file) goes to [`open`], which gives one [`Scorer`]; [`licence`] says what each
+//! model's weights and data allow.
 #![warn(missing_docs)]
 
 pub mod bundle;
 pub mod classifier;
 pub mod ensemble;
+pub mod licence;
+pub mod location;
 pub mod output;
 pub mod registry;
+pub mod scorer;
+pub mod spec;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use silencio_audio::Features;
 
 pub use bundle::{BundleMeta, BundleSpec, ModelBundle, Provenance, Species};
 pub use classifier::{Classifier, Identification, SpeciesScore, WindowScores, top_k};
-pub use ensemble::{Ensemble, Member};
+pub use ensemble::{Ensemble, Member, MemberInfo};
+pub use licence::{Deployment, Licence, LicenceStatus};
+pub use location::{
+    FilterMode, FilterOutcome, LOCATION_FILE, LocationFilter, LocationQuery, OccurrenceConfig,
+    OccurrenceModel, Place, Week,
+};
+pub use scorer::{OpenOptions, Scorer, open};
+pub use spec::{Blend, Leaf, ModelSpec};
 pub use output::{Format, RenderOptions, render};
 pub use silencio_kernels::is_flex;
 
@@ -88,6 +103,15 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A model spec that does not parse or cannot work.
+    #[error("model spec: {0}")]
+    Spec(String),
+    /// A spec that needs BirdNET in a build without it.
+    #[error("{0}")]
+    NoBirdnet(String),
+    /// A model whose licences the deployment does not allow.
+    #[error("licence: {0}")]
+    Licence(String),
     /// No model named and none registered.
     #[error(
         "no model given and the registry at {root} has no production or staging version: pass \
@@ -96,6 +120,39 @@ pub enum Error {
     NoModel {
         /// The registry root looked at.
         root: String,
+    },
+    /// A latitude or longitude off the globe or not finite.
+    #[error(
+        "bad place: latitude {latitude}, longitude {longitude} (latitude in [-90, 90], longitude \
+         in [-180, 180])"
+    )]
+    BadPlace {
+        /// The latitude given.
+        latitude: f64,
+        /// The longitude given.
+        longitude: f64,
+    },
+    /// A week number or date that gives no week of the year.
+    #[error("bad week {text:?}: {reason}")]
+    BadWeek {
+        /// What was given.
+        text: String,
+        /// Why it is not a week.
+        reason: String,
+    },
+    /// A location filter mode that does not exist or cannot work.
+    #[error("bad location filter mode {text:?}: {reason}")]
+    FilterMode {
+        /// What was given.
+        text: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An occurrence model (`location.json`) or its config that cannot work.
+    #[error("location model: {message}")]
+    Location {
+        /// What is wrong.
+        message: String,
     },
 }
 
@@ -114,6 +171,13 @@ impl Error {
             Error::Format(_) => "format",
             Error::Registry { .. } => "registry",
             Error::NoModel { .. } => "no_model",
+            Error::BadPlace { .. } => "bad_place",
+            Error::BadWeek { .. } => "bad_week",
+            Error::FilterMode { .. } => "filter_mode",
+            Error::Location { .. } => "location",
+            Error::Spec(_) => "spec",
+            Error::NoBirdnet(_) => "no_birdnet",
+            Error::Licence(_) => "licence",
         }
     }
 

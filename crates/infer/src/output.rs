@@ -48,6 +48,9 @@ pub struct RenderOptions {
     pub low_hz: f64,
     /// Raven `High Freq (Hz)`.
     pub high_hz: f64,
+    /// The model's licences, listed in the JSON report (with their status) so that whoever
+    /// reads the identifications sees what the model's weights and data allow.
+    pub licences: Vec<crate::licence::Licence>,
 }
 
 #[derive(Serialize)]
@@ -60,6 +63,8 @@ struct JsonWindow {
 #[derive(Serialize)]
 struct JsonReport {
     model_version: String,
+    licences: Vec<crate::licence::Licence>,
+    licence_status: crate::licence::LicenceStatus,
     windows: Vec<JsonWindow>,
 }
 
@@ -102,6 +107,8 @@ pub fn render(id: &Identification, format: Format, opts: &RenderOptions) -> Resu
         Format::Json => {
             let report = JsonReport {
                 model_version: id.model_version.clone(),
+                licences: opts.licences.clone(),
+                licence_status: crate::licence::LicenceStatus::of(&opts.licences),
                 windows: id
                     .windows
                     .iter()

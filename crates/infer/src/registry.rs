@@ -16,16 +16,21 @@ pub use silencio_common::registry::{DEFAULT_ALIASES, default_root};
 
 use crate::{Error, Result};
 
-/// The bundle directory of the first alias of [`DEFAULT_ALIASES`] that the registry at
-/// `root` defines, with the alias used.
-pub fn resolve_default(root: &Path) -> Result<(PathBuf, &'static str)> {
-    let aliases = layout::read_aliases(root).map_err(|e| match e {
+/// The alias → version map of the registry at `root` (empty without `aliases.json`).
+pub fn read_aliases(root: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    layout::read_aliases(root).map_err(|e| match e {
         silencio_common::Error::Io { path, source } => Error::io(&path, source),
         silencio_common::Error::Json { message, .. } => Error::Registry {
             root: root.display().to_string(),
             message: format!("aliases.json does not parse: {message}"),
         },
-    })?;
+    })
+}
+
+/// The bundle directory of the first alias of [`DEFAULT_ALIASES`] that the registry at
+/// `root` defines, with the alias used.
+pub fn resolve_default(root: &Path) -> Result<(PathBuf, &'static str)> {
+    let aliases = read_aliases(root)?;
     let Some((alias, v)) = layout::current(&aliases) else {
         return Err(Error::NoModel {
             root: root.display().to_string(),

@@ -2,73 +2,13 @@
 //! ensembles pool onto one grid; outputs parse as their readers expect.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-
-use silencio_audio::FeatureConfig;
 use silencio_infer::{
-    BundleSpec, Classifier, Ensemble, Format, ModelBundle, Provenance, RenderOptions, Species,
-    WindowScores, registry, render,
+    Classifier, Ensemble, Format, ModelBundle, RenderOptions, Species, WindowScores, registry,
+    render,
 };
-use silencio_models::ModelConfig;
-use silencio_models::efficientnet::{EfficientNetConfig, EfficientNetVariant};
 
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/demo/birdclef")
-}
-
-fn species(n: usize) -> Vec<Species> {
-    (0..n)
-        .map(|i| Species {
-            code: format!("sp{i}"),
-            scientific_name: format!("Genus species{i}"),
-            common_name: format!("Bird {i}"),
-            class_name: "Aves".into(),
-        })
-        .collect()
-}
-
-/// A small EfficientNet-B0 (width 0.25) so that tests stay fast.
-fn small_config(classes: usize) -> ModelConfig {
-    let mut cfg = ModelConfig::efficientnet_b0(classes);
-    cfg.backbone = silencio_models::BackboneConfig::Efficientnet(
-        EfficientNetConfig::new(EfficientNetVariant::B0).with_width_mult(0.25),
-    );
-    cfg.with_input_norm(-40.0, 20.0)
-}
-
-fn spec(classes: usize) -> BundleSpec {
-    BundleSpec {
-        name: "test".into(),
-        version: "1".into(),
-        model: small_config(classes),
-        features: FeatureConfig::recipe("birdclef").unwrap(),
-        species: species(classes),
-        provenance: Provenance {
-            trained: false,
-            source: "random weights (test)".into(),
-            ..Provenance::default()
-        },
-    }
-}
-
-fn device() -> burn::tensor::Device {
-    silencio_infer::default_device().unwrap()
-}
-
-fn write_bundle(dir: &Path, classes: usize) -> ModelBundle {
-    let model = small_config(classes).init(&device()).unwrap();
-    ModelBundle::write(dir, spec(classes), &model).unwrap()
-}
-
-fn soundscape() -> Vec<u8> {
-    let dir = demo().join("train_soundscapes");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    std::fs::read(&files[0]).unwrap()
-}
+mod common;
+use common::{device, small_config, soundscape, spec, species, write_bundle};
 
 #[test]
 fn a_bundle_round_trips_and_scores_real_audio_per_window() {
@@ -303,10 +243,13 @@ fn outputs_parse_as_json_csv_raven_and_audacity() {
         file: "a,b.ogg".into(),
         low_hz: 20.0,
         high_hz: 16000.0,
+        licences: vec![silencio_infer::Licence::birdnet("teacher")],
     };
     let j: serde_json::Value =
         serde_json::from_str(&render(&id, Format::Json, &opts).unwrap()).unwrap();
     assert_eq!(j["model_version"], "m@2");
+    assert_eq!(j["licences"][0]["id"], "CC-BY-NC-SA-4.0");
+    assert_eq!(j["licence_status"], "non_commercial");
     assert_eq!(j["windows"][0]["species"][0]["code"], "grekis");
     assert_eq!(j["windows"][1]["species"][0]["class_name"], "Amphibia");
     assert_eq!(j["windows"][1]["end_s"], 10.0);

@@ -55,22 +55,10 @@ pub(crate) fn copy_file_atomic(src: &Path, dest: &Path, tmp_dir: &Path) -> Resul
     Ok(())
 }
 
-/// Copies the tree `src` into `dest` (created). Symlinks are followed: a bundle that links its
-/// weights still arrives whole.
+/// Copies the tree `src` into `dest` (created), following symlinks
+/// ([`silencio_common::fs::copy_tree`]).
 pub(crate) fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
-    create_dir_all(dest)?;
-    for entry in std::fs::read_dir(src).map_err(|e| Error::io(src, e))? {
-        let entry = entry.map_err(|e| Error::io(src, e))?;
-        let from = entry.path();
-        let to = dest.join(entry.file_name());
-        let meta = std::fs::metadata(&from).map_err(|e| Error::io(&from, e))?;
-        if meta.is_dir() {
-            copy_tree(&from, &to)?;
-        } else {
-            std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
-        }
-    }
-    Ok(())
+    silencio_common::fs::copy_tree(src, dest).map_err(|e| Error::io(src, e))
 }
 
 /// Every regular file under `dir`, as (absolute path, path relative to `dir` with `/`).

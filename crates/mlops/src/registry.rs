@@ -77,6 +77,15 @@ pub enum Registry {
 }
 
 impl Registry {
+    /// The model a local registry holds (`None` when it holds none yet, or for MLflow, whose
+    /// server holds many): what a new version joins by default.
+    pub fn local_model_name(&self) -> Result<Option<String>> {
+        match self {
+            Registry::Local(l) => Ok(l.model_file()?.map(|m| m.name)),
+            Registry::Rest(_) => Ok(None),
+        }
+    }
+
     /// `http(s)://…` opens an MLflow server; a path or `file:` URI opens a local directory;
     /// `""` is `$SILENCIO_REGISTRY`, else `./registry` (as `silencio-infer` resolves it).
     pub fn open(uri: &str) -> Result<Self> {

@@ -2,26 +2,38 @@
 //! Every change is one swap of the routing table; requests in flight keep the version they
 //! were routed to (see [`crate::state`]).
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
+use silencio_infer::ModelSpec;
+use silencio_infer::spec::RegistryRef;
+
 use crate::api::{ErrorBody, LoadModel, ModelsList};
 use crate::routes::{json_body, models_list};
 use crate::state::{AppState, Canary, Routing};
 use crate::{Error, Result};
 
-fn bundle_dir(state: &AppState, req: &LoadModel) -> Result<PathBuf> {
+/// The model the request names, with where it comes from.
+fn requested(state: &AppState, req: &LoadModel) -> Result<(ModelSpec, String)> {
+    let registry = &state.config().registry;
     match (&req.path, &req.registry_version) {
-        (Some(p), None) => Ok(PathBuf::from(p)),
+        (Some(p), None) => Ok((
+            ModelSpec::from_path(Path::new(p), registry)?,
+            p.clone(),
+        )),
         (None, Some(v)) => {
-            if v.is_empty() || v.contains('/') || v.contains('\\') || v.contains("..") {
+            if !silencio_common::registry::is_plain_version(v) {
                 return Err(Error::BadRequest(format!("invalid registry version {v:?}")));
             }
-            Ok(state.config().registry.join("versions").join(v))
+            let spec = ModelSpec::Registry {
+                root: registry.clone(),
+                reference: RegistryRef::Named(v.clone()),
+            };
+            Ok((spec, format!("registry:{v}")))
         }
         _ => Err(Error::BadRequest(
             "give exactly one of `path` and `registry_version`".into(),
@@ -33,14 +45,18 @@ fn bundle_dir(state: &AppState, req: &LoadModel) -> Result<PathBuf> {
 /// the server's.
 fn bundle_error(e: Error) -> Error {
     match e {
-        Error::Infer(i) if matches!(i.kind(), "bundle" | "io" | "registry") => {
-            Error::Invalid(i.to_string())
-        }
+        Error::Infer(
+            i @ (silencio_infer::Error::Bundle { .. }
+            | silencio_infer::Error::Io { .. }
+            | silencio_infer::Error::Registry { .. }
+            | silencio_infer::Error::Spec(_)
+            | silencio_infer::Error::Ensemble(_)),
+        ) => Error::Invalid(i.to_string()),
         other => other,
     }
 }
 
-/// Loads a bundle as the canary, taking `share` of identify traffic (replaces a canary
+/// Loads a model (a bundle or an ensemble: a path, or a registry version or alias) as the canary, taking `share` of identify traffic (replaces a canary
 /// already loaded).
 #[utoipa::path(post, path = "/v1/admin/models", tag = "models",
     request_body = LoadModel,
@@ -49,8 +65,9 @@ fn bundle_error(e: Error) -> Error {
         (status = 201, description = "Loaded, warmed up and routed", body = ModelsList),
         (status = 400, description = "Bad request", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = "Its licences forbid this (commercial) deployment", body = ErrorBody),
         (status = 409, description = "That version already serves as stable", body = ErrorBody),
-        (status = 422, description = "Not a valid bundle", body = ErrorBody),
+        (status = 422, description = "Not a valid bundle or ensemble, or it needs BirdNET", body = ErrorBody),
     )
 )]
 pub async fn load_model(
@@ -65,28 +82,38 @@ pub async fn load_model(
             "share must be in [0, 1], got {share}"
         )));
     }
-    let dir = bundle_dir(&state, &req)?;
+    let (spec, source) = requested(&state, &req).map_err(bundle_error)?;
     let _admin = state.admin_lock().await;
-    let version = {
+    let serves_already = |version: &str| {
+        state
+            .routing()
+            .stable
+            .as_ref()
+            .is_some_and(|s| s.model_version() == version)
+    };
+    let conflict =
+        |version: &str| Error::Conflict(format!("{version} already serves as the stable version"));
+    // One bundle is checked before it loads; an ensemble's name is known once it has.
+    let resolved = spec.resolve().map_err(|e| bundle_error(e.into()))?;
+    if let (true, [(silencio_infer::Leaf::Bundle(dir), _)]) =
+        (resolved.single, resolved.members.as_slice())
+    {
         let d = dir.clone();
-        tokio::task::spawn_blocking(move || silencio_infer::ModelBundle::open(&d))
+        let version = tokio::task::spawn_blocking(move || silencio_infer::ModelBundle::open(&d))
             .await
             .map_err(|e| Error::Internal(format!("bundle check failed: {e}")))?
             .map_err(|e| bundle_error(e.into()))?
             .meta()
-            .model_version()
-    };
-    let routing = state.routing();
-    if routing
-        .stable
-        .as_ref()
-        .is_some_and(|s| s.model_version() == version)
-    {
-        return Err(Error::Conflict(format!(
-            "{version} already serves as the stable version"
-        )));
+            .model_version();
+        if serves_already(&version) {
+            return Err(conflict(&version));
+        }
     }
-    let model = state.load(&dir).await.map_err(bundle_error)?;
+    let model = state.load(spec, source).await.map_err(bundle_error)?;
+    let version = model.model_version();
+    if serves_already(&version) {
+        return Err(conflict(&version));
+    }
     state.swap(|r| Routing {
         stable: r.stable.clone(),
         canary: Some(Canary {

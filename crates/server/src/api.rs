@@ -13,3 +13,28 @@ pub fn species_score(s: silencio_infer::SpeciesScore) -> SpeciesScore {
         score: s.score,
     }
 }
+
+/// A model's licence on the wire.
+pub fn licence(l: &silencio_infer::Licence) -> Licence {
+    Licence {
+        id: l.id.clone(),
+        covers: l.covers.clone(),
+    }
+}
+
+/// A licence status on the wire.
+pub fn licence_status(s: silencio_infer::LicenceStatus) -> LicenceStatus {
+    match s {
+        silencio_infer::LicenceStatus::Commercial => LicenceStatus::Commercial,
+        silencio_infer::LicenceStatus::NonCommercial => LicenceStatus::NonCommercial,
+        silencio_infer::LicenceStatus::Unknown => LicenceStatus::Unknown,
+    }
+}
+
+/// A blend on the wire.
+pub fn blend(b: silencio_infer::Blend) -> Blend {
+    match b {
+        silencio_infer::Blend::Probability => Blend::Probability,
+        silencio_infer::Blend::Rank => Blend::Rank,
+    }
+}

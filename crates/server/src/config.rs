@@ -73,8 +73,12 @@ pub fn default_replicas() -> usize {
 pub struct ServerConfig {
     /// Address to listen on.
     pub addr: SocketAddr,
-    /// Bundle directory of the first stable model; `None`: the registry's default.
-    pub model: Option<PathBuf>,
+    /// The first stable model, as a model spec (a bundle or ensemble path, `registry:<alias
+    /// or version>`, `birdnet`); `None`: the registry's production, else staging version.
+    pub model: Option<String>,
+    /// Whether the deployment is non-commercial: only then may models with non-commercial
+    /// (or unrecorded) licences be served.
+    pub deployment: silencio_infer::Deployment,
     /// Model registry root (`aliases.json`, `versions/<v>/`).
     pub registry: PathBuf,
     /// Where feedback and sampled requests are stored.
@@ -122,6 +126,7 @@ impl Default for ServerConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             model: None,
+            deployment: silencio_infer::Deployment::Commercial,
             registry: silencio_infer::registry::default_root(),
             data_dir: PathBuf::from("serve-data"),
             api_key: generate_api_key(),
@@ -245,21 +250,23 @@ impl ServerConfig {
         (self.max_duration_s * DECODE_SAMPLES_PER_S) as u64
     }
 
-    /// The bundle to serve first: `model`, else the registry's production, else staging
-    /// version.
-    pub fn model_dir(&self) -> Result<PathBuf> {
+    /// The model to serve first, with where it comes from: `model`, else the registry's
+    /// production, else staging version.
+    pub fn model_spec(&self) -> Result<(silencio_infer::ModelSpec, String)> {
         if let Some(m) = &self.model {
-            return Ok(m.clone());
+            let spec = silencio_infer::ModelSpec::parse(m, &self.registry)?;
+            return Ok((spec, m.clone()));
         }
         match silencio_infer::registry::resolve_default(&self.registry) {
             Ok((dir, alias)) => {
                 tracing::info!(registry = %self.registry.display(), alias, "serving the registry's model");
-                Ok(dir)
+                let spec = silencio_infer::ModelSpec::from_path(&dir, &self.registry)?;
+                Ok((spec, dir.display().to_string()))
             }
             Err(silencio_infer::Error::NoModel { root }) => Err(Error::NoModel(format!(
                 "no model to serve: the registry at {root} has no production or staging version. \
                  Train and register one first (`cargo run --release -p trainer`), or pass \
-                 --model <bundle dir>"
+                 --model <bundle dir or ensemble file>"
             ))),
             Err(e) => Err(e.into()),
         }

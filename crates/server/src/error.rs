@@ -13,7 +13,7 @@ pub enum Error {
     Audio(#[from] silencio_audio::Error),
     /// Model loading or inference failed.
     #[error(transparent)]
-    Infer(#[from] silencio_infer::Error),
+    Infer(silencio_infer::Error),
     /// A request the API cannot accept as sent (bad JSON, bad base64, bad query value…).
     #[error("{0}")]
     BadRequest(String),
@@ -104,6 +104,18 @@ impl Error {
     }
 
     pub fn status(&self) -> StatusCode {
+        {
+            use silencio_infer::Error as I;
+            match self {
+                // A model the deployment may not serve, or one this build cannot run: the
+                // operator's request is refused, the server is fine.
+                Self::Infer(I::Licence(_)) => return StatusCode::FORBIDDEN,
+                Self::Infer(I::NoBirdnet(_) | I::Spec(_)) => {
+                    return StatusCode::UNPROCESSABLE_ENTITY;
+                }
+                _ => {}
+            }
+        }
         match self {
             // Audio the client sent that we cannot use: 415 for formats/codecs we do not
             // decode, 413 for too long or too costly, 422 for everything else about the content.
@@ -168,6 +180,17 @@ impl From<silencio_data::Error> for Error {
             D::Csv { .. } | D::Taxonomy(_) | D::Store { .. } | D::CorruptOutput(_) => {
                 Self::Internal(e.to_string())
             }
+        }
+    }
+}
+
+impl From<silencio_infer::Error> for Error {
+    /// Audio errors keep their own variant (and so their 4xx status) when they come through
+    /// the model facade, which decodes for ensembles.
+    fn from(e: silencio_infer::Error) -> Self {
+        match e {
+            silencio_infer::Error::Audio(a) => Self::Audio(a),
+            other => Self::Infer(other),
         }
     }
 }

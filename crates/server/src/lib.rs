@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod recent;
 pub mod routes;
 pub mod sampling;
+pub mod served;
 pub mod sessions;
 pub mod state;
 pub mod tour;
@@ -31,7 +32,6 @@ pub mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
@@ -147,7 +147,7 @@ pub const STREAM_DRAIN: std::time::Duration = std::time::Duration::from_secs(30)
 pub struct Server {
     listener: tokio::net::TcpListener,
     state: AppState,
-    model_dir: PathBuf,
+    model: (silencio_infer::ModelSpec, String),
 }
 
 /// Checks `config`, finds the model to serve, opens the stores and binds the address. The
@@ -155,7 +155,7 @@ pub struct Server {
 /// and `/readyz` once the model is warm.
 pub async fn bind(config: ServerConfig) -> Result<Server> {
     config.validate()?;
-    let model_dir = config.model_dir()?;
+    let model = config.model_spec()?;
     let addr = config.addr;
     let state = AppState::new(config)?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -164,7 +164,7 @@ pub async fn bind(config: ServerConfig) -> Result<Server> {
     Ok(Server {
         listener,
         state,
-        model_dir,
+        model,
     })
 }
 
@@ -188,15 +188,15 @@ impl Server {
         let Server {
             listener,
             state,
-            model_dir,
+            model: (spec, source),
         } = self;
         let failed: Arc<Mutex<Option<Error>>> = Arc::default();
         let stop = Arc::new(tokio::sync::Notify::new());
         {
             let (state, failed, stop) = (state.clone(), failed.clone(), stop.clone());
             tokio::spawn(async move {
-                if let Err(e) = state.load_stable(&model_dir).await {
-                    tracing::error!(dir = %model_dir.display(), error = %e, "cannot load the model");
+                if let Err(e) = state.load_stable_spec(spec, source.clone()).await {
+                    tracing::error!(model = %source, error = %e, "cannot load the model");
                     *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
                     stop.notify_one();
                 }

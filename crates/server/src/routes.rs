@@ -12,12 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
 use bytes::Bytes;
-use silencio_infer::{Identification, WindowScores};
+use silencio_infer::Identification;
 
 use crate::api::*;
 use crate::auth::Caller;
 use crate::config::SHORT_LANE_SAMPLES;
 use crate::engine::Priority;
+use crate::served::Input;
 use crate::state::{AppState, LoadedModel, RecentRequest};
 use crate::upload::{self, BodyKind};
 use crate::{Error, Result};
@@ -196,30 +197,16 @@ async fn identify_inner(
 
     let model = state.pick()?;
     let t_decode = Instant::now();
-    let (info, feats) = decode_upload(state, &model, audio.clone(), declared).await?;
+    let (info, input) = decode_upload(state, &model, audio.clone(), declared).await?;
     let decode = t_decode.elapsed();
-    let feats = Arc::new(feats);
-    let priority = Priority::for_windows(feats.windows.len());
-    let scored = model
-        .engine()
-        .submit(feats.clone(), priority)
-        .await
-        .map_err(|_| Error::Internal("the model engine stopped".into()))??;
+    let priority = Priority::for_windows(input.windows());
+    let scored = model.score(input, priority).await?;
 
     let id = Identification {
         model_version: model.model_version(),
         audio: Some(info),
         species: model.species().clone(),
-        windows: feats
-            .windows
-            .iter()
-            .zip(scored.scores)
-            .map(|(w, scores)| WindowScores {
-                start_s: w.start_s,
-                end_s: w.end_s,
-                scores,
-            })
-            .collect(),
+        windows: scored.windows,
     };
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     state.remember(
@@ -272,22 +259,17 @@ pub(crate) fn session_allowed(caller: Caller) -> Result<()> {
 /// when the header states the length.
 async fn decode_upload(
     state: &AppState,
-    model: &LoadedModel,
+    model: &Arc<LoadedModel>,
     audio: Bytes,
     declared: Option<upload::AudioType>,
-) -> Result<(silencio_audio::AudioInfo, silencio_audio::Features)> {
-    let cfg = model.features().clone();
+) -> Result<(silencio_audio::AudioInfo, Input)> {
     let max_s = state.config().max_duration_s;
     let budget = state.config().max_input_samples();
-    let decode = |bytes: Bytes, cfg: silencio_audio::FeatureConfig, max_samples: u64| {
+    let decode = |bytes: Bytes, max_samples: u64| {
+        let model = model.clone();
         tokio::task::spawn_blocking(move || {
             upload::vet(&bytes, declared)?;
-            let opts = silencio_audio::DecodeOptions {
-                max_input_samples: Some(max_samples),
-                ..silencio_audio::decode_options_for(&cfg, max_s)
-            };
-            silencio_audio::features_from_bytes_with(bytes.to_vec(), &cfg, &opts)
-                .map_err(Error::from)
+            model.prepare_bytes(bytes.to_vec(), max_s, max_samples)
         })
     };
     let gone = |_| Error::Unavailable("shutting down".into());
@@ -295,15 +277,13 @@ async fn decode_upload(
     let short = SHORT_LANE_SAMPLES.min(budget);
     let first = {
         let _permit = state.decoders().short.acquire().await.map_err(gone)?;
-        decode(audio.clone(), cfg.clone(), short)
-            .await
-            .map_err(failed)?
+        decode(audio.clone(), short).await.map_err(failed)?
     };
     match first {
         Err(Error::Audio(silencio_audio::Error::TooManySamples { .. })) if budget > short => {
             tracing::debug!("upload beyond the short lane's budget: decoding in the long lane");
             let _permit = state.decoders().long.acquire().await.map_err(gone)?;
-            decode(audio, cfg, budget).await.map_err(failed)?
+            decode(audio, budget).await.map_err(failed)?
         }
         other => other,
     }
@@ -366,21 +346,29 @@ pub async fn species(State(state): State<AppState>) -> Result<Json<SpeciesList>>
 
 pub(crate) fn model_info(m: &LoadedModel, role: &str, share: f64, with_path: bool) -> ModelInfo {
     use std::sync::atomic::Ordering::Relaxed;
-    let s = m.engine().stats();
+    let engines = m.engines();
+    let sum = |f: &dyn Fn(&crate::engine::Engine) -> u64| engines.iter().map(|e| f(e)).sum();
+    let first = engines.first();
     ModelInfo {
         model_version: m.model_version(),
         role: role.into(),
         share,
         loaded_at: m.loaded_at().to_string(),
-        requests_served: s.requests.load(Relaxed),
-        windows_inferred: s.windows.load(Relaxed),
-        client_gone: s.client_gone.load(Relaxed),
-        queued_windows: m.engine().queued(),
-        replicas: m.engine().config().replicas,
-        max_batch: m.engine().config().max_batch,
-        architecture: m.meta().model.name().to_string(),
-        trained: m.meta().provenance.trained,
-        path: with_path.then(|| m.dir().display().to_string()),
+        requests_served: m.requests_served(),
+        windows_inferred: sum(&|e| e.stats().windows.load(Relaxed)),
+        client_gone: sum(&|e| e.stats().client_gone.load(Relaxed)),
+        queued_windows: engines.iter().map(|e| e.queued()).sum(),
+        replicas: first.map_or(0, |e| e.config().replicas),
+        max_batch: first.map_or(0, |e| e.config().max_batch),
+        architecture: m.architecture().to_string(),
+        trained: m.trained(),
+        members: m.members(),
+        blend: m.blend().map(crate::api::blend),
+        licences: m.licences().iter().map(crate::api::licence).collect(),
+        licence_status: crate::api::licence_status(silencio_infer::LicenceStatus::of(
+            m.licences(),
+        )),
+        path: with_path.then(|| m.source().to_string()),
     }
 }
 

@@ -6,95 +6,21 @@
 //! rollback never pulls a model from under a request in flight; the old version's replicas
 //! exit once its last request is done.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use silencio_audio::{FeatureConfig, LogMel};
-use silencio_infer::{BundleMeta, ModelBundle, Species};
+use silencio_infer::ModelSpec;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::config::{EngineConfig, ServerConfig};
-use crate::engine::Engine;
+use crate::config::ServerConfig;
 use crate::feedback::FeedbackStore;
 use crate::recent::RecentRequests;
 use crate::sampling::{Sampler, SamplerConfig};
 use crate::sessions::Sessions;
 use crate::{Error, Result};
 
-/// One model version, loaded with its replicas and warmed up.
-#[derive(Debug)]
-pub struct LoadedModel {
-    meta: BundleMeta,
-    dir: PathBuf,
-    loaded_at: String,
-    species: Arc<Vec<Species>>,
-    logmel: LogMel,
-    engine: Engine,
-}
-
-impl LoadedModel {
-    /// Opens the bundle at `dir` and starts its replicas (blocking until all are warm).
-    pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<Arc<Self>> {
-        let bundle = ModelBundle::open(dir)?;
-        let meta = bundle.meta().clone();
-        let logmel = LogMel::new(&meta.features)?;
-        let engine = Engine::start(
-            dir,
-            &meta.model_version(),
-            meta.features.window.length_s,
-            cfg,
-        )?;
-        Ok(Arc::new(Self {
-            species: Arc::new(meta.species.clone()),
-            meta,
-            dir: dir.to_path_buf(),
-            loaded_at: crate::feedback::now_rfc3339(),
-            logmel,
-            engine,
-        }))
-    }
-
-    /// `name@version`.
-    pub fn model_version(&self) -> String {
-        self.meta.model_version()
-    }
-
-    /// The bundle's description.
-    pub fn meta(&self) -> &BundleMeta {
-        &self.meta
-    }
-
-    /// The bundle directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// When it was loaded (RFC 3339).
-    pub fn loaded_at(&self) -> &str {
-        &self.loaded_at
-    }
-
-    /// Classes in score order.
-    pub fn species(&self) -> &Arc<Vec<Species>> {
-        &self.species
-    }
-
-    /// The feature recipe.
-    pub fn features(&self) -> &FeatureConfig {
-        &self.meta.features
-    }
-
-    /// The recipe's log-mel transform.
-    pub fn logmel(&self) -> &LogMel {
-        &self.logmel
-    }
-
-    /// Its batching engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-}
+pub use crate::served::LoadedModel;
 
 /// A version taking part of the traffic.
 #[derive(Debug, Clone)]
@@ -264,25 +190,38 @@ impl AppState {
         &self.inner.cfg
     }
 
-    /// Loads `dir` as the stable version (warm before it takes traffic); the current stable, if
-    /// any, becomes the previous one.
-    pub async fn load_stable(&self, dir: &Path) -> Result<Arc<LoadedModel>> {
-        let model = self.load(dir).await?;
+    /// Loads the model at `path` (a bundle, or an ensemble file or directory) as the stable
+    /// version (warm before it takes traffic); the current stable, if any, becomes the
+    /// previous one.
+    pub async fn load_stable(&self, path: &Path) -> Result<Arc<LoadedModel>> {
+        let spec = ModelSpec::from_path(path, &self.inner.cfg.registry)?;
+        self.load_stable_spec(spec, path.display().to_string())
+            .await
+    }
+
+    /// [`AppState::load_stable`] of any model spec; `source` says where it came from.
+    pub async fn load_stable_spec(
+        &self,
+        spec: ModelSpec,
+        source: String,
+    ) -> Result<Arc<LoadedModel>> {
+        let model = self.load(spec, source.clone()).await?;
         let _admin = self.inner.admin.lock().await;
         self.swap(|r| Routing {
             previous: r.stable.clone(),
             stable: Some(model.clone()),
             canary: r.canary.clone(),
         });
-        tracing::info!(model = %model.model_version(), dir = %dir.display(), "stable model ready");
+        tracing::info!(model = %model.model_version(), %source, "stable model ready");
         Ok(model)
     }
 
-    /// Loads and warms a bundle without routing any traffic to it.
-    pub async fn load(&self, dir: &Path) -> Result<Arc<LoadedModel>> {
-        let dir = dir.to_path_buf();
+    /// Loads and warms a model without routing any traffic to it; refused when its licences
+    /// do not fit the deployment.
+    pub async fn load(&self, spec: ModelSpec, source: String) -> Result<Arc<LoadedModel>> {
         let cfg = self.inner.cfg.engine.clone();
-        tokio::task::spawn_blocking(move || LoadedModel::load(&dir, &cfg))
+        let deployment = self.inner.cfg.deployment;
+        tokio::task::spawn_blocking(move || LoadedModel::load(&spec, &source, &cfg, deployment))
             .await
             .map_err(|e| Error::Internal(format!("model loading task failed: {e}")))?
     }

@@ -24,7 +24,6 @@ use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
-use silencio_audio::Features;
 use silencio_audio::resample::StreamResampler;
 use silencio_infer::{Identification, WindowScores};
 
@@ -305,11 +304,11 @@ impl Session {
                 start.sample_rate
             )));
         }
-        let fc = model.features();
-        let window_in = fc.window.length_samples(start.sample_rate);
-        let min_tail_in = (fc.window.min_tail_s * f64::from(start.sample_rate)).round() as usize;
-        let window_out = fc.window.length_samples(fc.sample_rate);
-        let resampler = StreamResampler::new(start.sample_rate, fc.sample_rate)?;
+        let window = model.window();
+        let window_in = window.length_samples(start.sample_rate);
+        let min_tail_in = (window.min_tail_s * f64::from(start.sample_rate)).round() as usize;
+        let window_out = window.length_samples(model.stream_rate());
+        let resampler = StreamResampler::new(start.sample_rate, model.stream_rate())?;
         let rate = state.config().stream_rate;
         Ok(Self {
             state: state.clone(),
@@ -415,49 +414,24 @@ impl Session {
             self.state.admit()?
         };
         let model = self.model.clone();
-        let window_out = self.window_out;
-        let fc = model.features().clone();
-        let start_s = index as f64 * fc.window.length_s;
-        let feats = tokio::task::spawn_blocking(move || -> Result<Features> {
-            let valid = samples.len().min(window_out);
-            samples.resize(window_out, 0.0);
-            let data = model.logmel().compute(&samples);
-            Ok(Features {
-                windows: vec![silencio_audio::Window {
-                    index,
-                    start_s,
-                    end_s: start_s + fc.window.length_s,
-                    start_sample: index * window_out,
-                    valid_samples: valid,
-                }],
-                n_mels: fc.n_mels,
-                n_frames: fc.frames_per_window(),
-                data,
-            })
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("feature task failed: {e}")))??;
-        let feats = Arc::new(feats);
-        let scored = self
-            .model
-            .engine()
-            .submit(feats.clone(), Priority::High)
+        samples.truncate(self.window_out);
+        let input = tokio::task::spawn_blocking(move || model.prepare_window(samples, index))
             .await
-            .map_err(|_| Error::Internal("the model engine stopped".into()))??;
-        let w = feats.windows[0];
+            .map_err(|e| Error::Internal(format!("feature task failed: {e}")))??;
+        let scored = self.model.score(input, Priority::High).await?;
+        let length_s = self.model.window().length_s;
+        let start_s = index as f64 * length_s;
+        let [w] = <[WindowScores; 1]>::try_from(scored.windows)
+            .map_err(|w| Error::Internal(format!("{} windows for one stream window", w.len())))?;
         let id = Identification {
             model_version: self.model.model_version(),
             audio: None,
             species: self.model.species().clone(),
-            windows: scored
-                .scores
-                .into_iter()
-                .map(|scores| WindowScores {
-                    start_s: w.start_s,
-                    end_s: w.end_s,
-                    scores,
-                })
-                .collect(),
+            windows: vec![WindowScores {
+                start_s,
+                end_s: start_s + length_s,
+                ..w
+            }],
         };
         let session = self.id.as_ref().map(|sid| {
             let sessions = self.state.sessions();

@@ -829,7 +829,7 @@ async fn overload_answers_429_at_once_and_serves_what_it_admitted() {
     let f = fixture("api-overload", |c| c.queue = 3).await;
     let model = f.state.routing().stable.clone().unwrap();
     // Slow work: the replica holds off batches while the burst arrives.
-    let pause = model.engine().pause();
+    let pause = model.engine().unwrap().pause();
     let clip = common::clip_5s_wav();
     let mut tasks = Vec::new();
     for _ in 0..12 {
@@ -842,7 +842,7 @@ async fn overload_answers_429_at_once_and_serves_what_it_admitted() {
         tasks.iter().filter(|t| t.is_finished()).count() >= 9
     })
     .await;
-    wait_until("3 queued windows", || model.engine().queued() == 3).await;
+    wait_until("3 queued windows", || model.engine().unwrap().queued() == 3).await;
     assert_eq!(tasks.iter().filter(|t| t.is_finished()).count(), 9);
     // Refused at the door, not after decoding: a fresh request is refused too.
     let r = send(&f.app, upload("/v1/identify", "audio/wav", clip.clone())).await;
@@ -881,13 +881,13 @@ async fn overload_answers_429_at_once_and_serves_what_it_admitted() {
 async fn cancelled_requests_are_dropped_before_inference() {
     let f = fixture("api-gone", |_| {}).await;
     let model = f.state.routing().stable.clone().unwrap();
-    let stats = model.engine().stats().clone();
+    let stats = model.engine().unwrap().stats().clone();
     let before = metric(
         &metrics_text(&f.app).await,
         "silencio_rejected_total",
         &[r#"reason="client_gone""#],
     );
-    let pause = model.engine().pause();
+    let pause = model.engine().unwrap().pause();
     let clip = common::clip_5s_wav();
     let mut tasks = Vec::new();
     for _ in 0..3 {
@@ -895,7 +895,7 @@ async fn cancelled_requests_are_dropped_before_inference() {
         let req = upload("/v1/identify", "audio/wav", clip.clone());
         tasks.push(tokio::spawn(async move { send(&app, req).await }));
     }
-    wait_until("3 queued windows", || model.engine().queued() == 3).await;
+    wait_until("3 queued windows", || model.engine().unwrap().queued() == 3).await;
     // The clients hang up (the HTTP futures are dropped).
     for t in &tasks {
         t.abort();
@@ -907,7 +907,7 @@ async fn cancelled_requests_are_dropped_before_inference() {
     let app = f.app.clone();
     let stays =
         tokio::spawn(async move { send(&app, upload("/v1/identify", "audio/wav", clip)).await });
-    wait_until("the 4th window", || model.engine().queued() == 4).await;
+    wait_until("the 4th window", || model.engine().unwrap().queued() == 4).await;
     let windows_before = stats.windows.load(std::sync::atomic::Ordering::SeqCst);
     drop(pause);
     let r = stays.await.unwrap();
@@ -931,11 +931,11 @@ async fn cancelled_requests_are_dropped_before_inference() {
 async fn batches_fill_up_and_short_clips_go_first() {
     let f = fixture("api-batch", |c| c.engine.max_batch = 4).await;
     let model = f.state.routing().stable.clone().unwrap();
-    let stats = model.engine().stats().clone();
+    let stats = model.engine().unwrap().stats().clone();
     use std::sync::atomic::Ordering::SeqCst;
 
     // Four 5 s clips queued together run as one batch of four.
-    let pause = model.engine().pause();
+    let pause = model.engine().unwrap().pause();
     let clip = common::clip_5s_wav();
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -943,7 +943,7 @@ async fn batches_fill_up_and_short_clips_go_first() {
         let req = upload("/v1/identify", "audio/wav", clip.clone());
         tasks.push(tokio::spawn(async move { send(&app, req).await }));
     }
-    wait_until("4 queued windows", || model.engine().queued() == 4).await;
+    wait_until("4 queued windows", || model.engine().unwrap().queued() == 4).await;
     let batches = stats.batches.load(SeqCst);
     drop(pause);
     for t in tasks {
@@ -952,20 +952,20 @@ async fn batches_fill_up_and_short_clips_go_first() {
     assert_eq!(stats.batches.load(SeqCst) - batches, 1);
 
     // A 1-minute upload queued first, a 5 s clip after it: the clip is answered first.
-    let pause = model.engine().pause();
+    let pause = model.engine().unwrap().pause();
     let long = std::fs::read(common::soundscape_path()).unwrap();
     let app = f.app.clone();
     let long_task = tokio::spawn(async move {
         let r = send(&app, upload("/v1/identify", "audio/ogg", long)).await;
         (r, Instant::now())
     });
-    wait_until("12 queued windows", || model.engine().queued() == 12).await;
+    wait_until("12 queued windows", || model.engine().unwrap().queued() == 12).await;
     let app = f.app.clone();
     let short_task = tokio::spawn(async move {
         let r = send(&app, upload("/v1/identify", "audio/wav", clip)).await;
         (r, Instant::now())
     });
-    wait_until("13 queued windows", || model.engine().queued() == 13).await;
+    wait_until("13 queued windows", || model.engine().unwrap().queued() == 13).await;
     drop(pause);
     let (long_r, long_done) = long_task.await.unwrap();
     let (short_r, short_done) = short_task.await.unwrap();
@@ -1149,14 +1149,14 @@ async fn a_swap_loses_no_request_in_flight() {
     let b2 = common::write_bundle(&f.dir.join("bundle-2"), "api-swap", "2");
     let old = f.state.routing().stable.clone().unwrap();
     let clip = common::clip_5s_wav();
-    let pause = old.engine().pause();
+    let pause = old.engine().unwrap().pause();
     let mut tasks = Vec::new();
     for _ in 0..5 {
         let app = f.app.clone();
         let req = upload("/v1/identify", "audio/wav", clip.clone());
         tasks.push(tokio::spawn(async move { send(&app, req).await }));
     }
-    wait_until("5 queued windows", || old.engine().queued() == 5).await;
+    wait_until("5 queued windows", || old.engine().unwrap().queued() == 5).await;
     // Swap twice while they wait: v2 as canary for all traffic, promoted, then v1 dropped from
     // the routing table entirely by a second promote of a fresh v3.
     assert_eq!(
@@ -1202,7 +1202,7 @@ async fn a_swap_loses_no_request_in_flight() {
         assert_eq!(r.json()["model_version"], "api-swap@1");
     }
     use std::sync::atomic::Ordering::SeqCst;
-    assert_eq!(old.engine().stats().requests.load(SeqCst), 5);
+    assert_eq!(old.engine().unwrap().stats().requests.load(SeqCst), 5);
 }
 
 /// Two replicas in either thread mode (`own`: each replica a thread of the model's own rayon
@@ -1442,4 +1442,234 @@ async fn the_in_flight_cap_sheds_and_the_deadline_answers() {
         send(&f.app, get("/v1/species")).await.status,
         StatusCode::OK
     );
+}
+
+/// A recipe unlike `birdclef`'s: 22.05 kHz, 64 mels, 3 s windows every 3 s.
+fn odd_recipe() -> silencio_audio::FeatureConfig {
+    let mut f = silencio_audio::FeatureConfig::recipe("panns").unwrap();
+    f.sample_rate = 22_050;
+    f.f_max = 11_000.0;
+    f.window.length_s = 3.0;
+    f.window.hop_s = 3.0;
+    f
+}
+
+fn own() -> Vec<silencio_infer::Licence> {
+    vec![silencio_infer::Licence::new(
+        silencio_infer::licence::OWN,
+        "weights (test)",
+    )]
+}
+
+/// Two bundles with different recipes, sample rates and window lengths in an ensemble file.
+fn ensemble_file(dir: &Path) -> std::path::PathBuf {
+    common::write_bundle_with(
+        &dir.join("a"),
+        "ens-a",
+        "1",
+        silencio_audio::FeatureConfig::recipe("birdclef").unwrap(),
+        own(),
+    );
+    common::write_bundle_with(&dir.join("b"), "ens-b", "1", odd_recipe(), own());
+    let file = dir.join("ens.toml");
+    std::fs::write(
+        &file,
+        "name = \"ens-ab\"\n[[members]]\nmodel = \"a\"\nweight = 3\n[[members]]\nmodel = \"b\"\n",
+    )
+    .unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ensemble_of_mixed_recipes_serves_what_the_facade_computes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = ensemble_file(tmp.path());
+    let state = AppState::new(common::config(&tmp.path().join("data"), None)).unwrap();
+    state.load_stable(&file).await.unwrap();
+    let app = app(state.clone());
+
+    let audio = ogg_10s();
+    let r = send(&app, upload("/v1/identify?top_k=100", "audio/ogg", audio.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    assert_eq!(j["model_version"], "ens-ab");
+
+    // The same spec through the facade in this process: same windows, same scores.
+    let spec = silencio_infer::ModelSpec::parse(file.to_str().unwrap(), tmp.path()).unwrap();
+    let device = silencio_infer::parse_device("flex").unwrap();
+    let local = silencio_infer::open(&spec, &device, &silencio_infer::OpenOptions::default())
+        .unwrap()
+        .identify(audio)
+        .unwrap();
+    let windows = j["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), local.windows.len());
+    assert_eq!(windows.len(), 2, "a 10 s clip is two 5 s windows");
+    for (w, l) in windows.iter().zip(&local.windows) {
+        assert_eq!(w["start_s"].as_f64().unwrap(), l.start_s);
+        for s in w["species"].as_array().unwrap() {
+            let code = s["code"].as_str().unwrap();
+            let k = local.species.iter().position(|x| x.code == code).unwrap();
+            let want = f64::from(l.scores[k]);
+            assert!((s["score"].as_f64().unwrap() - want).abs() < 1e-5, "{code}");
+        }
+    }
+
+    // /v1/models says what it is.
+    let m = send(&app, get("/v1/models")).await.json();
+    let stable = &m["models"][0];
+    assert_eq!(stable["members"], json!(["ens-a@1", "ens-b@1"]));
+    assert_eq!(stable["blend"], "probability");
+    assert_eq!(stable["licence_status"], "commercial");
+    assert_eq!(stable["requests_served"], 1);
+    assert!(
+        stable["architecture"]
+            .as_str()
+            .unwrap()
+            .starts_with("ensemble(")
+    );
+    // Each bundle member ran its windows on its own engine: 2 (5 s) + 4 (3 s) windows.
+    assert_eq!(stable["windows_inferred"], 6);
+
+    // Bad audio is still the client's error, typed, through the ensemble's decoder.
+    let bad = send(&app, upload("/v1/identify", "audio/ogg", b"OggS not really".to_vec())).await;
+    assert!(bad.status.is_client_error(), "{}", bad.status);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ensemble_registry_version_goes_through_canary_promote_and_rollback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = tmp.path().join("registry");
+    let bundle = common::write_bundle(&registry.join("versions/1"), "reg-single", "1");
+    let spec =
+        silencio_infer::ModelSpec::parse(ensemble_file(tmp.path()).to_str().unwrap(), &registry)
+            .unwrap();
+    silencio_infer::spec::pack(&spec, Some("reg-ens"), &registry.join("versions/2")).unwrap();
+    std::fs::write(
+        registry.join("aliases.json"),
+        r#"{"production": "1", "staging": "2"}"#,
+    )
+    .unwrap();
+    let mut cfg = common::config(&tmp.path().join("data"), None);
+    cfg.registry = registry.clone();
+    let state = AppState::new(cfg).unwrap();
+    state.load_stable(&bundle).await.unwrap();
+    let app = app(state.clone());
+    let version = |app: Router| async move {
+        send(&app, upload("/v1/identify", "audio/ogg", ogg_10s()))
+            .await
+            .json()["model_version"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // The ensemble version as a canary taking all traffic.
+    let r = send(
+        &app,
+        post_json(
+            "/v1/admin/models",
+            Some("test-key"),
+            json!({"registry_version": "staging", "share": 1.0}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["models"][1]["path"], "registry:staging");
+    assert_eq!(version(app.clone()).await, "reg-ens");
+    let r = send(&app, post_json("/v1/admin/promote", Some("test-key"), json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["models"][0]["model_version"], "reg-ens");
+    assert_eq!(version(app.clone()).await, "reg-ens");
+    let r = send(&app, post_json("/v1/admin/rollback", Some("test-key"), json!({}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(version(app.clone()).await, "reg-single@1");
+    // Loading the ensemble again while the single model is stable works; loading a version
+    // that serves as stable is refused.
+    let r = send(
+        &app,
+        post_json(
+            "/v1/admin/models",
+            Some("test-key"),
+            json!({"registry_version": "1"}),
+        ),
+    )
+    .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn non_commercial_models_load_only_in_a_non_commercial_deployment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nc = common::write_bundle_with(
+        &tmp.path().join("nc"),
+        "lic-nc",
+        "1",
+        silencio_audio::FeatureConfig::recipe("birdclef").unwrap(),
+        vec![silencio_infer::Licence::new(
+            "CC-BY-NC-SA-4.0",
+            "training data: BirdCLEF 2025",
+        )],
+    );
+    let unknown = common::write_bundle_with(
+        &tmp.path().join("unknown"),
+        "lic-unknown",
+        "1",
+        silencio_audio::FeatureConfig::recipe("birdclef").unwrap(),
+        Vec::new(),
+    );
+    let ok = common::write_bundle(&tmp.path().join("ok"), "lic-ok", "1");
+
+    // A commercial deployment (the default): refused at start, and through the admin API.
+    let state = AppState::new(common::config(&tmp.path().join("data"), None)).unwrap();
+    for refused in [&nc, &unknown] {
+        let e = state.load_stable(refused).await.unwrap_err();
+        assert_eq!(e.kind(), "licence", "{e}");
+    }
+    state.load_stable(&ok).await.unwrap();
+    let app = app(state.clone());
+    let r = send(
+        &app,
+        post_json(
+            "/v1/admin/models",
+            Some("test-key"),
+            json!({"path": nc.display().to_string()}),
+        ),
+    )
+    .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "licence");
+    assert!(r.json()["error"].as_str().unwrap().contains("CC-BY-NC-SA-4.0"));
+    // An ensemble with one non-commercial member is non-commercial.
+    let file = tmp.path().join("mixed.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[members]]\nmodel = {:?}\n[[members]]\nmodel = {:?}\n",
+            ok.display().to_string(),
+            nc.display().to_string()
+        ),
+    )
+    .unwrap();
+    let e = state.load_stable(&file).await.unwrap_err();
+    assert_eq!(e.kind(), "licence");
+    drop(app);
+    drop(state);
+
+    // A non-commercial deployment serves them and says so.
+    let mut cfg = common::config(&tmp.path().join("data2"), None);
+    cfg.deployment = silencio_infer::Deployment::NonCommercial;
+    let state = AppState::new(cfg).unwrap();
+    state.load_stable(&file).await.unwrap();
+    let m = send(&app_of(&state), get("/v1/models")).await.json();
+    assert_eq!(m["models"][0]["licence_status"], "non_commercial");
+    let ids: Vec<&str> = m["models"][0]["licences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"CC-BY-NC-SA-4.0") && ids.contains(&"LicenseRef-own"), "{ids:?}");
+}
+
+fn app_of(state: &AppState) -> Router {
+    app(state.clone())
 }

@@ -276,6 +276,7 @@ fn prediction(scores: &[&[f32]]) -> serde_json::Value {
         file: String::new(),
         low_hz: 0.0,
         high_hz: 16_000.0,
+        licences: Vec::new(),
     };
     let text = silencio_infer::render(&identification(scores), Format::Json, &opts).unwrap();
     serde_json::from_str(&text).unwrap()

@@ -12,6 +12,7 @@ pub mod experiment;
 pub mod fit;
 pub mod gpu_check;
 pub mod jobs;
+pub mod location;
 pub mod model;
 pub mod pipeline;
 pub mod predict;

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use silencio_data::splits::Split;
-use silencio_infer::{BundleSpec, Classifier, Identification, ModelBundle, Provenance, Species};
+use silencio_infer::{BundleSpec, Identification, ModelBundle, Provenance, Species};
 
 use crate::dataset::WindowDataset;
 use crate::experiment::Experiment;
@@ -273,7 +273,8 @@ fn run_inner(
         None => None,
     };
     let cfg = prepare::model_config(exp, classes.len(), mels)?;
-    let (model, mut cfg, source) = prepare::initial_model(exp, cfg, base_bundle.as_deref(), &main)?;
+    let (model, mut cfg, source, weight_licences) =
+        prepare::initial_model(exp, cfg, base_bundle.as_deref(), &main)?;
     if cfg.input_norm.is_none() {
         let (mean, std) = store.feature_stats(&train_idx, 256)?;
         cfg.input_norm = Some(silencio_models::InputNorm { mean, std });
@@ -369,12 +370,21 @@ fn run_inner(
                 source: format!("trainer experiment {} from {source}", exp.name),
                 metrics: Default::default(),
                 created_unix_s: 0,
+                licences: silencio_infer::licence::union([
+                    weight_licences.as_slice(),
+                    prepare::training_data_licences(&exp.data.root)?.as_slice(),
+                ]),
             },
         },
         &outcome.model,
     )?;
-    let classifier = Classifier::load(bundle.dir(), &main)?;
-    let score = |p: &Path| classifier.identify_path(p);
+    // The test set runs through the model facade, as every served model does.
+    let scorer = silencio_infer::open(
+        &silencio_infer::ModelSpec::Bundle(bundle.dir().to_path_buf()),
+        &main,
+        &silencio_infer::OpenOptions::default(),
+    )?;
+    let score = |p: &Path| scorer.identify_path(p);
     finish(
         opts,
         exp,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use burn::tensor::Device;
 use silencio_audio::{FeatureConfig, LogMel};
 use silencio_data::{EtlOptions, Store};
+use silencio_infer::Licence;
 use silencio_models::{CheckpointLayout, Model, ModelConfig};
 
 use crate::dataset::WindowStore;
@@ -73,15 +74,17 @@ pub fn initial_model(
     cfg: ModelConfig,
     base_bundle: Option<&Path>,
     device: &Device,
-) -> Result<(Model, ModelConfig, String)> {
+) -> Result<(Model, ModelConfig, String, Vec<Licence>)> {
     if let Some(dir) = base_bundle {
         let bundle = silencio_infer::ModelBundle::open(dir)?;
         let model = bundle.load_model(device)?;
         let meta = bundle.meta();
+        // Fine-tuning keeps whatever the base model's weights owe.
         return Ok((
             model,
             meta.model.clone(),
             format!("registered model {}", meta.model_version()),
+            meta.provenance.licences.clone(),
         ));
     }
     match checkpoint_path(exp) {
@@ -92,6 +95,9 @@ pub fn initial_model(
             })?;
             let layout = CheckpointLayout::parse(layout)?;
             let (m, c, report) = silencio_models::from_checkpoint(&cfg, layout, &p, device)?;
+            let name = p
+                .file_name()
+                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
             Ok((
                 m,
                 c,
@@ -100,6 +106,10 @@ pub fn initial_model(
                     p.display(),
                     report.applied
                 ),
+                vec![Licence::new(
+                    layout.weights_licence(),
+                    format!("pretrained weights: {name}"),
+                )],
             ))
         }
         None if exp.model.pretrained_env.is_some() && exp.model.pretrained.is_none() => {
@@ -112,7 +122,12 @@ pub fn initial_model(
                 ),
             })
         }
-        None => Ok((cfg.init(device)?, cfg, "random initialisation".into())),
+        None => Ok((
+            cfg.init(device)?,
+            cfg,
+            "random initialisation".into(),
+            Vec::new(),
+        )),
     }
 }
 
@@ -129,4 +144,56 @@ pub fn noise_bank(dir: Option<&Path>, features: &FeatureConfig) -> Result<Arc<Ve
         bank.extend(f.data.chunks_exact(n).map(|c| c.to_vec()));
     }
     Ok(Arc::new(bank))
+}
+
+/// The licences of a dataset's recordings, from `train.csv`'s `license` column: one entry per
+/// licence with the number of recordings under it (`cc-by-nc-sa 4.0` reads as the SPDX
+/// `CC-BY-NC-SA-4.0`; an empty cell as `NOASSERTION`). A model trained on them owes all.
+pub fn training_data_licences(root: &Path) -> Result<Vec<Licence>> {
+    let (rows, _) = silencio_data::read_train_csv(&root.join("train.csv"))?;
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for r in &rows {
+        *counts.entry(spdx(&r.license)).or_default() += 1;
+    }
+    Ok(counts
+        .into_iter()
+        .map(|(id, n)| Licence::new(id, format!("training data: {n} recordings of train.csv")))
+        .collect())
+}
+
+/// A licence as train.csv files write it, in SPDX form.
+fn spdx(s: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() {
+        return "NOASSERTION".into();
+    }
+    let joined = s.split_whitespace().collect::<Vec<_>>().join("-");
+    // Creative Commons ids are upper case in SPDX; others (`BSD-3-Clause`, `MIT`) keep theirs.
+    if joined.to_ascii_lowercase().starts_with("cc") {
+        joined.to_ascii_uppercase()
+    } else {
+        joined
+    }
+}
+
+#[cfg(test)]
+mod licence_tests {
+    use super::*;
+
+    #[test]
+    fn train_csv_licences_read_as_spdx() {
+        assert_eq!(spdx("cc-by-nc-sa 4.0"), "CC-BY-NC-SA-4.0");
+        assert_eq!(spdx(" CC-BY-4.0 "), "CC-BY-4.0");
+        assert_eq!(spdx(""), "NOASSERTION");
+        assert!(Licence::new(spdx("cc-by-nc 4.0"), "x").non_commercial());
+    }
+
+    #[test]
+    fn the_demo_set_owes_its_sources_licences() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/demo/birdclef");
+        let l = training_data_licences(&root).unwrap();
+        let ids: Vec<&str> = l.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, ["BSD-3-Clause", "CC-BY-4.0", "CC0-1.0", "MIT"]);
+        assert!(l[3].covers.starts_with("training data: 21 recordings"));
+    }
 }

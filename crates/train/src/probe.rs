@@ -114,6 +114,13 @@ pub(crate) fn run(
                 ),
                 metrics: Default::default(),
                 created_unix_s: 0,
+                licences: silencio_infer::licence::union([
+                    [silencio_infer::Licence::birdnet(
+                        "BirdNET V2.4 embeddings the head reads",
+                    )]
+                    .as_slice(),
+                    crate::prepare::training_data_licences(&exp.data.root)?.as_slice(),
+                ]),
             },
         },
         &head,

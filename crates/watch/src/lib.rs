@@ -5,8 +5,8 @@
 //!   `silencio-data` (whose labels it writes beside each file), and renames each file into
 //!   place only when it is complete.
 //! - [`Watcher`] (the consumer) picks up every new file of a folder (file-system events plus
-//!   sweeps), runs the same features and model as offline (a bundle through
-//!   `silencio_infer::Classifier`, or the HTTP server), writes one BirdCLEF submission CSV per
+//!   sweeps), runs the same model as offline (any model spec, opened in this process as a
+//!   `silencio_infer::Scorer`, or the HTTP server), writes one BirdCLEF submission CSV per
 //!   input atomically and records each input once in an fsync'd JSONL [`ledger`], so that a
 //!   crash and a restart never process a file twice nor leave a partial output. Files that
 //!   cannot be read go to a quarantine folder with the reason; the stream goes on.

@@ -1,12 +1,12 @@
-//! What scores a file: a model bundle in this process (the same `Classifier` the offline
-//! commands use), or the HTTP server (`POST /v1/identify`).
+//! What scores a file: a model in this process (any model spec, opened by the same facade
+//! the offline commands use), or the HTTP server (`POST /v1/identify`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use silencio_api::{ErrorBody, IdentifyQuery, IdentifyResponse, SpeciesList};
-use silencio_infer::Classifier;
+use silencio_infer::Scorer as Model;
 
 use crate::{Error, Result};
 
@@ -29,20 +29,20 @@ pub struct Scores {
 /// The model behind the consumer.
 #[derive(Debug)]
 pub enum Scorer {
-    /// A bundle loaded in this process.
-    Local(Box<Classifier>),
+    /// A model loaded in this process.
+    Local(Box<Model>),
     /// The inference server.
     Server(ServerClient),
 }
 
 impl Scorer {
-    /// A local classifier; refuses a bundle whose windows are not BirdCLEF's 5 s grid.
-    pub fn local(c: Classifier) -> Result<Self> {
-        let w = &c.features().window;
+    /// A local model; refuses one whose windows are not BirdCLEF's 5 s grid.
+    pub fn local(c: Model) -> Result<Self> {
+        let w = c.window();
         if (w.length_s - WINDOW_S).abs() > 1e-9 || (w.hop_s - WINDOW_S).abs() > 1e-9 {
             return Err(Error::InvalidOptions(format!(
-                "bundle {} cuts {} s windows every {} s; BirdCLEF rows are 5 s windows every 5 s",
-                c.model_version(),
+                "model {} cuts {} s windows every {} s; BirdCLEF rows are 5 s windows every 5 s",
+                c.name(),
                 w.length_s,
                 w.hop_s
             )));
@@ -104,7 +104,7 @@ impl Scorer {
     /// A short description for logs.
     pub fn describe(&self) -> String {
         match self {
-            Scorer::Local(c) => format!("model {}", c.model_version()),
+            Scorer::Local(c) => format!("model {}", c.name()),
             Scorer::Server(s) => format!("server {}", s.url),
         }
     }

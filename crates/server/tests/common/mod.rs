@@ -54,6 +54,26 @@ fn tiny(classes: usize) -> ModelConfig {
 
 /// Writes a random-weight bundle `name@version` over the demo taxonomy at `dir`.
 pub fn write_bundle(dir: &Path, name: &str, version: &str) -> PathBuf {
+    write_bundle_with(
+        dir,
+        name,
+        version,
+        FeatureConfig::recipe("birdclef").unwrap(),
+        vec![silencio_infer::Licence::new(
+            silencio_infer::licence::OWN,
+            "weights: random initialisation (server tests)",
+        )],
+    )
+}
+
+/// [`write_bundle`] on another feature recipe, recording `licences`.
+pub fn write_bundle_with(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    features: FeatureConfig,
+    licences: Vec<silencio_infer::Licence>,
+) -> PathBuf {
     let species = taxonomy();
     let cfg = tiny(species.len());
     let device = silencio_infer::parse_device("flex").unwrap();
@@ -62,11 +82,12 @@ pub fn write_bundle(dir: &Path, name: &str, version: &str) -> PathBuf {
         name: name.into(),
         version: version.into(),
         model: cfg,
-        features: FeatureConfig::recipe("birdclef").unwrap(),
+        features,
         species,
         provenance: Provenance {
             trained: false,
             source: "random weights (server tests)".into(),
+            licences,
             ..Provenance::default()
         },
     };
@@ -78,7 +99,7 @@ pub fn write_bundle(dir: &Path, name: &str, version: &str) -> PathBuf {
 pub fn config(data: &Path, model: Option<PathBuf>) -> ServerConfig {
     ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
-        model,
+        model: model.map(|p| p.display().to_string()),
         registry: data.join("no-registry"),
         data_dir: data.to_path_buf(),
         api_key: "test-key".into(),
