@@ -254,13 +254,21 @@ async fn dashboard_shows_a_live_silencio_serve_then_reports_it_down() {
     assert!(inference[0]["mean_s"].as_f64().unwrap() > 0.0);
     assert_eq!(s["queue_depth"], 0.0);
 
-    // The loaded bundle, as the server's /v1/models lists it.
-    let models = s["models"]["models"].as_array().unwrap();
+    // The loaded bundle, as the server's /v1/models lists it, in the panel's rows.
+    let models = s["models"].as_array().unwrap();
     assert_eq!(models.len(), 1, "{models:?}");
-    assert_eq!(models[0]["model_version"], "live@7");
-    assert_eq!(models[0]["role"], "stable");
-    assert_eq!(models[0]["requests_served"].as_f64().unwrap(), sent);
-    assert_eq!(models[0]["windows_inferred"].as_u64().unwrap(), windows);
+    let m = &models[0];
+    assert_eq!(m["version"], "live@7");
+    assert_eq!(m["role"], "stable");
+    assert_eq!(m["share_pct"], 100.0);
+    assert_eq!(m["requests"].as_f64().unwrap(), sent);
+    assert_eq!(m["windows"].as_u64().unwrap(), windows);
+    assert_eq!(
+        (m["queued"].as_u64(), m["replicas"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(m["trained"], false, "a random-weight bundle");
+    assert!(!m["loaded_at"].as_str().unwrap().is_empty(), "{m}");
     assert!(s["history"].as_array().unwrap().is_empty());
 
     // More identify requests, then a second scrape: one history point with their rate.

@@ -410,15 +410,29 @@ async function loadModels() {
 
 // ---------------------------------------------------------------- serving
 
-function serverModels(v) {
-  const list = Array.isArray(v) ? v : v && Array.isArray(v.models) ? v.models : null;
-  if (!list || !list.length) return;
-  const keys = [];
-  for (const m of list) for (const k of Object.keys(m)) if (!keys.includes(k)) keys.push(k);
-  table("serving-models", keys, list.map((m) => keys.map((k) => {
-    const x = m[k];
-    return x !== null && typeof x === "object" ? JSON.stringify(x) : x;
-  })));
+// One column per field of the backend's ServedModel row (serving.rs), in this order.
+const SERVED_MODEL_COLUMNS = [
+  ["model version", (m) => m.version],
+  ["role", (m) => m.role],
+  ["traffic share (%)", (m) => m.share_pct],
+  ["loaded at", (m) => m.loaded_at],
+  ["requests", (m) => m.requests],
+  ["windows", (m) => m.windows],
+  ["clients gone", (m) => m.client_gone],
+  ["queued windows", (m) => m.queued],
+  ["replicas", (m) => m.replicas],
+  ["max batch", (m) => m.max_batch],
+  ["architecture", (m) => m.architecture],
+  ["trained", (m) => (m.trained ? "yes" : "no (random weights)")],
+  ["members", (m) => m.members.join(", ")],
+  ["blend", (m) => m.blend],
+  ["licences", (m) => m.licences.join("; ")],
+  ["licence status", (m) => m.licence_status],
+];
+
+function serverModels(rows) {
+  // No rows (none loaded, or /v1/models unreadable: the status line says why) clears the table.
+  table("serving-models", SERVED_MODEL_COLUMNS.map((c) => c[0]), (rows || []).map((m) => SERVED_MODEL_COLUMNS.map((c) => c[1](m))));
 }
 
 function renderServing(s) {

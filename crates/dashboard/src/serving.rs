@@ -11,8 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde_json::Value;
-use silencio_api::ModelsList;
+use silencio_api::{Blend, Licence, LicenceStatus, ModelInfo, ModelsList};
 
 use crate::prom::{self, Exposition, Histogram};
 
@@ -117,6 +116,103 @@ pub struct HistoryPoint {
     pub mean_batch: Option<f64>,
 }
 
+/// One model the server has loaded, as the serving panel's table shows it (one column per
+/// field, labelled in `dashboard.js`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServedModel {
+    /// `name@version`.
+    pub version: String,
+    /// `stable`, `canary` or `previous` (loaded for rollback, no traffic).
+    pub role: String,
+    /// Share of identify traffic it gets, in percent.
+    pub share_pct: f64,
+    /// When it was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// Requests it answered.
+    pub requests: u64,
+    /// Windows it ran.
+    pub windows: u64,
+    /// Requests whose client left before their windows ran.
+    pub client_gone: u64,
+    /// Windows waiting in its queue.
+    pub queued: usize,
+    /// Replica threads.
+    pub replicas: usize,
+    /// Batch size limit.
+    pub max_batch: usize,
+    /// Architecture.
+    pub architecture: String,
+    /// Whether the weights were trained on the task (random-weight bundles say false).
+    pub trained: bool,
+    /// Its members (`name@version`), in order; the model itself when it is one bundle.
+    pub members: Vec<String>,
+    /// How an ensemble blends its members (`probability` or `rank`); none for one bundle.
+    pub blend: Option<String>,
+    /// Its licences as `id (what it covers)`.
+    pub licences: Vec<String>,
+    /// What those licences allow, in words.
+    pub licence_status: String,
+}
+
+impl From<ModelInfo> for ServedModel {
+    fn from(m: ModelInfo) -> Self {
+        // Every field named, no `..`: a field added to or renamed in the API's wire type
+        // stops this from compiling, so the panel cannot silently drop or mislabel it.
+        let ModelInfo {
+            model_version,
+            role,
+            share,
+            loaded_at,
+            requests_served,
+            windows_inferred,
+            client_gone,
+            queued_windows,
+            replicas,
+            max_batch,
+            architecture,
+            trained,
+            members,
+            blend,
+            licences,
+            licence_status,
+            // Only sent with an API key (the dashboard has none); it names the host's files.
+            path: _,
+        } = m;
+        Self {
+            version: model_version,
+            role,
+            share_pct: share * 100.0,
+            loaded_at,
+            requests: requests_served,
+            windows: windows_inferred,
+            client_gone,
+            queued: queued_windows,
+            replicas,
+            max_batch,
+            architecture,
+            trained,
+            members,
+            blend: blend.map(|b| {
+                match b {
+                    Blend::Probability => "probability",
+                    Blend::Rank => "rank",
+                }
+                .to_string()
+            }),
+            licences: licences
+                .into_iter()
+                .map(|Licence { id, covers }| format!("{id} ({covers})"))
+                .collect(),
+            licence_status: match licence_status {
+                LicenceStatus::Commercial => "commercial use allowed",
+                LicenceStatus::NonCommercial => "non-commercial only",
+                LicenceStatus::Unknown => "unknown",
+            }
+            .to_string(),
+        }
+    }
+}
+
 /// The serving panel's JSON (`/api/serving`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ServingSnapshot {
@@ -130,9 +226,9 @@ pub struct ServingSnapshot {
     pub error: Option<String>,
     /// Scrape time (ms since the epoch).
     pub scraped_at_ms: u64,
-    /// `/v1/models` as the server answers it.
-    pub models: Option<Value>,
-    /// Why `/v1/models` could not be read, if so.
+    /// The models of `/v1/models`, stable first (none when it could not be read).
+    pub models: Option<Vec<ServedModel>>,
+    /// Why `/v1/models` could not be read, if so (unreachable, or not the API's model list).
     pub models_error: Option<String>,
     /// All requests since the server started (monitoring included).
     pub requests_total: f64,
@@ -182,21 +278,15 @@ impl ServingSnapshot {
 }
 
 /// `/v1/models` read as the API's [`ModelsList`] (the server's own type, from `silencio-api`)
-/// and shown as it serialises. An answer that is JSON but not that type (an older or foreign
-/// server) is still shown as it came, with the mismatch in `models_error`.
+/// into the panel's rows. An answer of another shape (an older or foreign server) shows no
+/// rows: what is wrong with it goes to `models_error`, which the panel shows.
 fn models_json(body: &str, snap: &mut ServingSnapshot) {
     match serde_json::from_str::<ModelsList>(body) {
-        Ok(list) => match serde_json::to_value(&list) {
-            Ok(v) => snap.models = Some(v),
-            Err(e) => snap.models_error = Some(format!("/v1/models: {e}")),
-        },
-        Err(e) => match serde_json::from_str::<Value>(body) {
-            Ok(v) => {
-                snap.models = Some(v);
-                snap.models_error = Some(format!("/v1/models is not the API's model list: {e}"));
-            }
-            Err(_) => snap.models_error = Some(format!("/v1/models: {e}")),
-        },
+        Ok(list) => snap.models = Some(list.models.into_iter().map(ServedModel::from).collect()),
+        Err(e) if serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok() => {
+            snap.models_error = Some(format!("/v1/models is not the API's model list: {e}"));
+        }
+        Err(e) => snap.models_error = Some(format!("/v1/models: {e}")),
     }
 }
 
@@ -449,5 +539,30 @@ impl Serving {
         snap.history = st.history.iter().cloned().collect();
         st.last = Some((now, snap.clone()));
         snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_that_is_not_the_apis_model_list_shows_no_rows_and_says_why() {
+        let mut snap = ServingSnapshot::empty(Some("http://x".into()));
+        models_json(r#"{"models": [{"model_version": "v1"}]}"#, &mut snap);
+        assert!(snap.models.is_none());
+        let e = snap.models_error.unwrap();
+        assert!(e.contains("not the API's model list"), "{e}");
+
+        let mut snap = ServingSnapshot::empty(Some("http://x".into()));
+        models_json("<html>proxy error</html>", &mut snap);
+        assert!(snap.models.is_none());
+        let e = snap.models_error.unwrap();
+        assert!(e.starts_with("/v1/models: "), "{e}");
+
+        let mut snap = ServingSnapshot::empty(Some("http://x".into()));
+        models_json(r#"{"models": []}"#, &mut snap);
+        assert_eq!(snap.models, Some(Vec::new()));
+        assert!(snap.models_error.is_none());
     }
 }

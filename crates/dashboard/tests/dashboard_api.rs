@@ -502,7 +502,56 @@ async fn serving_figures_from_a_live_metrics_endpoint() {
         preds.iter().map(|p| p[1].as_f64().unwrap()).sum::<f64>(),
         40.0
     );
-    assert_eq!(s["models"]["models"][1]["role"], "canary");
+    // /v1/models (the API's own type) becomes the panel's rows, every field in a column the
+    // page labels, and nothing of the host's file system.
+    assert_eq!(s["models_error"], Value::Null);
+    let rows = s["models"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0],
+        serde_json::json!({
+            "version": "1700000002",
+            "role": "stable",
+            "share_pct": 90.0,
+            "loaded_at": "2026-05-01T06:00:00.000Z",
+            "requests": 40,
+            "windows": 160,
+            "client_gone": 1,
+            "queued": 3,
+            "replicas": 2,
+            "max_batch": 8,
+            "architecture": "efficientnet lite0 + clip head",
+            "trained": true,
+            "members": ["1700000002"],
+            "blend": null,
+            "licences": ["CC-BY-4.0 (weights)"],
+            "licence_status": "commercial use allowed",
+        })
+    );
+    let canary = &rows[1];
+    assert_eq!(canary["version"], "1700000003");
+    assert_eq!(canary["role"], "canary");
+    assert_eq!(canary["share_pct"], 10.0);
+    assert_eq!(canary["trained"], false);
+    assert_eq!(canary["blend"], "rank");
+    assert_eq!(
+        canary["members"],
+        serde_json::json!(["1700000002", "1700000001"])
+    );
+    assert_eq!(canary["licences"][0], "CC-BY-NC-SA-4.0 (training data)");
+    assert_eq!(canary["licence_status"], "non-commercial only");
+    assert!(
+        !s.to_string().contains("/srv/registry"),
+        "the bundle path leaked"
+    );
+    let (_, _, js) = get(&state, "/assets/dashboard.js", &[]).await;
+    let js = String::from_utf8(js).unwrap();
+    for key in rows[0].as_object().unwrap().keys() {
+        assert!(
+            js.contains(&format!("m.{key}")),
+            "the page shows no column for {key}"
+        );
+    }
     assert!(s["history"].as_array().unwrap().is_empty());
 
     // More traffic, then a second scrape: one history point with the rate between them.

@@ -195,6 +195,57 @@ pub fn config(dir: &Path, server: Option<String>) -> DashboardConfig {
     }
 }
 
+/// `/v1/models` of a server running a stable bundle and a canary ensemble, built from the API's
+/// own wire types (a renamed field fails to compile here too). The canary carries its `path`,
+/// as answers to a caller with the API key do.
+pub fn served_models() -> silencio_api::ModelsList {
+    use silencio_api::{Blend, Licence, LicenceStatus, ModelInfo};
+    let stable = ModelInfo {
+        model_version: "1700000002".into(),
+        role: "stable".into(),
+        share: 0.9,
+        loaded_at: "2026-05-01T06:00:00.000Z".into(),
+        requests_served: 40,
+        windows_inferred: 160,
+        client_gone: 1,
+        queued_windows: 3,
+        replicas: 2,
+        max_batch: 8,
+        architecture: "efficientnet lite0 + clip head".into(),
+        trained: true,
+        members: vec!["1700000002".into()],
+        blend: None,
+        licences: vec![Licence {
+            id: "CC-BY-4.0".into(),
+            covers: "weights".into(),
+        }],
+        licence_status: LicenceStatus::Commercial,
+        path: None,
+    };
+    let canary = ModelInfo {
+        model_version: "1700000003".into(),
+        role: "canary".into(),
+        share: 0.1,
+        requests_served: 4,
+        windows_inferred: 16,
+        client_gone: 0,
+        queued_windows: 0,
+        trained: false,
+        members: vec!["1700000002".into(), "1700000001".into()],
+        blend: Some(Blend::Rank),
+        licences: vec![Licence {
+            id: "CC-BY-NC-SA-4.0".into(),
+            covers: "training data".into(),
+        }],
+        licence_status: LicenceStatus::NonCommercial,
+        path: Some("/srv/registry/versions/1700000003".into()),
+        ..stable.clone()
+    };
+    silencio_api::ModelsList {
+        models: vec![stable, canary],
+    }
+}
+
 /// The serving process's metrics as its exporter renders them: the same crate and builder
 /// (`metrics-exporter-prometheus`, histogram buckets set) recording the metric names of the
 /// server's contract. Served over a real socket with `/v1/models`.
@@ -256,16 +307,14 @@ impl MetricsSource {
         use axum::routing::get;
         let me = Arc::clone(self);
         let app = axum::Router::new()
-            .route("/metrics", get(move || {
-                let me = Arc::clone(&me);
-                async move { me.render() }
-            }))
-            .route("/v1/models", get(|| async {
-                axum::Json(serde_json::json!({"models": [
-                    {"model_version": "1700000002", "role": "stable", "share": 0.9, "requests": 40},
-                    {"model_version": "1700000003", "role": "canary", "share": 0.1, "requests": 4}
-                ]}))
-            }));
+            .route(
+                "/metrics",
+                get(move || {
+                    let me = Arc::clone(&me);
+                    async move { me.render() }
+                }),
+            )
+            .route("/v1/models", get(|| async { axum::Json(served_models()) }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
