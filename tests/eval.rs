@@ -430,7 +430,14 @@ fn an_ensemble_packs_registers_and_runs_in_every_tool() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     create_bundle(&a, "efficientnet_lite0");
     ok(&silencio()
-        .args(["bundle", "create", "--arch", "efficientnet_lite0", "--recipe", "panns"])
+        .args([
+            "bundle",
+            "create",
+            "--arch",
+            "efficientnet_lite0",
+            "--recipe",
+            "panns",
+        ])
         .args(["--name", "other", "--version", "2", "--taxonomy"])
         .arg(demo().join("birdclef/taxonomy.csv"))
         .arg("--out")
@@ -442,14 +449,25 @@ fn an_ensemble_packs_registers_and_runs_in_every_tool() {
         .arg("ensemble")
         .arg("--model")
         .arg(format!("{},{}", a.display(), b.display()))
-        .args(["--weight", "2,1", "--name", "pair", "--register", "--alias", "production"])
+        .args([
+            "--weight",
+            "2,1",
+            "--name",
+            "pair",
+            "--register",
+            "--alias",
+            "production",
+        ])
         .arg("--registry")
         .arg(&registry)
         .arg("--out")
         .arg(&packed)
         .output()
         .unwrap());
-    assert!(stdout.contains("registered pair version 1 (production): ensemble pair"), "{stdout}");
+    assert!(
+        stdout.contains("registered pair version 1 (production): ensemble pair"),
+        "{stdout}"
+    );
     assert!(packed.join("ensemble.toml").is_file());
     assert!(registry.join("versions/1/ensemble.toml").is_file());
 
@@ -505,7 +523,13 @@ fn an_ensemble_packs_registers_and_runs_in_every_tool() {
     let (input, out) = (tmp.path().join("in"), tmp.path().join("out"));
     std::fs::create_dir_all(&input).unwrap();
     std::fs::copy(
-        data.join("soundscapes").read_dir().unwrap().next().unwrap().unwrap().path(),
+        data.join("soundscapes")
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
         input.join("clip.ogg"),
     )
     .unwrap();

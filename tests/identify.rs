@@ -353,3 +353,95 @@ fn a_bundle_started_from_the_lite0_imagenet_weights_identifies_per_window() {
         .fold(0.0, f64::max);
     assert!(spread > 1e-3, "windows score alike: {spread}");
 }
+
+/// The location filter end to end: `bundle create --location-from` learns ranges from a
+/// `train.csv`, and `identify --lat --lon` removes the species not expected there, saying so.
+#[test]
+fn identify_filters_species_by_where_the_recording_was_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taxonomy = root().join("datasets/demo/birdclef/taxonomy.csv");
+    let codes: Vec<String> = std::fs::read_to_string(&taxonomy)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    let (here, there) = (&codes[0], &codes[1]);
+    let csv = tmp.path().join("train.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "primary_label,secondary_labels,type,filename,collection,rating,url,latitude,longitude,scientific_name,common_name,author,license\n\
+             {here},[],[],{here}/1.ogg,XC,5,,6.8,-74.3,A a,A,x,CC0-1.0\n\
+             {there},[],[],{there}/1.ogg,XC,5,,52.5,13.4,B b,B,x,CC0-1.0\n"
+        ),
+    )
+    .unwrap();
+    let bundle = tmp.path().join("b");
+    let o = silencio()
+        .args([
+            "bundle",
+            "create",
+            "--arch",
+            "efficientnet_lite0",
+            "--name",
+            "loc",
+        ])
+        .arg("--taxonomy")
+        .arg(&taxonomy)
+        .arg("--location-from")
+        .arg(&csv)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("location filter: 2 of"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let run = |place: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&ok(&silencio()
+            .arg("identify")
+            .arg(soundscape())
+            .arg("--model")
+            .arg(&bundle)
+            .args(["--top-k", "100"])
+            .args(place)
+            .output()
+            .unwrap()))
+        .unwrap()
+    };
+    let score = |j: &serde_json::Value, code: &str| {
+        j["windows"][0]["species"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["code"] == code)
+            .map(|s| s["score"].as_f64().unwrap())
+            .unwrap()
+    };
+    let plain = run(&[]);
+    assert!(plain.get("location").is_none());
+    let reserve = run(&["--lat", "6.72", "--lon", "-74.26", "--date", "2025-03-01"]);
+    assert_eq!(reserve["location"]["removed"], serde_json::json!([there]));
+    assert_eq!(reserve["location"]["week"], 9);
+    assert_eq!(score(&reserve, there), 0.0);
+    assert_eq!(score(&reserve, here), score(&plain, here));
+    let berlin = run(&["--lat", "52.52", "--lon", "13.40"]);
+    assert_eq!(berlin["location"]["removed"], serde_json::json!([here]));
+    assert_eq!(score(&berlin, there), score(&plain, there));
+    // A bad place is a typed error.
+    let o = silencio()
+        .arg("identify")
+        .arg(soundscape())
+        .arg("--model")
+        .arg(&bundle)
+        .args(["--lat", "123", "--lon", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error[bad_place]"), "{err}");
+}

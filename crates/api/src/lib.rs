@@ -24,6 +24,16 @@ pub struct IdentifyQuery {
     pub min_score: Option<f32>,
     /// Session (outing) the clip belongs to; its species are added to the session.
     pub session_id: Option<String>,
+    /// Where it was recorded (WGS 84 latitude; with `longitude`): overrides the server's
+    /// default location for the location filter.
+    pub latitude: Option<f64>,
+    /// Where it was recorded (WGS 84 longitude).
+    pub longitude: Option<f64>,
+    /// When it was recorded (RFC 3339 or `YYYY-MM-DD`).
+    pub recorded_at: Option<String>,
+    /// `filter` (species expected there below 0.05 are zeroed), `filter:<threshold>`,
+    /// `reweight` (scores times the occurrence there) or `off`; default: the server's.
+    pub location_mode: Option<String>,
 }
 
 impl IdentifyQuery {
@@ -34,6 +44,10 @@ impl IdentifyQuery {
             top_k,
             min_score,
             session_id,
+            latitude,
+            longitude,
+            recorded_at,
+            location_mode,
         } = self;
         let mut out = Vec::new();
         if let Some(k) = top_k {
@@ -44,6 +58,18 @@ impl IdentifyQuery {
         }
         if let Some(s) = session_id {
             out.push(("session_id", s.clone()));
+        }
+        if let Some(v) = latitude {
+            out.push(("latitude", v.to_string()));
+        }
+        if let Some(v) = longitude {
+            out.push(("longitude", v.to_string()));
+        }
+        if let Some(v) = recorded_at {
+            out.push(("recorded_at", v.clone()));
+        }
+        if let Some(v) = location_mode {
+            out.push(("location_mode", v.clone()));
         }
         out
     }
@@ -123,6 +149,56 @@ pub struct IdentifyResponse {
     pub windows: Vec<WindowResult>,
     /// Time spent.
     pub timing_ms: Timing,
+    /// What the location filter did; absent when the model has no species ranges or no
+    /// location applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<LocationReport>,
+}
+
+/// Where a location came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LocationSource {
+    /// The request's `latitude`/`longitude`.
+    Request,
+    /// The server's configured location (the reserve it serves).
+    ServerDefault,
+}
+
+/// What the location filter did to an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LocationReport {
+    /// `filter:<threshold>` (species expected below it were zeroed) or `reweight` (scores
+    /// were multiplied by each species' occurrence there).
+    pub mode: String,
+    /// Latitude used.
+    pub latitude: f64,
+    /// Longitude used.
+    pub longitude: f64,
+    /// Week of the year (1–48, four per month), when a date was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub week: Option<u8>,
+    /// Where the place came from.
+    pub source: LocationSource,
+    /// Codes of the species not expected there (zeroed, or weighted below 0.05).
+    pub removed: Vec<String>,
+    /// Species whose range is unknown, passed through unchanged.
+    pub unknown: usize,
+}
+
+/// Query of `GET /v1/species`: with `lat` and `lon`, each species says how expected it is there.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct SpeciesQuery {
+    /// Latitude (WGS 84).
+    pub lat: Option<f64>,
+    /// Longitude (WGS 84).
+    pub lon: Option<f64>,
+    /// Date (`YYYY-MM-DD` or RFC 3339).
+    pub date: Option<String>,
 }
 
 /// A species the model knows.
@@ -137,6 +213,9 @@ pub struct SpeciesInfo {
     pub common_name: String,
     /// Aves, Amphibia, Insecta or Mammalia.
     pub class_name: String,
+    /// With a location: how expected it is there, in [0, 1] (absent: range unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurrence: Option<f32>,
 }
 
 /// Answer of `GET /v1/species`.
@@ -145,8 +224,12 @@ pub struct SpeciesInfo {
 pub struct SpeciesList {
     /// The stable model whose classes these are.
     pub model_version: String,
-    /// In the model's class order.
+    /// In the model's class order; with a location, expected ones first (best first), then
+    /// those whose range is unknown, then those not expected there.
     pub species: Vec<SpeciesInfo>,
+    /// The place the list is for, when `lat`/`lon` were given and the model knows ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<LocationReport>,
 }
 
 /// One licence of a model and what it covers (SPDX identifier).
@@ -463,6 +546,7 @@ mod tests {
                 inference: 3.0,
                 total: 6.0,
             },
+            location: None,
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
@@ -497,7 +581,10 @@ mod tests {
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(!text.contains("path") && !text.contains("blend"), "{text}");
-        assert!(text.contains(r#""licence_status":"non_commercial""#), "{text}");
+        assert!(
+            text.contains(r#""licence_status":"non_commercial""#),
+            "{text}"
+        );
         assert_eq!(
             serde_json::to_string(&Verdict::Wrong).unwrap(),
             r#""wrong""#
@@ -516,6 +603,10 @@ mod tests {
             top_k: Some(182),
             min_score: Some(0.0),
             session_id: Some("s1".into()),
+            latitude: Some(6.72),
+            longitude: Some(-74.26),
+            recorded_at: Some("2025-03-01".into()),
+            location_mode: Some("reweight".into()),
         };
         let json = serde_json::to_value(&q).unwrap();
         let pairs = q.pairs();
@@ -535,7 +626,11 @@ mod tests {
             [
                 ("top_k", "182".to_string()),
                 ("min_score", "0".to_string()),
-                ("session_id", "s1".to_string())
+                ("session_id", "s1".to_string()),
+                ("latitude", "6.72".to_string()),
+                ("longitude", "-74.26".to_string()),
+                ("recorded_at", "2025-03-01".to_string()),
+                ("location_mode", "reweight".to_string())
             ]
         );
         assert!(IdentifyQuery::default().pairs().is_empty());

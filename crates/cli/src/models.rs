@@ -118,6 +118,20 @@ pub struct IdentifyArgs {
     /// Write here (atomically) instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Where it was recorded (WGS 84 latitude): with --lon, species the model's location
+    /// filter does not expect there are removed or down-weighted (--location-mode).
+    #[arg(long, allow_hyphen_values = true, requires = "lon")]
+    pub lat: Option<f64>,
+    /// Where it was recorded (WGS 84 longitude).
+    #[arg(long, allow_hyphen_values = true, requires = "lat")]
+    pub lon: Option<f64>,
+    /// When it was recorded (`YYYY-MM-DD` or RFC 3339): the week, for range models that use it.
+    #[arg(long, requires = "lat")]
+    pub date: Option<String>,
+    /// `filter` (species expected below 0.05 are zeroed), `filter:<threshold>` or `reweight`
+    /// (scores times the species' occurrence there).
+    #[arg(long, default_value = "filter")]
+    pub location_mode: silencio_infer::location::FilterMode,
 }
 
 /// `silencio ensemble`.
@@ -175,7 +189,10 @@ pub fn ensemble(a: EnsembleArgs) -> anyhow::Result<()> {
             },
         )?;
         reg.set_alias(&registered, &a.alias, v)?;
-        println!("registered {registered} version {v} ({}): ensemble {name}", a.alias);
+        println!(
+            "registered {registered} version {v} ({}): ensemble {name}",
+            a.alias
+        );
     }
     Ok(())
 }
@@ -207,6 +224,10 @@ pub struct BundleCreateArgs {
     /// Bundle version.
     #[arg(long, default_value = "0")]
     pub version: String,
+    /// A `train.csv` whose coordinates give each species' occurrence by location (the
+    /// bundle's location filter; rows without coordinates are skipped).
+    #[arg(long)]
+    pub location_from: Option<PathBuf>,
     /// Output directory (must not exist).
     #[arg(long)]
     pub out: PathBuf,
@@ -230,8 +251,29 @@ pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
     let format: Format = a.format.parse()?;
     let bytes =
         std::fs::read(&a.audio).with_context(|| format!("reading {}", a.audio.display()))?;
+    use silencio_infer::location::{LocationFilter, LocationQuery, Place, Week};
+    // The place is checked before the model loads: a typo costs nothing.
+    let query = match (a.lat, a.lon) {
+        (Some(lat), Some(lon)) => Some(LocationQuery {
+            place: Place::new(lat, lon)?,
+            week: a.date.as_deref().map(Week::from_date).transpose()?,
+        }),
+        _ => None,
+    };
     let scorer = a.model.open()?;
-    let id = scorer.identify(bytes)?;
+    let mut id = scorer.identify(bytes)?;
+    let location = match (query, scorer.location()) {
+        (Some(q), Some(m)) => Some(m.apply_identification(&mut id, &q, a.location_mode)?),
+        (Some(_), None) => {
+            eprintln!(
+                "warning: {} has no location filter (its bundle records no species ranges); \
+                 --lat/--lon change nothing",
+                scorer.name()
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let (low_hz, high_hz) = scorer.band();
     let opts = RenderOptions {
         top_k: a.top_k,
@@ -240,6 +282,7 @@ pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
         low_hz,
         high_hz,
         licences: scorer.licences().to_vec(),
+        location,
     };
     write_out(
         a.out.as_deref(),
@@ -261,6 +304,25 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
             class_name: s.class_name.clone(),
         })
         .collect();
+    let location = match &a.location_from {
+        Some(csv) => {
+            let (rows, _) = silencio_data::read_train_csv(csv)?;
+            let codes: Vec<&str> = species.iter().map(|s| s.code.as_str()).collect();
+            let m = silencio_infer::OccurrenceModel::learn(
+                silencio_data::located_points(&rows),
+                &codes,
+                Default::default(),
+            )?
+            .with_source(format!("{}: {} rows", csv.display(), rows.len()));
+            eprintln!(
+                "location filter: {} of {} species located",
+                m.known_count(),
+                codes.len()
+            );
+            Some(m)
+        }
+        None => None,
+    };
     let device = silencio_infer::parse_device("flex")?;
     let classes = species.len();
     let mut cfg = ModelConfig::named(&a.arch, classes, features.n_mels)?;
@@ -277,7 +339,10 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
         (None, None) => (
             cfg.init(&device)?,
             "random initialisation".to_string(),
-            Licence::new(silencio_infer::licence::OWN, "weights: random initialisation"),
+            Licence::new(
+                silencio_infer::licence::OWN,
+                "weights: random initialisation",
+            ),
         ),
         (Some(p), Some(layout)) => {
             let layout = CheckpointLayout::parse(layout)?;
@@ -315,6 +380,7 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
             licences: vec![licence],
             ..Provenance::default()
         },
+        location,
     };
     let b = ModelBundle::write(&a.out, spec, &model)?;
     eprintln!(

@@ -22,6 +22,19 @@ pub struct ServeArgs {
     /// BirdCLEF-trained models) or record no licence. Without it they are refused at load.
     #[arg(long, env = "SILENCIO_NON_COMMERCIAL")]
     pub non_commercial: bool,
+    /// Where the recordings are made (WGS 84 latitude), unless a request says otherwise: the
+    /// location filter drops species not expected there. Default: the El Silencio reserve.
+    #[arg(long, allow_hyphen_values = true, default_value_t = silencio_server::config::EL_SILENCIO.0)]
+    pub latitude: f64,
+    /// Longitude of that place.
+    #[arg(long, allow_hyphen_values = true, default_value_t = silencio_server::config::EL_SILENCIO.1)]
+    pub longitude: f64,
+    /// Filter only requests that give their own place.
+    #[arg(long)]
+    pub no_default_location: bool,
+    /// How the location filter changes scores: `filter`, `filter:<threshold>` or `reweight`.
+    #[arg(long, default_value = "filter")]
+    pub location_mode: silencio_infer::location::FilterMode,
     /// Registry root that `registry:<name>` and the default refer to.
     #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
     pub registry: PathBuf,
@@ -98,6 +111,15 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         addr: a.addr,
         model: a.model,
+        location: if a.no_default_location {
+            None
+        } else {
+            Some(silencio_infer::location::Place::new(
+                a.latitude,
+                a.longitude,
+            )?)
+        },
+        location_mode: a.location_mode,
         deployment: if a.non_commercial {
             silencio_infer::Deployment::NonCommercial
         } else {

@@ -21,7 +21,7 @@ pub use etl::{Dtype, EtlEvent, EtlOptions, EtlOutcome, Manifest, ManifestHead};
 pub use splits::{Period, PeriodFilter, Split, split_table, temporal_split, train_valid_split};
 pub use store::Store;
 pub use taxonomy::{Species, Taxonomy};
-pub use train_csv::{RowProblem, TrainRecord, parse_py_list, read_train_csv};
+pub use train_csv::{RowProblem, TrainRecord, located_points, parse_py_list, read_train_csv};
 pub use validate::{
     Screened, ValidateOptions, ValidationReport, screen_rows, usable_records, validate,
 };

@@ -211,6 +211,14 @@ pub fn read_train_csv_from<R: std::io::Read>(
     Ok((rows, problems))
 }
 
+/// `(primary_label, latitude, longitude)` of the rows that have both coordinates: what the
+/// location filter learns each species' range from.
+pub fn located_points(rows: &[TrainRecord]) -> Vec<(&str, f64, f64)> {
+    rows.iter()
+        .filter_map(|r| Some((r.primary_label.as_str(), r.latitude?, r.longitude?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@
 //! <bundle>/bundle.json          format, name, version, ModelConfig, FeatureConfig, species in
 //!                               class order, weights file + SHA-256, provenance
 //! <bundle>/weights.safetensors  the Burn module's tensors (burn-store)
+//! <bundle>/location.json        optional: where each species is expected (see
+//!                               [`crate::location`]), SHA-256 in bundle.json
 //! ```
 //! A bundle is written into a staging directory and renamed into place, so a crash never
 //! leaves half of one; an existing bundle is never overwritten (versions are immutable).
@@ -69,7 +71,7 @@ pub struct Provenance {
     pub licences: Vec<crate::licence::Licence>,
 }
 
-/// The weights file of a bundle.
+/// A file of a bundle (the weights, the occurrence model), with its checksum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightsRef {
     /// File name inside the bundle.
@@ -99,6 +101,9 @@ pub struct BundleMeta {
     pub species: Vec<Species>,
     /// The weights.
     pub weights: WeightsRef,
+    /// The occurrence model of the location filter, when the bundle has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<WeightsRef>,
     /// Where it came from.
     pub provenance: Provenance,
 }
@@ -185,6 +190,8 @@ pub struct BundleSpec {
     pub species: Vec<Species>,
     /// Provenance (`created_unix_s` is filled in when 0).
     pub provenance: Provenance,
+    /// Where each species is expected (the location filter), if known.
+    pub location: Option<crate::location::OccurrenceModel>,
 }
 
 /// An opened, consistent bundle.
@@ -241,6 +248,19 @@ impl ModelBundle {
                 problems: vec![format!("cannot write weights: {e}")],
             })?;
             let (sha256, bytes) = sha256_file(&weights)?;
+            let location = match &spec.location {
+                Some(m) => {
+                    let p = staging.join(crate::location::LOCATION_FILE);
+                    std::fs::write(&p, m.to_json_bytes()).map_err(|e| Error::io(&p, e))?;
+                    let (sha256, bytes) = sha256_file(&p)?;
+                    Some(WeightsRef {
+                        file: crate::location::LOCATION_FILE.into(),
+                        sha256,
+                        bytes,
+                    })
+                }
+                None => None,
+            };
             let mut provenance = spec.provenance;
             if provenance.created_unix_s == 0 {
                 provenance.created_unix_s = std::time::SystemTime::now()
@@ -261,6 +281,7 @@ impl ModelBundle {
                     sha256,
                     bytes,
                 },
+                location,
                 provenance,
             };
             let problems = meta.disagreements();
@@ -276,10 +297,14 @@ impl ModelBundle {
             })?;
             let p = staging.join(BUNDLE_FILE);
             std::fs::write(&p, json).map_err(|e| Error::io(&p, e))?;
-            for f in [&weights, &p] {
-                std::fs::File::open(f)
+            let files = [Some(weights.clone()), Some(p.clone())]
+                .into_iter()
+                .chain(meta.location.as_ref().map(|l| Some(staging.join(&l.file))))
+                .flatten();
+            for f in files {
+                std::fs::File::open(&f)
                     .and_then(|f| f.sync_all())
-                    .map_err(|e| Error::io(f, e))?;
+                    .map_err(|e| Error::io(&f, e))?;
             }
             std::fs::rename(&staging, dir).map_err(|e| Error::io(dir, e))?;
             Ok(meta)
@@ -330,6 +355,21 @@ impl ModelBundle {
                 }
             }
         }
+        if let Some(l) = &meta.location {
+            let p = dir.join(&l.file);
+            if l.file.contains('/') || l.file.contains("..") || !p.is_file() {
+                problems.push(format!("location file {} is missing", l.file));
+            } else {
+                let (sha, n) = sha256_file(&p)?;
+                if sha != l.sha256 || n != l.bytes {
+                    problems.push(format!(
+                        "location file {} has SHA-256 {sha} ({n} bytes) but the bundle says {} \
+                         ({} bytes)",
+                        l.file, l.sha256, l.bytes
+                    ));
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(Error::Bundle {
                 path: dir.display().to_string(),
@@ -350,6 +390,16 @@ impl ModelBundle {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The bundle's occurrence model (checked against its checksum by [`ModelBundle::open`]).
+    pub fn location(&self) -> Result<Option<crate::location::OccurrenceModel>> {
+        match &self.meta.location {
+            Some(l) => Ok(Some(crate::location::OccurrenceModel::read_json(
+                self.dir.join(&l.file),
+            )?)),
+            None => Ok(None),
+        }
     }
 
     /// Builds the model and loads the weights; every parameter must be present with its shape

@@ -97,6 +97,7 @@ pub struct Classifier {
     logmel: LogMel,
     batch_size: usize,
     max_duration_s: f64,
+    location: Option<Arc<crate::location::OccurrenceModel>>,
 }
 
 impl Classifier {
@@ -104,7 +105,9 @@ impl Classifier {
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let bundle = ModelBundle::open(dir)?;
         let model = bundle.load_model(device)?;
-        Self::from_parts(bundle.meta().clone(), model, device)
+        let mut c = Self::from_parts(bundle.meta().clone(), model, device)?;
+        c.location = bundle.location()?.map(Arc::new);
+        Ok(c)
     }
 
     /// A classifier from a description and a model already in memory (training, tests).
@@ -119,7 +122,13 @@ impl Classifier {
             logmel,
             batch_size: 16,
             max_duration_s: silencio_audio::DecodeOptions::default().max_duration_s,
+            location: None,
         })
+    }
+
+    /// The bundle's occurrence model (the location filter), when it has one.
+    pub fn location(&self) -> Option<&Arc<crate::location::OccurrenceModel>> {
+        self.location.as_ref()
     }
 
     /// Windows per forward pass (default 16).

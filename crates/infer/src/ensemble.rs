@@ -222,7 +222,12 @@ impl Ensemble {
         self.push(info, None, weight)
     }
 
-    fn push(mut self, info: MemberInfo, member: Option<Box<dyn Member>>, weight: f32) -> Result<Self> {
+    fn push(
+        mut self,
+        info: MemberInfo,
+        member: Option<Box<dyn Member>>,
+        weight: f32,
+    ) -> Result<Self> {
         if !(weight.is_finite() && weight > 0.0) {
             return Err(Error::Ensemble(format!(
                 "member {} has weight {weight}; weights must be > 0",
@@ -294,10 +299,7 @@ impl Ensemble {
 
     /// [`Ensemble::prepare`] with `audio_at(rate)` giving the mono samples at a rate (called
     /// once per distinct member rate, in member order).
-    fn prepare_with(
-        &self,
-        mut audio_at: impl FnMut(u32) -> Result<Vec<f32>>,
-    ) -> Result<Prepared> {
+    fn prepare_with(&self, mut audio_at: impl FnMut(u32) -> Result<Vec<f32>>) -> Result<Prepared> {
         let Some(first) = self.members.first() else {
             return Err(Error::Ensemble("the ensemble has no members".into()));
         };
@@ -309,9 +311,14 @@ impl Ensemble {
             }
         }
         let at = |rate: u32| -> &Arc<Vec<f32>> {
-            &decoded.iter().find(|(r, _)| *r == rate).expect("decoded above").1
+            &decoded
+                .iter()
+                .find(|(r, _)| *r == rate)
+                .expect("decoded above")
+                .1
         };
-        let duration_s = at(first.info.sample_rate).len() as f64 / f64::from(first.info.sample_rate);
+        let duration_s =
+            at(first.info.sample_rate).len() as f64 / f64::from(first.info.sample_rate);
         let mut features: Vec<(FeatureConfig, Arc<Features>)> = Vec::new();
         let mut inputs = Vec::with_capacity(self.members.len());
         for e in &self.members {
@@ -395,7 +402,7 @@ impl Ensemble {
         &self,
         duration_s: f64,
         scored: &[Vec<WindowScores>],
-    ) -> Result<Vec<(silencio_audio::Window, Vec<Vec<Option<f32>>>)>> {
+    ) -> Result<Vec<(silencio_audio::Window, PooledMembers)>> {
         if scored.len() != self.members.len() {
             return Err(Error::Ensemble(format!(
                 "{} members' scores for {} members",
@@ -516,6 +523,10 @@ impl Ensemble {
         })
     }
 }
+
+/// Per member, per ensemble species: a member's max-pooled score on one output window (`None`
+/// where it does not know the species or has no overlapping window).
+type PooledMembers = Vec<Vec<Option<f32>>>;
 
 /// At most [`RANK_QUANTILES`] evenly spaced order statistics of `v` (all of them when fewer).
 fn quantiles(mut v: Vec<f32>) -> Vec<f32> {

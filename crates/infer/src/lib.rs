@@ -38,10 +38,10 @@ pub use location::{
     FilterMode, FilterOutcome, LOCATION_FILE, LocationFilter, LocationQuery, OccurrenceConfig,
     OccurrenceModel, Place, Week,
 };
-pub use scorer::{OpenOptions, Scorer, open};
-pub use spec::{Blend, Leaf, ModelSpec};
 pub use output::{Format, RenderOptions, render};
+pub use scorer::{OpenOptions, Scorer, open};
 pub use silencio_kernels::is_flex;
+pub use spec::{Blend, Leaf, ModelSpec};
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -51,6 +51,8 @@ pub struct RenderOptions {
     /// The model's licences, listed in the JSON report (with their status) so that whoever
     /// reads the identifications sees what the model's weights and data allow.
     pub licences: Vec<crate::licence::Licence>,
+    /// What the location filter did, when one was applied (listed in the JSON report).
+    pub location: Option<crate::location::FilterOutcome>,
 }
 
 #[derive(Serialize)]
@@ -65,6 +67,8 @@ struct JsonReport {
     model_version: String,
     licences: Vec<crate::licence::Licence>,
     licence_status: crate::licence::LicenceStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<crate::location::FilterOutcome>,
     windows: Vec<JsonWindow>,
 }
 
@@ -109,6 +113,7 @@ pub fn render(id: &Identification, format: Format, opts: &RenderOptions) -> Resu
                 model_version: id.model_version.clone(),
                 licences: opts.licences.clone(),
                 licence_status: crate::licence::LicenceStatus::of(&opts.licences),
+                location: opts.location.clone(),
                 windows: id
                     .windows
                     .iter()

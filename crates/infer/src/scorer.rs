@@ -16,10 +16,11 @@ use std::sync::{Arc, OnceLock};
 use burn::tensor::Device;
 use silencio_audio::{DecodeOptions, WindowConfig};
 
-use crate::bundle::Species;
+use crate::bundle::{ModelBundle, Species};
 use crate::classifier::{Classifier, Identification};
 use crate::ensemble::{Ensemble, Member};
 use crate::licence::{self, Licence};
+use crate::location::OccurrenceModel;
 use crate::spec::{Blend, Leaf, ModelSpec, Resolved};
 use crate::{Error, Result};
 
@@ -111,7 +112,8 @@ pub fn load_leaf(leaf: &Leaf, device: &Device, opts: &OpenOptions) -> Result<Loa
 }
 
 enum Kind {
-    Single(Classifier),
+    /// Boxed: a classifier holds its log-mel plan inline, an ensemble only pointers.
+    Single(Box<Classifier>),
     Ensemble(Ensemble),
 }
 
@@ -121,6 +123,7 @@ pub struct Scorer {
     licences: Vec<Licence>,
     band: (f64, f64),
     untrained: Vec<String>,
+    location: Option<Arc<OccurrenceModel>>,
 }
 
 impl std::fmt::Debug for Scorer {
@@ -138,17 +141,28 @@ pub fn open(spec: &ModelSpec, device: &Device, opts: &OpenOptions) -> Result<Sco
     if r.single
         && let [(Leaf::Bundle(dir), _)] = r.members.as_slice()
     {
-        let leaf = load_leaf(&Leaf::Bundle(dir.clone()), device, opts)?;
         let c = Classifier::load(dir, device)?
             .with_batch_size(opts.batch_size)
             .with_max_duration(opts.max_duration_s);
+        let f = c.features();
         return Ok(Scorer {
-            untrained: untrained(&[&leaf]),
-            licences: licence::union([leaf.licences.as_slice()]),
-            band: leaf.band,
-            kind: Kind::Single(c),
+            untrained: if c.meta().provenance.trained {
+                Vec::new()
+            } else {
+                vec![c.model_version()]
+            },
+            licences: licence::union([c.meta().provenance.licences.as_slice()]),
+            band: (f.f_min, f.f_max),
+            location: c.location().cloned(),
+            kind: Kind::Single(Box::new(c)),
         });
     }
+    // The ensemble answers in its first member's classes, so that member's bundle says where
+    // they are expected.
+    let location = match r.members.first() {
+        Some((Leaf::Bundle(dir), _)) => ModelBundle::open(dir)?.location()?.map(Arc::new),
+        _ => None,
+    };
     let leaves = r
         .members
         .iter()
@@ -157,7 +171,10 @@ pub fn open(spec: &ModelSpec, device: &Device, opts: &OpenOptions) -> Result<Sco
     let mut ens = ensemble_of(&r, &leaves, opts)?;
     let licences = licence::union(leaves.iter().map(|l| l.licences.as_slice()));
     let band = (
-        leaves.iter().map(|l| l.band.0).fold(f64::INFINITY, f64::min),
+        leaves
+            .iter()
+            .map(|l| l.band.0)
+            .fold(f64::INFINITY, f64::min),
         leaves.iter().map(|l| l.band.1).fold(0.0, f64::max),
     );
     let untrained = untrained(&leaves.iter().collect::<Vec<_>>());
@@ -183,6 +200,7 @@ pub fn open(spec: &ModelSpec, device: &Device, opts: &OpenOptions) -> Result<Sco
         licences,
         band,
         untrained,
+        location,
     })
 }
 
@@ -224,11 +242,11 @@ pub fn reference_files(path: &Path) -> Result<Vec<PathBuf>> {
             let p = e.map_err(|e| Error::io(dir, e))?.path();
             if p.is_dir() {
                 walk(&p, out)?;
-            } else if p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
-                AUDIO_EXTENSIONS
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(x))
-            }) {
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| AUDIO_EXTENSIONS.iter().any(|a| a.eq_ignore_ascii_case(x)))
+            {
                 out.push(p);
             }
         }
@@ -275,6 +293,11 @@ impl Scorer {
     /// The band the members listen to, in Hz (lowest low, highest high).
     pub fn band(&self) -> (f64, f64) {
         self.band
+    }
+
+    /// Where its classes are expected (the location filter), when its bundle has that.
+    pub fn location(&self) -> Option<&OccurrenceModel> {
+        self.location.as_deref()
     }
 
     /// Members whose weights are marked untrained (their scores are not identifications).

@@ -160,7 +160,10 @@ impl EnsembleFile {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let bad = |m: String| Error::Spec(format!("{}: {m}", path.display()));
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
             serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
         } else {
             toml::from_str(&text).map_err(|e| bad(e.to_string()))
@@ -547,7 +550,10 @@ mod tests {
         let root = tmp.path().join("registry");
         touch(&tmp.path().join("b"), BUNDLE_FILE);
         touch(&tmp.path().join("p"), PROBE_FILE);
-        assert_eq!(ModelSpec::parse("birdnet", &root).unwrap(), ModelSpec::BirdNet);
+        assert_eq!(
+            ModelSpec::parse("birdnet", &root).unwrap(),
+            ModelSpec::BirdNet
+        );
         assert_eq!(
             ModelSpec::parse("registry:production", &root).unwrap(),
             ModelSpec::Registry {
@@ -591,8 +597,8 @@ mod tests {
             r#"{"name": "big", "members": [{"model": "e", "weight": 2}, {"model": "c"}, {"model": "birdnet", "weight": 0.5}]}"#,
         )
         .unwrap();
-        let spec = ModelSpec::parse(tmp.path().join("outer.json").to_str().unwrap(), &root)
-            .unwrap();
+        let spec =
+            ModelSpec::parse(tmp.path().join("outer.json").to_str().unwrap(), &root).unwrap();
         let r = spec.resolve().unwrap();
         assert!(!r.single);
         assert_eq!(r.name.as_deref(), Some("big"));
@@ -616,7 +622,8 @@ mod tests {
         let root = tmp.path().join("registry");
         touch(&tmp.path().join("a"), BUNDLE_FILE);
         let a = tmp.path().join("a").display().to_string();
-        let e = ModelSpec::from_cli(&[a.clone()], &[1.0, 2.0], None, None, &root).unwrap_err();
+        let e = ModelSpec::from_cli(std::slice::from_ref(&a), &[1.0, 2.0], None, None, &root)
+            .unwrap_err();
         assert!(e.to_string().contains("--weight"), "{e}");
         let e = ModelSpec::from_cli(&[a.clone(), a.clone()], &[1.0, 0.0], None, None, &root)
             .unwrap_err();
@@ -629,7 +636,7 @@ mod tests {
         assert_eq!(e.kind(), "spec");
         // One model without weights is that model, not an ensemble of one.
         assert_eq!(
-            ModelSpec::from_cli(&[a.clone()], &[], None, None, &root).unwrap(),
+            ModelSpec::from_cli(std::slice::from_ref(&a), &[], None, None, &root).unwrap(),
             ModelSpec::Bundle(a.into())
         );
     }
@@ -646,7 +653,11 @@ mod tests {
         )
         .unwrap();
         let leaf_of = |s: &str| {
-            ModelSpec::parse(s, &root).unwrap().resolve().unwrap().members[0]
+            ModelSpec::parse(s, &root)
+                .unwrap()
+                .resolve()
+                .unwrap()
+                .members[0]
                 .0
                 .clone()
         };
@@ -675,7 +686,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             r.members.iter().map(|m| m.0.clone()).collect::<Vec<_>>(),
-            vec![Leaf::Bundle(v5.join("m1")), Leaf::Bundle(root.join("versions/3"))]
+            vec![
+                Leaf::Bundle(v5.join("m1")),
+                Leaf::Bundle(root.join("versions/3"))
+            ]
         );
     }
 }

@@ -244,6 +244,7 @@ fn outputs_parse_as_json_csv_raven_and_audacity() {
         low_hz: 20.0,
         high_hz: 16000.0,
         licences: vec![silencio_infer::Licence::birdnet("teacher")],
+        location: None,
     };
     let j: serde_json::Value =
         serde_json::from_str(&render(&id, Format::Json, &opts).unwrap()).unwrap();

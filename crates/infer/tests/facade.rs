@@ -64,7 +64,13 @@ fn an_ensemble_of_mixed_recipes_pools_and_blends_its_members() {
         tmp.path().join("c"),
     );
     let birdclef = FeatureConfig::recipe("birdclef").unwrap();
-    write_bundle_with(&a, "a", 4, birdclef.clone(), vec![Licence::new("MIT", "data")]);
+    write_bundle_with(
+        &a,
+        "a",
+        4,
+        birdclef.clone(),
+        vec![Licence::new("MIT", "data")],
+    );
     write_bundle_with(&b, "b", 4, odd_recipe(), vec![Licence::birdnet("teacher")]);
     write_bundle_with(&c, "c", 4, birdclef, vec![Licence::new("MIT", "data")]);
     let file = tmp.path().join("ens.toml");
@@ -115,18 +121,31 @@ fn an_ensemble_of_mixed_recipes_pools_and_blends_its_members() {
         }
     }
     // A 3 s member window straddling two output windows counts in both.
-    assert!(ib.windows.iter().any(|x| x.start_s == 3.0 && x.end_s == 6.0));
+    assert!(
+        ib.windows
+            .iter()
+            .any(|x| x.start_s == 3.0 && x.end_s == 6.0)
+    );
 
     // Licences: the union, and the ensemble is non-commercial because one member is.
     assert_eq!(s.licences().len(), 2);
-    assert_eq!(LicenceStatus::of(s.licences()), LicenceStatus::NonCommercial);
+    assert_eq!(
+        LicenceStatus::of(s.licences()),
+        LicenceStatus::NonCommercial
+    );
 }
 
 #[test]
 fn rank_blending_averages_ranks_against_the_reference() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    write_bundle_with(&a, "a", 3, FeatureConfig::recipe("birdclef").unwrap(), vec![]);
+    write_bundle_with(
+        &a,
+        "a",
+        3,
+        FeatureConfig::recipe("birdclef").unwrap(),
+        vec![],
+    );
     write_bundle_with(&b, "b", 3, odd_recipe(), vec![]);
     let reference = demo().join("train_soundscapes");
     let spec = ModelSpec::from_cli(
@@ -185,26 +204,103 @@ fn rank_blending_averages_ranks_against_the_reference() {
     for k in 0..3 {
         let (qa, qb) = (sorted(&probability, k), sorted(&only_b, k));
         for (i, w) in got.windows.iter().enumerate() {
-            let want =
-                (3.0 * rank(&qa, pa.windows[i].scores[k]) + rank(&qb, pb.windows[i].scores[k]))
-                    / 4.0;
-            assert!(close(w.scores[k], want), "class {k} window {i}: {} vs {want}", w.scores[k]);
+            let want = (3.0 * rank(&qa, pa.windows[i].scores[k])
+                + rank(&qb, pb.windows[i].scores[k]))
+                / 4.0;
+            assert!(
+                close(w.scores[k], want),
+                "class {k} window {i}: {} vs {want}",
+                w.scores[k]
+            );
         }
     }
     // Ranks are spread over [0, 1], not probabilities.
-    assert!(got.windows.iter().flat_map(|w| &w.scores).all(|x| (0.0..=1.0).contains(x)));
+    assert!(
+        got.windows
+            .iter()
+            .flat_map(|w| &w.scores)
+            .all(|x| (0.0..=1.0).contains(x))
+    );
 }
 
 #[test]
 fn birdnet_specs_fail_typed_without_birdnet() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
-    write_bundle_with(&a, "a", 3, FeatureConfig::recipe("birdclef").unwrap(), vec![]);
-    for models in [vec!["birdnet".to_string()], vec![a.display().to_string(), "birdnet".into()]] {
-        let spec =
-            ModelSpec::from_cli(&models, &[], None, None, &registry(tmp.path())).unwrap();
+    write_bundle_with(
+        &a,
+        "a",
+        3,
+        FeatureConfig::recipe("birdclef").unwrap(),
+        vec![],
+    );
+    for models in [
+        vec!["birdnet".to_string()],
+        vec![a.display().to_string(), "birdnet".into()],
+    ] {
+        let spec = ModelSpec::from_cli(&models, &[], None, None, &registry(tmp.path())).unwrap();
         assert!(spec.needs_birdnet().unwrap());
         let e = open(&spec, &device(), &OpenOptions::default()).unwrap_err();
         assert_eq!(e.kind(), "no_birdnet", "{e}");
     }
+}
+
+#[test]
+fn the_location_model_travels_in_the_bundle_and_through_ensembles() {
+    use silencio_infer::location::{FilterMode, LocationFilter, LocationQuery, Place};
+    let tmp = tempfile::tempdir().unwrap();
+    let codes = ["sp0", "sp1", "sp2"];
+    let model = silencio_infer::OccurrenceModel::learn(
+        [("sp0", 6.8, -74.3), ("sp1", 52.5, 13.4)],
+        &codes,
+        Default::default(),
+    )
+    .unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    common::write_bundle_located(&a, 3, model.clone());
+    write_bundle_with(
+        &b,
+        "b",
+        3,
+        FeatureConfig::recipe("birdclef").unwrap(),
+        vec![],
+    );
+    // A tampered location file is refused like tampered weights.
+    let bad = tmp.path().join("bad");
+    common::write_bundle_located(&bad, 3, model.clone());
+    std::fs::write(bad.join("location.json"), b"{}").unwrap();
+    let e = silencio_infer::ModelBundle::open(&bad).unwrap_err();
+    assert!(e.to_string().contains("location file"), "{e}");
+
+    let open_spec = |models: &[&Path]| {
+        let names: Vec<String> = models.iter().map(|p| p.display().to_string()).collect();
+        let spec = ModelSpec::from_cli(&names, &[], None, None, &registry(tmp.path())).unwrap();
+        open(&spec, &device(), &OpenOptions::default()).unwrap()
+    };
+    let single = open_spec(&[&a]);
+    let loc = single.location().unwrap();
+    assert_eq!(loc.known_count(), 2);
+    // An ensemble answers in its first member's classes, so that member's ranges apply.
+    assert!(open_spec(&[&a, &b]).location().is_some());
+    assert!(open_spec(&[&b, &a]).location().is_none());
+
+    // Applied to a real identification: removed at one place, kept at the other.
+    let mut at_home = single.identify(soundscape()).unwrap();
+    let raw = at_home.clone();
+    let home = LocationQuery::from(Place::new(6.72, -74.26).unwrap());
+    let out = loc
+        .apply_identification(&mut at_home, &home, FilterMode::default())
+        .unwrap();
+    assert_eq!(out.removed, ["sp1"]);
+    for (w, r) in at_home.windows.iter().zip(&raw.windows) {
+        assert_eq!(w.scores[1], 0.0);
+        assert_eq!((w.scores[0], w.scores[2]), (r.scores[0], r.scores[2]));
+    }
+    let mut in_berlin = raw.clone();
+    let berlin = LocationQuery::from(Place::new(52.52, 13.40).unwrap());
+    let out = loc
+        .apply_identification(&mut in_berlin, &berlin, FilterMode::default())
+        .unwrap();
+    assert_eq!(out.removed, ["sp0"]);
+    assert_eq!(in_berlin.windows[0].scores[1], raw.windows[0].scores[1]);
 }

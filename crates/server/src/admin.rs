@@ -21,10 +21,7 @@ use crate::{Error, Result};
 fn requested(state: &AppState, req: &LoadModel) -> Result<(ModelSpec, String)> {
     let registry = &state.config().registry;
     match (&req.path, &req.registry_version) {
-        (Some(p), None) => Ok((
-            ModelSpec::from_path(Path::new(p), registry)?,
-            p.clone(),
-        )),
+        (Some(p), None) => Ok((ModelSpec::from_path(Path::new(p), registry)?, p.clone())),
         (None, Some(v)) => {
             if !silencio_common::registry::is_plain_version(v) {
                 return Err(Error::BadRequest(format!("invalid registry version {v:?}")));

@@ -68,6 +68,19 @@ pub fn default_replicas() -> usize {
         .unwrap_or(1)
 }
 
+/// The El Silencio Natural Reserve (Yondó, Antioquia, Middle Magdalena Valley, Colombia),
+/// roughly: 6.72 N, 74.26 W. Approximate — the BirdCLEF 2025 materials that would give the
+/// recorders' coordinates are not on this machine — and a kernel of ~1000 km makes the filter
+/// insensitive to a few km; `--latitude/--longitude` set the real place.
+pub const EL_SILENCIO: (f64, f64) = (6.72, -74.26);
+
+/// [`EL_SILENCIO`] as a place.
+pub fn el_silencio() -> silencio_infer::location::Place {
+    // Constant, valid coordinates.
+    silencio_infer::location::Place::new(EL_SILENCIO.0, EL_SILENCIO.1)
+        .unwrap_or_else(|_| unreachable!("EL_SILENCIO is a valid place"))
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -76,6 +89,11 @@ pub struct ServerConfig {
     /// The first stable model, as a model spec (a bundle or ensemble path, `registry:<alias
     /// or version>`, `birdnet`); `None`: the registry's production, else staging version.
     pub model: Option<String>,
+    /// Where the server's recordings are made unless a request says otherwise (the location
+    /// filter's default place); `None`: only requests that give one are filtered.
+    pub location: Option<silencio_infer::location::Place>,
+    /// How the location filter changes scores unless a request says otherwise.
+    pub location_mode: silencio_infer::location::FilterMode,
     /// Whether the deployment is non-commercial: only then may models with non-commercial
     /// (or unrecorded) licences be served.
     pub deployment: silencio_infer::Deployment,
@@ -127,6 +145,8 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             model: None,
             deployment: silencio_infer::Deployment::Commercial,
+            location: Some(el_silencio()),
+            location_mode: silencio_infer::location::FilterMode::default(),
             registry: silencio_infer::registry::default_root(),
             data_dir: PathBuf::from("serve-data"),
             api_key: generate_api_key(),

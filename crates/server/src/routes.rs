@@ -173,17 +173,29 @@ async fn identify_inner(
     let raw = upload::read_body(body, limit, content_length(headers), &policy).await?;
     // Refuse at once, before any decoding, when the queue is full.
     let _admission = state.admit()?;
-    let (audio, declared, mut session_id) = match kind {
-        BodyKind::Audio(t) => (raw, Some(t), None),
+    let (audio, declared, mut session_id, mut where_when) = match kind {
+        BodyKind::Audio(t) => (raw, Some(t), None, (None, None, None)),
         BodyKind::Json => {
             let j: IdentifyJson = serde_json::from_slice(&raw)
                 .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
             let audio = base64::engine::general_purpose::STANDARD
                 .decode(j.audio_base64.trim())
                 .map_err(|e| Error::BadRequest(format!("audio_base64 is not valid base64: {e}")))?;
-            (Bytes::from(audio), None, j.session_id)
+            (
+                Bytes::from(audio),
+                None,
+                j.session_id,
+                (j.latitude, j.longitude, j.recorded_at),
+            )
         }
     };
+    // The query's place and time win over the body's, as its session does.
+    if q.latitude.is_some() || q.longitude.is_some() {
+        where_when = (q.latitude, q.longitude, q.recorded_at.clone());
+    } else if q.recorded_at.is_some() {
+        where_when.2 = q.recorded_at.clone();
+    }
+    let (latitude, longitude, recorded_at) = where_when;
     if q.session_id.is_some() {
         session_id = q.session_id;
     }
@@ -202,12 +214,21 @@ async fn identify_inner(
     let priority = Priority::for_windows(input.windows());
     let scored = model.score(input, priority).await?;
 
-    let id = Identification {
+    let mut id = Identification {
         model_version: model.model_version(),
         audio: Some(info),
         species: model.species().clone(),
         windows: scored.windows,
     };
+    let location = apply_location(
+        state,
+        &model,
+        &mut id,
+        latitude,
+        longitude,
+        recorded_at.as_deref(),
+        q.location_mode.as_deref(),
+    )?;
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     state.remember(
         &request_id,
@@ -230,6 +251,7 @@ async fn identify_inner(
             inference: ms(scored.inference),
             total: ms(started.elapsed()),
         },
+        location,
     };
     maybe_sample(state, &resp, media_type, audio);
     Ok(resp)
@@ -322,26 +344,127 @@ fn stable(state: &AppState) -> Result<Arc<LoadedModel>> {
         .ok_or_else(|| Error::Unavailable("no model loaded yet; see /readyz".into()))
 }
 
-/// The species the stable model knows, in class order.
-#[utoipa::path(get, path = "/v1/species", tag = "identify", responses(
+/// The species the stable model knows, in class order; with `lat` and `lon` (and `date`),
+/// how expected each is there: expected ones first (best first), then those whose range is
+/// unknown, then those not expected.
+#[utoipa::path(get, path = "/v1/species", tag = "identify", params(SpeciesQuery), responses(
     (status = 200, description = "The taxonomy", body = SpeciesList),
+    (status = 400, description = "Bad coordinates or date", body = ErrorBody),
     (status = 503, description = "No model loaded yet", body = ErrorBody),
 ))]
-pub async fn species(State(state): State<AppState>) -> Result<Json<SpeciesList>> {
+pub async fn species(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<SpeciesQuery>, QueryRejection>,
+) -> Result<Json<SpeciesList>> {
+    use silencio_infer::location::{LocationFilter, Occurrence};
+    let Query(q) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     let m = stable(&state)?;
+    let place = located(q.lat, q.lon, q.date.as_deref())?;
+    let info = |s: &silencio_infer::Species, occurrence: Option<f32>| SpeciesInfo {
+        code: s.code.clone(),
+        scientific_name: s.scientific_name.clone(),
+        common_name: s.common_name.clone(),
+        class_name: s.class_name.clone(),
+        occurrence,
+    };
+    let (species, location) = match (place, m.location()) {
+        (Some(query), Some(filter)) => {
+            let mode = state.config().location_mode;
+            let (weights, outcome) = filter.weights(m.species(), &query, mode)?;
+            let mut rows: Vec<(u8, f32, SpeciesInfo)> = m
+                .species()
+                .iter()
+                .zip(&weights)
+                .map(|(s, w)| match filter.occurrence(&s.code, &query) {
+                    Occurrence::Known(o) if *w > 0.0 && !outcome.removed.contains(&s.code) => {
+                        (0, o, info(s, Some(o)))
+                    }
+                    Occurrence::Known(o) => (2, o, info(s, Some(o))),
+                    Occurrence::Unknown => (1, 0.0, info(s, None)),
+                })
+                .collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+            let report = location_report(&outcome, LocationSource::Request);
+            (rows.into_iter().map(|r| r.2).collect(), Some(report))
+        }
+        _ => (m.species().iter().map(|s| info(s, None)).collect(), None),
+    };
     Ok(Json(SpeciesList {
         model_version: m.model_version(),
-        species: m
-            .species()
-            .iter()
-            .map(|s| SpeciesInfo {
-                code: s.code.clone(),
-                scientific_name: s.scientific_name.clone(),
-                common_name: s.common_name.clone(),
-                class_name: s.class_name.clone(),
-            })
-            .collect(),
+        species,
+        location,
     }))
+}
+
+/// A place from optional coordinates and date; both coordinates or none.
+fn located(
+    lat: Option<f64>,
+    lon: Option<f64>,
+    date: Option<&str>,
+) -> Result<Option<silencio_infer::location::LocationQuery>> {
+    use silencio_infer::location::{LocationQuery, Place, Week};
+    let bad = |e: silencio_infer::Error| Error::BadRequest(e.to_string());
+    match (lat, lon) {
+        (Some(lat), Some(lon)) => Ok(Some(LocationQuery {
+            place: Place::new(lat, lon).map_err(bad)?,
+            week: date.map(Week::from_date).transpose().map_err(bad)?,
+        })),
+        (None, None) => Ok(None),
+        _ => Err(Error::BadRequest(
+            "give both latitude and longitude, or neither".into(),
+        )),
+    }
+}
+
+/// The wire form of what the filter did.
+fn location_report(
+    o: &silencio_infer::location::FilterOutcome,
+    source: LocationSource,
+) -> LocationReport {
+    LocationReport {
+        mode: o.mode.to_string(),
+        latitude: o.place.latitude(),
+        longitude: o.place.longitude(),
+        week: o.week.map(|w| w.number()),
+        source,
+        removed: o.removed.clone(),
+        unknown: o.unknown,
+    }
+}
+
+/// Applies the location filter to `id`: the request's place (else the server's default) with
+/// the request's mode (else the server's; `off` turns it off). Nothing happens when the model
+/// records no species ranges.
+pub(crate) fn apply_location(
+    state: &AppState,
+    model: &LoadedModel,
+    id: &mut Identification,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    recorded_at: Option<&str>,
+    mode: Option<&str>,
+) -> Result<Option<LocationReport>> {
+    use silencio_infer::location::{FilterMode, LocationFilter, LocationQuery};
+    let requested = located(latitude, longitude, recorded_at)?;
+    let mode = match mode.map(str::trim) {
+        Some(m) if m.eq_ignore_ascii_case("off") => return Ok(None),
+        Some(m) => m
+            .parse::<FilterMode>()
+            .map_err(|e| Error::BadRequest(e.to_string()))?,
+        None => state.config().location_mode,
+    };
+    let Some(filter) = model.location() else {
+        return Ok(None);
+    };
+    let (query, source) = match requested {
+        Some(q) => (q, LocationSource::Request),
+        None => match state.config().location {
+            Some(place) => (LocationQuery::from(place), LocationSource::ServerDefault),
+            None => return Ok(None),
+        },
+    };
+    let outcome = filter.apply_identification(id, &query, mode)?;
+    Ok(Some(location_report(&outcome, source)))
 }
 
 pub(crate) fn model_info(m: &LoadedModel, role: &str, share: f64, with_path: bool) -> ModelInfo {
@@ -365,9 +488,7 @@ pub(crate) fn model_info(m: &LoadedModel, role: &str, share: f64, with_path: boo
         members: m.members(),
         blend: m.blend().map(crate::api::blend),
         licences: m.licences().iter().map(crate::api::licence).collect(),
-        licence_status: crate::api::licence_status(silencio_infer::LicenceStatus::of(
-            m.licences(),
-        )),
+        licence_status: crate::api::licence_status(silencio_infer::LicenceStatus::of(m.licences())),
         path: with_path.then(|| m.source().to_string()),
     }
 }

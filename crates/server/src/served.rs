@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use silencio_audio::{AudioInfo, Features, LogMel, WindowConfig};
 use silencio_infer::ensemble::{MemberInput, Prepared};
+use silencio_infer::location::OccurrenceModel;
 use silencio_infer::scorer::{LoadedLeaf, OpenOptions};
 use silencio_infer::{
-    BundleMeta, Deployment, Ensemble, Leaf, Licence, MemberInfo, ModelBundle,
-    ModelSpec, Species, WindowScores, licence,
+    BundleMeta, Deployment, Ensemble, Leaf, Licence, MemberInfo, ModelBundle, ModelSpec, Species,
+    WindowScores, licence,
 };
 
 use crate::config::EngineConfig;
@@ -41,6 +42,8 @@ pub struct LoadedModel {
     window: WindowConfig,
     /// Requests answered by an ensemble (a single bundle's engine counts its own).
     answered: AtomicU64,
+    /// Where its classes are expected (the bundle's, or the first member's for an ensemble).
+    location: Option<Arc<OccurrenceModel>>,
     runner: Runner,
 }
 
@@ -61,9 +64,7 @@ impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Runner::Single { engine, .. } => f.debug_tuple("Single").field(engine).finish(),
-            Runner::Ensemble { ensemble, .. } => {
-                f.debug_tuple("Ensemble").field(ensemble).finish()
-            }
+            Runner::Ensemble { ensemble, .. } => f.debug_tuple("Ensemble").field(ensemble).finish(),
         }
     }
 }
@@ -149,7 +150,9 @@ impl LoadedModel {
         if resolved.single
             && let [(Leaf::Bundle(dir), _)] = resolved.members.as_slice()
         {
-            let meta = ModelBundle::open(dir)?.meta().clone();
+            let bundle = ModelBundle::open(dir)?;
+            let location = bundle.location()?.map(Arc::new);
+            let meta = bundle.meta().clone();
             let licences = licence::union([meta.provenance.licences.as_slice()]);
             licence::check(deployment, &meta.model_version(), &licences)?;
             let logmel = LogMel::new(&meta.features)?;
@@ -169,6 +172,7 @@ impl LoadedModel {
                 architecture: meta.model.name().to_string(),
                 window: meta.features.window.clone(),
                 answered: AtomicU64::new(0),
+                location,
                 runner: Runner::Single {
                     meta: Box::new(meta),
                     logmel,
@@ -215,6 +219,11 @@ impl LoadedModel {
             }
         }
         let licences = licence::union([licences.as_slice()]);
+        // The answer is in the first member's classes; its bundle says where they live.
+        let location = match resolved.members.first() {
+            Some((Leaf::Bundle(dir), _)) => ModelBundle::open(dir)?.location()?.map(Arc::new),
+            _ => None,
+        };
         let name = resolved.name.clone().unwrap_or_else(|| {
             members
                 .iter()
@@ -251,15 +260,18 @@ impl LoadedModel {
         if ensemble.needs_calibration() {
             // Rank blending: each member's score distribution on the reference recordings,
             // run through the same engines as requests.
-            let reference = resolved.rank_reference.as_deref().ok_or_else(|| {
-                Error::Internal("rank blending without a rank reference".into())
-            })?;
+            let reference = resolved
+                .rank_reference
+                .as_deref()
+                .ok_or_else(|| Error::Internal("rank blending without a rank reference".into()))?;
             let mut scored = Vec::new();
             for f in silencio_infer::scorer::reference_files(reference)? {
-                let bytes =
-                    std::fs::read(&f).map_err(|e| Error::io(f.display().to_string(), e))?;
+                let bytes = std::fs::read(&f).map_err(|e| Error::io(f.display().to_string(), e))?;
                 let p = ensemble.prepare(bytes, None)?;
-                scored.push((p.duration_s, score_members_blocking(&ensemble, &engines, &p)?));
+                scored.push((
+                    p.duration_s,
+                    score_members_blocking(&ensemble, &engines, &p)?,
+                ));
             }
             ensemble.calibrate(&scored)?;
         }
@@ -273,6 +285,7 @@ impl LoadedModel {
             trained,
             architecture: format!("ensemble({})", architectures.join(", ")),
             answered: AtomicU64::new(0),
+            location,
             runner: Runner::Ensemble { ensemble, engines },
         }))
     }
@@ -295,6 +308,11 @@ impl LoadedModel {
     /// Classes in score order.
     pub fn species(&self) -> &Arc<Vec<Species>> {
         &self.species
+    }
+
+    /// Where its classes are expected, when it knows.
+    pub fn location(&self) -> Option<&OccurrenceModel> {
+        self.location.as_deref()
     }
 
     /// Licences of every member.
@@ -429,7 +447,11 @@ impl LoadedModel {
     }
 
     /// Scores a prepared input: the engines batch its windows with other requests'.
-    pub(crate) async fn score(self: &Arc<Self>, input: Input, priority: Priority) -> Result<Scoring> {
+    pub(crate) async fn score(
+        self: &Arc<Self>,
+        input: Input,
+        priority: Priority,
+    ) -> Result<Scoring> {
         match (&self.runner, input) {
             (Runner::Single { engine, .. }, Input::Features(f)) => {
                 let scored = engine
@@ -458,9 +480,10 @@ impl LoadedModel {
                                     return Err(Error::Internal("not an ensemble".into()));
                                 };
                                 let started = std::time::Instant::now();
-                                let s = ensemble.score_member(i, &p.inputs[i]).ok_or_else(
-                                    || Error::Internal(format!("member {i} has no runner")),
-                                )??;
+                                let s =
+                                    ensemble.score_member(i, &p.inputs[i]).ok_or_else(|| {
+                                        Error::Internal(format!("member {i} has no runner"))
+                                    })??;
                                 Ok((s, started.elapsed()))
                             }))
                         }
@@ -471,9 +494,9 @@ impl LoadedModel {
                 for p in pending {
                     scored.push(match p {
                         Pending::Engine(f, rx) => {
-                            let s = rx
-                                .await
-                                .map_err(|_| Error::Internal("the model engine stopped".into()))??;
+                            let s = rx.await.map_err(|_| {
+                                Error::Internal("the model engine stopped".into())
+                            })??;
                             queue = queue.max(s.queue);
                             inference = inference.max(s.inference);
                             rows(&f, s.scores)

@@ -423,7 +423,7 @@ impl Session {
         let start_s = index as f64 * length_s;
         let [w] = <[WindowScores; 1]>::try_from(scored.windows)
             .map_err(|w| Error::Internal(format!("{} windows for one stream window", w.len())))?;
-        let id = Identification {
+        let mut id = Identification {
             model_version: self.model.model_version(),
             audio: None,
             species: self.model.species().clone(),
@@ -433,6 +433,8 @@ impl Session {
                 ..w
             }],
         };
+        // A guide's stream is heard where the server stands: its default place applies.
+        crate::routes::apply_location(&self.state, &self.model, &mut id, None, None, None, None)?;
         let session = self.id.as_ref().map(|sid| {
             let sessions = self.state.sessions();
             sessions.record(sid, &id.model_version, &id);

@@ -959,13 +959,19 @@ async fn batches_fill_up_and_short_clips_go_first() {
         let r = send(&app, upload("/v1/identify", "audio/ogg", long)).await;
         (r, Instant::now())
     });
-    wait_until("12 queued windows", || model.engine().unwrap().queued() == 12).await;
+    wait_until("12 queued windows", || {
+        model.engine().unwrap().queued() == 12
+    })
+    .await;
     let app = f.app.clone();
     let short_task = tokio::spawn(async move {
         let r = send(&app, upload("/v1/identify", "audio/wav", clip)).await;
         (r, Instant::now())
     });
-    wait_until("13 queued windows", || model.engine().unwrap().queued() == 13).await;
+    wait_until("13 queued windows", || {
+        model.engine().unwrap().queued() == 13
+    })
+    .await;
     drop(pause);
     let (long_r, long_done) = long_task.await.unwrap();
     let (short_r, short_done) = short_task.await.unwrap();
@@ -1489,8 +1495,17 @@ async fn an_ensemble_of_mixed_recipes_serves_what_the_facade_computes() {
     let app = app(state.clone());
 
     let audio = ogg_10s();
-    let r = send(&app, upload("/v1/identify?top_k=100", "audio/ogg", audio.clone())).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let r = send(
+        &app,
+        upload("/v1/identify?top_k=100", "audio/ogg", audio.clone()),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let j = r.json();
     assert_eq!(j["model_version"], "ens-ab");
 
@@ -1531,7 +1546,11 @@ async fn an_ensemble_of_mixed_recipes_serves_what_the_facade_computes() {
     assert_eq!(stable["windows_inferred"], 6);
 
     // Bad audio is still the client's error, typed, through the ensemble's decoder.
-    let bad = send(&app, upload("/v1/identify", "audio/ogg", b"OggS not really".to_vec())).await;
+    let bad = send(
+        &app,
+        upload("/v1/identify", "audio/ogg", b"OggS not really".to_vec()),
+    )
+    .await;
     assert!(bad.status.is_client_error(), "{}", bad.status);
 }
 
@@ -1573,14 +1592,27 @@ async fn an_ensemble_registry_version_goes_through_canary_promote_and_rollback()
         ),
     )
     .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     assert_eq!(r.json()["models"][1]["path"], "registry:staging");
     assert_eq!(version(app.clone()).await, "reg-ens");
-    let r = send(&app, post_json("/v1/admin/promote", Some("test-key"), json!({}))).await;
+    let r = send(
+        &app,
+        post_json("/v1/admin/promote", Some("test-key"), json!({})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["models"][0]["model_version"], "reg-ens");
     assert_eq!(version(app.clone()).await, "reg-ens");
-    let r = send(&app, post_json("/v1/admin/rollback", Some("test-key"), json!({}))).await;
+    let r = send(
+        &app,
+        post_json("/v1/admin/rollback", Some("test-key"), json!({})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(version(app.clone()).await, "reg-single@1");
     // Loading the ensemble again while the single model is stable works; loading a version
@@ -1637,7 +1669,12 @@ async fn non_commercial_models_load_only_in_a_non_commercial_deployment() {
     )
     .await;
     assert_error(&r, StatusCode::FORBIDDEN, "licence");
-    assert!(r.json()["error"].as_str().unwrap().contains("CC-BY-NC-SA-4.0"));
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("CC-BY-NC-SA-4.0")
+    );
     // An ensemble with one non-commercial member is non-commercial.
     let file = tmp.path().join("mixed.toml");
     std::fs::write(
@@ -1667,9 +1704,114 @@ async fn non_commercial_models_load_only_in_a_non_commercial_deployment() {
         .iter()
         .map(|l| l["id"].as_str().unwrap())
         .collect();
-    assert!(ids.contains(&"CC-BY-NC-SA-4.0") && ids.contains(&"LicenseRef-own"), "{ids:?}");
+    assert!(
+        ids.contains(&"CC-BY-NC-SA-4.0") && ids.contains(&"LicenseRef-own"),
+        "{ids:?}"
+    );
 }
 
 fn app_of(state: &AppState) -> Router {
     app(state.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn location_changes_answers_only_through_the_documented_filter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let codes: Vec<String> = common::taxonomy().into_iter().map(|s| s.code).collect();
+    let (colombian, european) = (codes[0].as_str(), codes[1].as_str());
+    // One species recorded only around the reserve, one only in Europe; the rest unknown.
+    let bundle = common::write_bundle_located(
+        &tmp.path().join("b"),
+        "loc",
+        &[
+            (colombian, 6.8, -74.3),
+            (colombian, 7.1, -73.9),
+            (european, 52.5, 13.4),
+            (european, 48.9, 2.3),
+        ],
+    );
+    let state = AppState::new(common::config(&tmp.path().join("data"), None)).unwrap();
+    state.load_stable(&bundle).await.unwrap();
+    let app = app(state.clone());
+    let k = codes.len();
+    let ask = |query: String| {
+        let app = app.clone();
+        async move {
+            send(
+                &app,
+                upload(
+                    &format!("/v1/identify?top_k={k}&{query}"),
+                    "audio/ogg",
+                    ogg_10s(),
+                ),
+            )
+            .await
+        }
+    };
+    let score = |j: &Value, code: &str| -> f64 {
+        j["windows"][0]["species"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["code"] == code)
+            .map_or(0.0, |s| s["score"].as_f64().unwrap())
+    };
+
+    let off = ask("location_mode=off".into()).await.json();
+    assert!(off.get("location").is_none(), "{off}");
+    assert!(score(&off, european) > 0.0 && score(&off, colombian) > 0.0);
+
+    // No place given: the server's default (the El Silencio reserve) applies.
+    let home = ask(String::new()).await.json();
+    assert_eq!(home["location"]["source"], "server_default");
+    assert_eq!(home["location"]["removed"], json!([european]));
+    assert_eq!(home["location"]["unknown"], k - 2);
+    assert_eq!(score(&home, european), 0.0);
+    assert_eq!(score(&home, colombian), score(&off, colombian));
+    // Species whose range is unknown pass through unchanged.
+    for c in &codes[2..] {
+        assert_eq!(score(&home, c), score(&off, c), "{c}");
+    }
+
+    // In Berlin it is the other way round.
+    let berlin = ask("latitude=52.52&longitude=13.40&recorded_at=2025-05-10".into())
+        .await
+        .json();
+    assert_eq!(berlin["location"]["source"], "request");
+    assert_eq!(berlin["location"]["week"], 18);
+    assert_eq!(berlin["location"]["removed"], json!([colombian]));
+    assert_eq!(score(&berlin, colombian), 0.0);
+    assert_eq!(score(&berlin, european), score(&off, european));
+
+    // Reweighting scales by occurrence instead of zeroing.
+    let rw = ask("latitude=52.52&longitude=13.40&location_mode=reweight".into())
+        .await
+        .json();
+    assert_eq!(rw["location"]["mode"], "reweight");
+    assert!(score(&rw, european) <= score(&off, european));
+    assert!(score(&rw, colombian) < 1e-3 * score(&off, colombian).max(1e-9) + 1e-9);
+
+    // Bad places and modes are the client's error.
+    for q in [
+        "latitude=95&longitude=0",
+        "latitude=10",
+        "latitude=1&longitude=2&recorded_at=yesterday",
+        "location_mode=sometimes",
+    ] {
+        assert_error(&ask(q.into()).await, StatusCode::BAD_REQUEST, "bad_request");
+    }
+
+    // What is expected where: the species list of a place.
+    let list = send(&app, get("/v1/species?lat=52.52&lon=13.40"))
+        .await
+        .json();
+    let first = &list["species"][0];
+    assert_eq!(first["code"], european);
+    assert!(first["occurrence"].as_f64().unwrap() > 0.9);
+    let last = list["species"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["code"], colombian);
+    assert_eq!(list["location"]["removed"], json!([colombian]));
+    let plain = send(&app, get("/v1/species")).await.json();
+    assert!(plain.get("location").is_none());
+    assert_eq!(plain["species"][0]["code"], codes[0].as_str());
 }

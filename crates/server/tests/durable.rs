@@ -277,6 +277,7 @@ fn prediction(scores: &[&[f32]]) -> serde_json::Value {
         low_hz: 0.0,
         high_hz: 16_000.0,
         licences: Vec::new(),
+        location: None,
     };
     let text = silencio_infer::render(&identification(scores), Format::Json, &opts).unwrap();
     serde_json::from_str(&text).unwrap()

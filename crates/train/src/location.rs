@@ -10,12 +10,7 @@ use silencio_infer::location::{HoldoutReport, OccurrenceConfig, holdout_check};
 
 use crate::Result;
 
-/// `(primary_label, latitude, longitude)` of the rows that have both coordinates.
-pub fn located_points(rows: &[TrainRecord]) -> Vec<(&str, f64, f64)> {
-    rows.iter()
-        .filter_map(|r| Some((r.primary_label.as_str(), r.latitude?, r.longitude?)))
-        .collect()
-}
+pub use silencio_data::located_points;
 
 /// Learns from parsed `train.csv` rows for the classes `species` (bundle order). Its source
 /// says how many rows were located.

@@ -356,6 +356,22 @@ fn run_inner(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     );
+    // Where each species was recorded (train.csv's coordinates): the bundle's location filter.
+    let location = {
+        let codes: Vec<&str> = species.iter().map(|s| s.code.as_str()).collect();
+        let m = crate::location::learn_from_train_csv(
+            &exp.data.root.join("train.csv"),
+            &codes,
+            Default::default(),
+        )?;
+        log(&format!(
+            "location filter: {} of {} species located ({})",
+            m.known_count(),
+            codes.len(),
+            m.source()
+        ));
+        (m.known_count() > 0).then_some(m)
+    };
     let bundle = ModelBundle::write(
         &bundle_dir,
         BundleSpec {
@@ -375,6 +391,7 @@ fn run_inner(
                     prepare::training_data_licences(&exp.data.root)?.as_slice(),
                 ]),
             },
+            location,
         },
         &outcome.model,
     )?;

@@ -223,7 +223,7 @@ impl ServerClient {
         let query = IdentifyQuery {
             top_k: Some(columns.len()),
             min_score: Some(0.0),
-            session_id: None,
+            ..IdentifyQuery::default()
         };
         let mut resp = self
             .agent
@@ -336,6 +336,7 @@ mod tests {
             model_version: model.into(),
             windows,
             timing_ms: silencio_api::Timing::default(),
+            location: None,
         }
     }
 

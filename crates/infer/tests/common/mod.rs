@@ -44,6 +44,7 @@ pub fn spec(classes: usize) -> BundleSpec {
             source: "random weights (test)".into(),
             ..Provenance::default()
         },
+        location: None,
     }
 }
 
@@ -66,7 +67,6 @@ pub fn soundscape() -> Vec<u8> {
     std::fs::read(&files[0]).unwrap()
 }
 
-
 /// A bundle of `classes` species named `name@1`, on `features`, recording `licences`.
 pub fn write_bundle_with(
     dir: &Path,
@@ -80,5 +80,17 @@ pub fn write_bundle_with(
     s.name = name.into();
     s.features = features;
     s.provenance.licences = licences;
+    ModelBundle::write(dir, s, &model).unwrap()
+}
+
+/// [`write_bundle_with`] that also records where its species live (the location filter).
+pub fn write_bundle_located(
+    dir: &Path,
+    classes: usize,
+    location: silencio_infer::OccurrenceModel,
+) -> ModelBundle {
+    let model = small_config(classes).init(&device()).unwrap();
+    let mut s = spec(classes);
+    s.location = Some(location);
     ModelBundle::write(dir, s, &model).unwrap()
 }

@@ -66,6 +66,26 @@ pub fn write_bundle(dir: &Path, name: &str, version: &str) -> PathBuf {
     )
 }
 
+/// [`write_bundle`] with a location filter: species ranges learnt from `points`
+/// (`(code, latitude, longitude)` recordings).
+pub fn write_bundle_located(dir: &Path, name: &str, points: &[(&str, f64, f64)]) -> PathBuf {
+    let codes: Vec<String> = taxonomy().into_iter().map(|s| s.code).collect();
+    let model =
+        silencio_infer::OccurrenceModel::learn(points.iter().copied(), &codes, Default::default())
+            .unwrap();
+    write_bundle_full(
+        dir,
+        name,
+        "1",
+        FeatureConfig::recipe("birdclef").unwrap(),
+        vec![silencio_infer::Licence::new(
+            silencio_infer::licence::OWN,
+            "weights: random initialisation (server tests)",
+        )],
+        Some(model),
+    )
+}
+
 /// [`write_bundle`] on another feature recipe, recording `licences`.
 pub fn write_bundle_with(
     dir: &Path,
@@ -73,6 +93,17 @@ pub fn write_bundle_with(
     version: &str,
     features: FeatureConfig,
     licences: Vec<silencio_infer::Licence>,
+) -> PathBuf {
+    write_bundle_full(dir, name, version, features, licences, None)
+}
+
+fn write_bundle_full(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    features: FeatureConfig,
+    licences: Vec<silencio_infer::Licence>,
+    location: Option<silencio_infer::OccurrenceModel>,
 ) -> PathBuf {
     let species = taxonomy();
     let cfg = tiny(species.len());
@@ -90,6 +121,7 @@ pub fn write_bundle_with(
             licences,
             ..Provenance::default()
         },
+        location,
     };
     ModelBundle::write(dir, spec, &model).unwrap();
     dir.to_path_buf()
