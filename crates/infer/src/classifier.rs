@@ -22,6 +22,22 @@ pub struct WindowScores {
     pub scores: Vec<f32>,
 }
 
+impl WindowScores {
+    /// The rows `scores` of `feats`'s windows (in order), with their times.
+    pub fn of(feats: &Features, scores: Vec<Vec<f32>>) -> Vec<Self> {
+        feats
+            .windows
+            .iter()
+            .zip(scores)
+            .map(|(w, scores)| Self {
+                start_s: w.start_s,
+                end_s: w.end_s,
+                scores,
+            })
+            .collect()
+    }
+}
+
 /// One species with its score.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpeciesScore {
@@ -194,16 +210,7 @@ impl Classifier {
             model_version: self.model_version(),
             audio: None,
             species: self.species.clone(),
-            windows: feats
-                .windows
-                .iter()
-                .zip(scores)
-                .map(|(w, scores)| WindowScores {
-                    start_s: w.start_s,
-                    end_s: w.end_s,
-                    scores,
-                })
-                .collect(),
+            windows: WindowScores::of(feats, scores),
         })
     }
 

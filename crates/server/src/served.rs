@@ -113,7 +113,7 @@ fn score_members_blocking(
                     .submit(f.clone(), Priority::Low)
                     .blocking_recv()
                     .map_err(|_| Error::Internal("the model engine stopped".into()))??;
-                rows(f, scored.scores)
+                WindowScores::of(f, scored.scores)
             }
             _ => ensemble
                 .score_member(i, input)
@@ -121,19 +121,6 @@ fn score_members_blocking(
         });
     }
     Ok(out)
-}
-
-/// Window scores from an engine's rows of `f`'s windows.
-fn rows(f: &Features, scores: Vec<Vec<f32>>) -> Vec<WindowScores> {
-    f.windows
-        .iter()
-        .zip(scores)
-        .map(|(w, scores)| WindowScores {
-            start_s: w.start_s,
-            end_s: w.end_s,
-            scores,
-        })
-        .collect()
 }
 
 impl LoadedModel {
@@ -461,7 +448,7 @@ impl LoadedModel {
                 Ok(Scoring {
                     queue: scored.queue,
                     inference: scored.inference,
-                    windows: rows(&f, scored.scores),
+                    windows: WindowScores::of(&f, scored.scores),
                 })
             }
             (Runner::Ensemble { ensemble, engines }, Input::Ensemble(p)) => {
@@ -499,7 +486,7 @@ impl LoadedModel {
                             })??;
                             queue = queue.max(s.queue);
                             inference = inference.max(s.inference);
-                            rows(&f, s.scores)
+                            WindowScores::of(&f, s.scores)
                         }
                         Pending::Blocking(h) => {
                             let (s, took) = h.await.map_err(|e| {
