@@ -281,13 +281,24 @@ impl Ensemble {
     }
 
     /// Decodes `bytes` once per distinct member sample rate and computes each distinct recipe's
-    /// features once; `max_input_samples` bounds the decoding cost (a server's budget).
-    pub fn prepare(&self, bytes: Vec<u8>, max_input_samples: Option<u64>) -> Result<Prepared> {
+    /// features once, within the ensemble's longest duration.
+    pub fn prepare(&self, bytes: Vec<u8>) -> Result<Prepared> {
+        self.prepare_within(bytes, self.max_duration_s, None)
+    }
+
+    /// [`Ensemble::prepare`] within `max_duration_s` and at most `max_input_samples` decoded
+    /// (a server's limits: an upload over them is `too_long` / `too_many_samples`).
+    pub fn prepare_within(
+        &self,
+        bytes: Vec<u8>,
+        max_duration_s: f64,
+        max_input_samples: Option<u64>,
+    ) -> Result<Prepared> {
         let mut info = None;
         let p = self.prepare_with(|rate| {
             let opts = DecodeOptions {
                 target_rate: Some(rate),
-                max_duration_s: self.max_duration_s,
+                max_duration_s,
                 max_input_samples,
             };
             let d = silencio_audio::decode_bytes(bytes.clone(), &opts)?;
@@ -389,7 +400,7 @@ impl Ensemble {
 
     /// Decodes, scores every member and pools onto the grid.
     pub fn identify(&self, bytes: Vec<u8>) -> Result<Identification> {
-        let p = self.prepare(bytes, None)?;
+        let p = self.prepare(bytes)?;
         let scored = self.score_prepared(&p)?;
         let mut id = self.combine(p.duration_s, &scored)?;
         id.audio = p.info;

@@ -190,7 +190,7 @@ pub fn open(spec: &ModelSpec, device: &Device, opts: &OpenOptions) -> Result<Sco
         let mut scored = Vec::with_capacity(files.len());
         for f in &files {
             let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-            let p = ens.prepare(bytes, None)?;
+            let p = ens.prepare(bytes)?;
             scored.push((p.duration_s, ens.score_prepared(&p)?));
         }
         ens.calibrate(&scored)?;

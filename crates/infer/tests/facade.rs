@@ -85,7 +85,7 @@ fn an_ensemble_of_mixed_recipes_pools_and_blends_its_members() {
     let ens = s.ensemble().unwrap();
 
     // Each recipe is computed once: a and c share one feature set, b has its own.
-    let p = ens.prepare(soundscape(), None).unwrap();
+    let p = ens.prepare(soundscape()).unwrap();
     let feats = |i: usize| match &p.inputs[i] {
         MemberInput::Features(f) => f.clone(),
         MemberInput::Samples(_) => panic!("bundles read features"),

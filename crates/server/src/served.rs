@@ -254,7 +254,7 @@ impl LoadedModel {
             let mut scored = Vec::new();
             for f in silencio_infer::scorer::reference_files(reference)? {
                 let bytes = std::fs::read(&f).map_err(|e| Error::io(f.display().to_string(), e))?;
-                let p = ensemble.prepare(bytes, None)?;
+                let p = ensemble.prepare(bytes)?;
                 scored.push((
                     p.duration_s,
                     score_members_blocking(&ensemble, &engines, &p)?,
@@ -391,7 +391,8 @@ impl LoadedModel {
                 Ok((info, Input::Features(Arc::new(feats))))
             }
             Runner::Ensemble { ensemble, .. } => {
-                let mut p = ensemble.prepare(bytes, Some(max_input_samples))?;
+                let mut p =
+                    ensemble.prepare_within(bytes, max_duration_s, Some(max_input_samples))?;
                 let info = p
                     .info
                     .take()

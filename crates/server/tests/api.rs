@@ -1545,6 +1545,10 @@ async fn an_ensemble_of_mixed_recipes_serves_what_the_facade_computes() {
     // Each bundle member ran its windows on its own engine: 2 (5 s) + 4 (3 s) windows.
     assert_eq!(stable["windows_inferred"], 6);
 
+    // The server's limits hold for ensembles too: 130 s is over its 120 s.
+    let long = common::wav_s16(&vec![0.0; 130 * 8_000], 8_000);
+    let r = send(&app, upload("/v1/identify", "audio/wav", long)).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "too_long");
     // Bad audio is still the client's error, typed, through the ensemble's decoder.
     let bad = send(
         &app,
