@@ -292,3 +292,44 @@ impl ServerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use silencio_infer::ModelSpec;
+    use silencio_infer::spec::RegistryRef;
+
+    #[test]
+    fn the_model_flag_takes_any_spec() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("ens.toml");
+        std::fs::create_dir_all(tmp.path().join("a")).unwrap();
+        std::fs::write(tmp.path().join("a/bundle.json"), "{}").unwrap();
+        std::fs::write(
+            &file,
+            "[[members]]\nmodel = \"a\"\n[[members]]\nmodel = \"a\"\n",
+        )
+        .unwrap();
+        let cfg = |model: &str| ServerConfig {
+            model: Some(model.into()),
+            registry: tmp.path().join("registry"),
+            ..ServerConfig::default()
+        };
+        let (spec, source) = cfg(file.to_str().unwrap()).model_spec().unwrap();
+        assert!(matches!(spec, ModelSpec::Ensemble(ref e) if e.members.len() == 2));
+        assert_eq!(source, file.display().to_string());
+        let (spec, _) = cfg("registry:staging").model_spec().unwrap();
+        assert_eq!(
+            spec,
+            ModelSpec::Registry {
+                root: tmp.path().join("registry"),
+                reference: RegistryRef::Named("staging".into())
+            }
+        );
+        let e = cfg("no/such/model").model_spec().unwrap_err();
+        assert_eq!(e.kind(), "spec");
+        // The default place is the reserve's, and valid.
+        let d = ServerConfig::default().location.unwrap();
+        assert_eq!((d.latitude(), d.longitude()), EL_SILENCIO);
+    }
+}
