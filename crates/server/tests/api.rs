@@ -1631,6 +1631,26 @@ async fn an_ensemble_registry_version_goes_through_canary_promote_and_rollback()
     )
     .await;
     assert_error(&r, StatusCode::CONFLICT, "conflict");
+    // An ensemble that needs BirdNET, in a server built without it: refused at load, typed.
+    let with_birdnet = tmp.path().join("with-birdnet.toml");
+    std::fs::write(
+        &with_birdnet,
+        format!(
+            "[[members]]\nmodel = {:?}\n[[members]]\nmodel = \"birdnet\"\n",
+            bundle.display().to_string()
+        ),
+    )
+    .unwrap();
+    let r = send(
+        &app,
+        post_json(
+            "/v1/admin/models",
+            Some("test-key"),
+            json!({"path": with_birdnet.display().to_string()}),
+        ),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "no_birdnet");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
