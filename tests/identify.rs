@@ -281,6 +281,68 @@ fn several_models_make_a_weighted_ensemble_on_the_5_s_grid() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--weight"));
 }
 
+/// With BirdNET built in (`--features birdnet`, `SILENCIO_BIRDNET_DIR`): a bundle and BirdNET
+/// make one ensemble through the model facade, on the bundle's taxonomy and the 5 s grid, and
+/// the answer is marked non-commercial (BirdNET V2.4 is CC BY-NC-SA 4.0) while the bundle's own
+/// is not.
+#[cfg(feature = "birdnet")]
+#[test]
+fn a_bundle_and_birdnet_make_one_non_commercial_ensemble() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    create_bundle(&a);
+    let run = |model: String| {
+        let o = silencio()
+            .arg("identify")
+            .arg(soundscape())
+            .arg("--model")
+            .arg(model)
+            .args(["--top-k", "9"])
+            .output()
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+        (j, String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (alone, _) = run(a.display().to_string());
+    assert_eq!(alone["licence_status"], "commercial");
+    let (j, err) = run(format!("{},birdnet", a.display()));
+    assert_eq!(j["model_version"], "demo@1+birdnet@2.4");
+    assert_eq!(j["licence_status"], "non_commercial");
+    assert!(
+        j["licences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["id"] == "CC-BY-NC-SA-4.0"),
+        "{}",
+        j["licences"]
+    );
+    assert!(err.contains("non-commercial"), "{err}");
+    let windows = j["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 12);
+    for (i, w) in windows.iter().enumerate() {
+        assert_eq!(w["start_s"], 5.0 * i as f64);
+        assert_eq!(w["end_s"], 5.0 * (i + 1) as f64);
+        // The bundle's 9 species, BirdNET's scores blended in where it knows them.
+        assert_eq!(w["species"].as_array().unwrap().len(), 9);
+    }
+    // BirdNET moves the scores: the blend is not the bundle alone.
+    let score = |j: &serde_json::Value, w: usize, code: &str| {
+        j["windows"][w]["species"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["code"] == code)
+            .unwrap()["score"]
+            .as_f64()
+            .unwrap()
+    };
+    let moved = (0..12)
+        .map(|w| (score(&j, w, "gretit1") - score(&alone, w, "gretit1")).abs())
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-4, "BirdNET changed nothing: {moved}");
+}
+
 #[test]
 fn a_bundle_started_from_the_lite0_imagenet_weights_identifies_per_window() {
     let Some(pth) = std::env::var_os("SILENCIO_LITE0_PTH") else {

@@ -542,6 +542,78 @@ async fn the_cli_serves_until_sigterm() {
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
 
+/// With BirdNET built in: `silencio serve` takes an ensemble file naming a bundle and BirdNET,
+/// refuses it in the default (commercial) deployment because BirdNET V2.4 is CC BY-NC-SA 4.0,
+/// and with `--non-commercial` answers `POST /v1/identify` as the ensemble.
+#[cfg(feature = "birdnet")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_serves_a_bundle_and_birdnet_only_when_non_commercial() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_bundle(&tmp.path().join("b"), "e2e-nc", "1");
+    let ensemble = tmp.path().join("ensemble.toml");
+    std::fs::write(
+        &ensemble,
+        "[[members]]\nmodel = \"b\"\nweight = 0.6\n[[members]]\nmodel = \"birdnet\"\nweight = 0.4\n",
+    )
+    .unwrap();
+    let serve = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_silencio"));
+        c.args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--replicas",
+            "1",
+            "--model",
+        ])
+        .arg(&ensemble)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .args(extra)
+        .env_remove("SILENCIO_NON_COMMERCIAL")
+        .env("SILENCIO_API_KEY", "test-key")
+        .env("RUST_LOG", "warn");
+        c
+    };
+    let out = serve(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error[licence]"), "{err}");
+    assert!(err.contains("CC-BY-NC-SA-4.0"), "{err}");
+    assert!(err.contains("--non-commercial"), "{err}");
+
+    let (mut child, addr, _, _lines) = common::start_serve(&mut serve(&["--non-commercial"]));
+    let c = reqwest::Client::new();
+    wait_ready(&c, &format!("http://{addr}/readyz")).await;
+    let r = c
+        .post(format!("http://{addr}/v1/identify?top_k=3"))
+        .header("content-type", "audio/wav")
+        .body(common::clip_5s_wav())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let j: Value = r.json().await.unwrap();
+    assert_eq!(j["model_version"], "e2e-nc@1+birdnet@2.4");
+    assert_eq!(j["windows"].as_array().unwrap().len(), 1);
+    assert_eq!(j["windows"][0]["species"].as_array().unwrap().len(), 3);
+    let m: Value = c
+        .get(format!("http://{addr}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        m["models"][0]["model_version"], "e2e-nc@1+birdnet@2.4",
+        "{m}"
+    );
+    assert_eq!(m["models"][0]["licence_status"], "non_commercial", "{m}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn the_cli_says_how_to_get_a_model_when_there_is_none() {
     let tmp = tempfile::tempdir().unwrap();
