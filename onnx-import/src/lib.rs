@@ -18,10 +18,14 @@ pub mod probe;
 
 #[cfg(feature = "birdnet")]
 pub mod birdnet;
+#[cfg(feature = "birdnet")]
+pub mod range;
 
 #[cfg(feature = "birdnet")]
 pub use birdnet::{BirdNet, BirdNetProbe};
 pub use external::install;
+#[cfg(feature = "birdnet")]
+pub use range::BirdNetRange;
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]
