@@ -507,3 +507,52 @@ fn identify_filters_species_by_where_the_recording_was_made() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.starts_with("error[bad_place]"), "{err}");
 }
+
+/// In a BirdNET build an ensemble with a BirdNET member and no ranges of its own filters by
+/// BirdNET's range model: the Black-capped Chickadee (North America) and the Great Tit
+/// (Europe) trade places between Boston and Berlin; species BirdNET does not know pass.
+#[cfg(feature = "birdnet")]
+#[test]
+fn birdnet_members_bring_birdnets_range_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    create_bundle(&a);
+    let at = |lat: &str, lon: &str| -> serde_json::Value {
+        let o = silencio()
+            .arg("identify")
+            .arg(soundscape())
+            .arg("--model")
+            .arg(format!("{},birdnet", a.display()))
+            .args(["--lat", lat, "--lon", lon, "--date", "2025-05-10"])
+            .output()
+            .unwrap();
+        serde_json::from_str(&ok(&o)).unwrap()
+    };
+    let removed = |j: &serde_json::Value| -> Vec<String> {
+        j["location"]["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    let berlin = at("52.52", "13.40");
+    let boston = at("42.36", "-71.06");
+    assert!(removed(&berlin).contains(&"bkcchi".to_string()), "{berlin}");
+    assert!(
+        !removed(&berlin).contains(&"gretit1".to_string()),
+        "{berlin}"
+    );
+    assert!(
+        removed(&boston).contains(&"gretit1".to_string()),
+        "{boston}"
+    );
+    assert!(
+        !removed(&boston).contains(&"bkcchi".to_string()),
+        "{boston}"
+    );
+    assert!(
+        berlin["location"]["unknown"].as_u64().unwrap() >= 1,
+        "fruitfly is not a bird"
+    );
+}

@@ -25,6 +25,18 @@ impl ExternalLeaves for OnnxLeaves {
     ) -> silencio_infer::Result<LoadedLeaf> {
         load(leaf, device, opts)
     }
+
+    #[cfg(feature = "birdnet")]
+    fn range(
+        &self,
+        species: &[silencio_infer::Species],
+        device: &Device,
+    ) -> silencio_infer::Result<Option<silencio_infer::scorer::SharedFilter>> {
+        let r = crate::BirdNetRange::load(device)
+            .map_err(|e| silencio_infer::Error::Ensemble(format!("birdnet range model: {e}")))?
+            .for_species(species);
+        Ok(Some(std::sync::Arc::new(r)))
+    }
 }
 
 #[cfg(feature = "birdnet")]

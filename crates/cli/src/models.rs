@@ -251,7 +251,7 @@ pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
     let format: Format = a.format.parse()?;
     let bytes =
         std::fs::read(&a.audio).with_context(|| format!("reading {}", a.audio.display()))?;
-    use silencio_infer::location::{LocationFilter, LocationQuery, Place, Week};
+    use silencio_infer::location::{LocationQuery, Place, Week};
     // The place is checked before the model loads: a typo costs nothing.
     let query = match (a.lat, a.lon) {
         (Some(lat), Some(lon)) => Some(LocationQuery {

@@ -391,7 +391,7 @@ pub struct Expected {
 
 /// A source of per-species occurrence at a place (and week): this crate's [`OccurrenceModel`]
 /// now, BirdNET's range model later. Applying it to scores is shared.
-pub trait LocationFilter {
+pub trait LocationFilter: std::fmt::Debug {
     /// How expected species `code` is at `query`; [`Occurrence::Unknown`] for species the
     /// filter knows nothing about.
     fn occurrence(&self, code: &str, query: &LocationQuery) -> Occurrence;

@@ -20,7 +20,7 @@ use crate::bundle::{ModelBundle, Species};
 use crate::classifier::{Classifier, Identification};
 use crate::ensemble::{Ensemble, Member};
 use crate::licence::{self, Licence};
-use crate::location::OccurrenceModel;
+use crate::location::{LocationFilter, OccurrenceModel};
 use crate::spec::{Blend, Leaf, ModelSpec, Resolved};
 use crate::{Error, Result};
 
@@ -63,10 +63,38 @@ impl std::fmt::Debug for LoadedLeaf {
     }
 }
 
+/// A location filter shared by a model's users (requests, streams).
+pub type SharedFilter = Arc<dyn LocationFilter + Send + Sync>;
+
 /// Loads the leaves this crate cannot: BirdNET and its probes.
 pub trait ExternalLeaves: Send + Sync {
     /// Loads `leaf` (never a bundle) onto `device`.
     fn load(&self, leaf: &Leaf, device: &Device, opts: &OpenOptions) -> Result<LoadedLeaf>;
+
+    /// BirdNET's range model (latitude, longitude, week → occurrence) over `species`, for
+    /// models with a BirdNET member and no ranges of their own; `None` without BirdNET.
+    fn range(&self, species: &[Species], device: &Device) -> Result<Option<SharedFilter>> {
+        let _ = (species, device);
+        Ok(None)
+    }
+}
+
+/// The location filter of a model in the classes `species`: its first member's bundle ranges
+/// (`bundle_ranges`), else, when a member is BirdNET or a probe (so its licence is already
+/// BirdNET's), BirdNET's range model. A model without either has none.
+pub fn location_filter(
+    bundle_ranges: Option<Arc<OccurrenceModel>>,
+    leaves: &[Leaf],
+    species: &[Species],
+    device: &Device,
+) -> Result<Option<SharedFilter>> {
+    if let Some(m) = bundle_ranges {
+        return Ok(Some(m));
+    }
+    match EXTERNAL.get() {
+        Some(x) if leaves.iter().any(Leaf::needs_birdnet) => x.range(species, device),
+        _ => Ok(None),
+    }
 }
 
 static EXTERNAL: OnceLock<Box<dyn ExternalLeaves>> = OnceLock::new();
@@ -123,7 +151,7 @@ pub struct Scorer {
     licences: Vec<Licence>,
     band: (f64, f64),
     untrained: Vec<String>,
-    location: Option<Arc<OccurrenceModel>>,
+    location: Option<SharedFilter>,
 }
 
 impl std::fmt::Debug for Scorer {
@@ -153,13 +181,13 @@ pub fn open(spec: &ModelSpec, device: &Device, opts: &OpenOptions) -> Result<Sco
             },
             licences: licence::union([c.meta().provenance.licences.as_slice()]),
             band: (f.f_min, f.f_max),
-            location: c.location().cloned(),
+            location: c.location().cloned().map(|m| m as SharedFilter),
             kind: Kind::Single(Box::new(c)),
         });
     }
     // The ensemble answers in its first member's classes, so that member's bundle says where
     // they are expected.
-    let location = match r.members.first() {
+    let ranges = match r.members.first() {
         Some((Leaf::Bundle(dir), _)) => ModelBundle::open(dir)?.location()?.map(Arc::new),
         _ => None,
     };
@@ -169,6 +197,8 @@ pub fn open(spec: &ModelSpec, device: &Device, opts: &OpenOptions) -> Result<Sco
         .map(|(l, _)| load_leaf(l, device, opts))
         .collect::<Result<Vec<_>>>()?;
     let mut ens = ensemble_of(&r, &leaves, opts)?;
+    let kinds: Vec<Leaf> = r.members.iter().map(|(l, _)| l.clone()).collect();
+    let location = location_filter(ranges, &kinds, ens.species(), device)?;
     let licences = licence::union(leaves.iter().map(|l| l.licences.as_slice()));
     let band = (
         leaves
@@ -295,8 +325,8 @@ impl Scorer {
         self.band
     }
 
-    /// Where its classes are expected (the location filter), when its bundle has that.
-    pub fn location(&self) -> Option<&OccurrenceModel> {
+    /// Where its classes are expected (the location filter; see [`location_filter`]).
+    pub fn location(&self) -> Option<&(dyn LocationFilter + Send + Sync)> {
         self.location.as_deref()
     }
 

@@ -356,7 +356,7 @@ pub async fn species(
     State(state): State<AppState>,
     query: std::result::Result<Query<SpeciesQuery>, QueryRejection>,
 ) -> Result<Json<SpeciesList>> {
-    use silencio_infer::location::{LocationFilter, Occurrence};
+    use silencio_infer::location::Occurrence;
     let Query(q) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     let m = stable(&state)?;
     let place = located(q.lat, q.lon, q.date.as_deref())?;
@@ -444,7 +444,7 @@ pub(crate) fn apply_location(
     recorded_at: Option<&str>,
     mode: Option<&str>,
 ) -> Result<Option<LocationReport>> {
-    use silencio_infer::location::{FilterMode, LocationFilter, LocationQuery};
+    use silencio_infer::location::{FilterMode, LocationQuery};
     let requested = located(latitude, longitude, recorded_at)?;
     let mode = match mode.map(str::trim) {
         Some(m) if m.eq_ignore_ascii_case("off") => return Ok(None),

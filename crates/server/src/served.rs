@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use silencio_audio::{AudioInfo, Features, LogMel, WindowConfig};
 use silencio_infer::ensemble::{MemberInput, Prepared};
-use silencio_infer::location::OccurrenceModel;
+use silencio_infer::location::LocationFilter;
+use silencio_infer::scorer::SharedFilter;
 use silencio_infer::scorer::{LoadedLeaf, OpenOptions};
 use silencio_infer::{
     BundleMeta, Deployment, Ensemble, Leaf, Licence, MemberInfo, ModelBundle, ModelSpec, Species,
@@ -42,8 +43,8 @@ pub struct LoadedModel {
     window: WindowConfig,
     /// Requests answered by an ensemble (a single bundle's engine counts its own).
     answered: AtomicU64,
-    /// Where its classes are expected (the bundle's, or the first member's for an ensemble).
-    location: Option<Arc<OccurrenceModel>>,
+    /// Where its classes are expected (see [`silencio_infer::scorer::location_filter`]).
+    location: Option<SharedFilter>,
     runner: Runner,
 }
 
@@ -138,7 +139,7 @@ impl LoadedModel {
             && let [(Leaf::Bundle(dir), _)] = resolved.members.as_slice()
         {
             let bundle = ModelBundle::open(dir)?;
-            let location = bundle.location()?.map(Arc::new);
+            let location = bundle.location()?.map(|m| Arc::new(m) as SharedFilter);
             let meta = bundle.meta().clone();
             let licences = licence::union([meta.provenance.licences.as_slice()]);
             licence::check(deployment, &meta.model_version(), &licences)?;
@@ -207,10 +208,11 @@ impl LoadedModel {
         }
         let licences = licence::union([licences.as_slice()]);
         // The answer is in the first member's classes; its bundle says where they live.
-        let location = match resolved.members.first() {
+        let ranges = match resolved.members.first() {
             Some((Leaf::Bundle(dir), _)) => ModelBundle::open(dir)?.location()?.map(Arc::new),
             _ => None,
         };
+
         let name = resolved.name.clone().unwrap_or_else(|| {
             members
                 .iter()
@@ -223,6 +225,8 @@ impl LoadedModel {
             .first()
             .map(|(i, _)| i.species.clone())
             .unwrap_or_default();
+        let kinds: Vec<Leaf> = resolved.members.iter().map(|(l, _)| l.clone()).collect();
+        let location = silencio_infer::scorer::location_filter(ranges, &kinds, &first, &device)?;
         let mut ensemble =
             Ensemble::new(name.clone(), first, WindowConfig::default()).with_blend(resolved.blend);
         let mut engines = Vec::with_capacity(members.len());
@@ -298,7 +302,7 @@ impl LoadedModel {
     }
 
     /// Where its classes are expected, when it knows.
-    pub fn location(&self) -> Option<&OccurrenceModel> {
+    pub fn location(&self) -> Option<&(dyn LocationFilter + Send + Sync)> {
         self.location.as_deref()
     }
 
