@@ -161,32 +161,19 @@ fn rank_blending_averages_ranks_against_the_reference() {
 
     // The same by hand: each member's pooled scores on the reference set, sorted per class,
     // give the rank of its pooled score on the clip.
-    let probability = silencio_infer::open(
-        &ModelSpec::from_cli(
-            &[a.display().to_string()],
+    // One member as an ensemble of one: its scores pooled onto the 5 s grid.
+    let pooled = |dir: &Path| {
+        let spec = ModelSpec::from_cli(
+            &[dir.display().to_string()],
             &[1.0],
             None,
             None,
             &registry(tmp.path()),
         )
-        .unwrap(),
-        &device(),
-        &OpenOptions::default(),
-    )
-    .unwrap();
-    let only_b = silencio_infer::open(
-        &ModelSpec::from_cli(
-            &[b.display().to_string()],
-            &[1.0],
-            None,
-            None,
-            &registry(tmp.path()),
-        )
-        .unwrap(),
-        &device(),
-        &OpenOptions::default(),
-    )
-    .unwrap();
+        .unwrap();
+        open(&spec, &device(), &OpenOptions::default()).unwrap()
+    };
+    let (probability, only_b) = (pooled(&a), pooled(&b));
     let refs = silencio_infer::scorer::reference_files(&reference).unwrap();
     let sorted = |sc: &silencio_infer::Scorer, k: usize| {
         let mut v: Vec<f32> = refs
