@@ -1,4 +1,5 @@
 //! What the silencio crates share, written once so that a fix reaches every caller:
+//! - [`csv`]: the one CSV quoting rule of the hand-written tables;
 //! - [`fs`]: atomic file replacement (temp file, fsync, rename, fsync of the directory) and the
 //!   pieces of staging a whole directory (new fsynced files, UTF-8 listings);
 //! - [`rand`]: the SplitMix64 generator whose exact sequence the splits, the soundscape mixer,
@@ -13,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod csv;
 pub mod fs;
 pub mod rand;
 pub mod registry;

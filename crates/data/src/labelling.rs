@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use silencio_api::Feedback;
+use silencio_common::csv::field as csv_field;
 use silencio_common::fs::{list_dir_utf8, sync_dir, write_new_synced};
 
 use crate::{Error, Result};
@@ -369,15 +370,6 @@ fn fmt_s(x: f64) -> String {
     format!("{x:.3}")
 }
 
-/// RFC 4180 quoting when needed.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 /// An existing `out` may be replaced only when it is empty or an earlier export.
 fn is_replaceable_export(out: &Path) -> Result<bool> {
     if !out.is_dir() {
@@ -408,13 +400,6 @@ fn fs_err(context: String, source: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_when_needed() {
-        assert_eq!(csv_field("abc"), "abc");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-    }
 
     #[test]
     fn whole_lines_len_stops_after_the_last_newline() {

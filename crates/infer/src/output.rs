@@ -2,6 +2,7 @@
 //! Raven selection table and Audacity label track that BirdNET-Analyzer users already load.
 
 use serde::Serialize;
+use silencio_common::csv::field as csv_field;
 
 use crate::classifier::{Identification, SpeciesScore, WindowScores};
 use crate::{Error, Result};
@@ -78,14 +79,6 @@ pub const RAVEN_HEADER: &str = "Selection\tView\tChannel\tBegin Time (s)\tEnd Ti
 /// The CSV header.
 pub const CSV_HEADER: &str =
     "Start (s),End (s),Scientific name,Common name,Species code,Class,Confidence,File\n";
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
 
 fn tsv_field(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
