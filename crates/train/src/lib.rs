@@ -21,6 +21,7 @@ pub mod prepare;
 pub mod probe;
 pub mod registry;
 pub mod scaling;
+pub mod teacher;
 pub mod track;
 
 pub use error::{Error, Result};
