@@ -20,6 +20,7 @@ pub mod prepare;
 #[cfg(feature = "birdnet")]
 pub mod probe;
 pub mod registry;
+pub mod rounds;
 pub mod scaling;
 pub mod teacher;
 pub mod track;
