@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use silencio_audio::{DecodeOptions, WindowConfig};
+use silencio_infer::ensemble::MemberInput;
 use silencio_infer::{Ensemble, Identification, Member, Species, WindowScores};
 
 use crate::labels::{CHUNK_SAMPLES, CLASSES, SAMPLE_RATE, chunk_starts, parse_labels};
@@ -204,6 +205,31 @@ impl Member for BirdNet {
         self.score_chunks(samples)
             .map_err(|e| silencio_infer::Error::Ensemble(format!("birdnet: {e}")))
     }
+    fn embed(
+        &self,
+        input: &MemberInput,
+        spans: &[(f64, f64)],
+    ) -> silencio_infer::Result<Option<Vec<Vec<f32>>>> {
+        embed_spans(self, input, spans)
+    }
+}
+
+/// BirdNET's embedding of each 5 s span (the probe's: [`BirdNet::window_embeddings`]).
+fn embed_spans(
+    birdnet: &BirdNet,
+    input: &MemberInput,
+    spans: &[(f64, f64)],
+) -> silencio_infer::Result<Option<Vec<Vec<f32>>>> {
+    let MemberInput::Samples(samples) = input else {
+        return Err(silencio_infer::Error::Ensemble(
+            "birdnet reads audio, not features".into(),
+        ));
+    };
+    let starts: Vec<f64> = spans.iter().map(|s| s.0).collect();
+    birdnet
+        .window_embeddings(samples, &starts)
+        .map(Some)
+        .map_err(|e| silencio_infer::Error::Ensemble(format!("birdnet: {e}")))
 }
 
 /// A probe bundle's head on BirdNET's embeddings: scores the task's species on the 5 s grid.
@@ -279,5 +305,12 @@ impl Member for BirdNetProbe {
     fn score(&self, samples: &[f32]) -> silencio_infer::Result<Vec<WindowScores>> {
         self.score_samples(samples)
             .map_err(|e| silencio_infer::Error::Ensemble(format!("birdnet probe: {e}")))
+    }
+    fn embed(
+        &self,
+        input: &MemberInput,
+        spans: &[(f64, f64)],
+    ) -> silencio_infer::Result<Option<Vec<Vec<f32>>>> {
+        embed_spans(&self.birdnet, input, spans)
     }
 }

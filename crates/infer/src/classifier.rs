@@ -257,6 +257,38 @@ impl Classifier {
         self.predict_data(&data, m, t)
     }
 
+    /// [`Classifier::identify`] with the model's embedding of each window (the same windows,
+    /// in order): what a teacher gives for distillation.
+    pub fn identify_embedded(&self, bytes: Vec<u8>) -> Result<(Identification, Vec<Vec<f32>>)> {
+        let (info, feats) =
+            silencio_audio::features_from_bytes(bytes, &self.meta.features, self.max_duration_s)?;
+        let mut id = self.identify_features(&feats)?;
+        id.audio = Some(info);
+        let embeddings = self.embed_features(&feats)?;
+        Ok((id, embeddings))
+    }
+
+    /// The model's embedding (`silencio_models::Model::embed`) of each window of features
+    /// that follow this bundle's recipe, `batch_size` windows per forward pass.
+    pub fn embed_features(&self, feats: &Features) -> Result<Vec<Vec<f32>>> {
+        let [n, m, t] = feats.shape();
+        let mut out = Vec::with_capacity(n);
+        for chunk in feats.data.chunks((self.batch_size * m * t).max(1)) {
+            let b = chunk.len() / (m * t).max(1);
+            let x =
+                Tensor::<4>::from_data(TensorData::new(chunk.to_vec(), [b, 1, m, t]), &self.device);
+            let y = self.model.embed(x);
+            let [_, e] = y.dims();
+            let v: Vec<f32> = y
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| Error::Shape(format!("{e:?}")))?;
+            out.extend(v.chunks(e.max(1)).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
     /// Probabilities of `[windows, m, t]` log-mel data, `batch_size` windows per forward pass.
     fn predict_data(&self, data: &[f32], m: usize, t: usize) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(data.len() / (m * t).max(1));

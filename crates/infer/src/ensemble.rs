@@ -47,6 +47,12 @@ pub trait Member: Send + Sync {
             self.name()
         )))
     }
+    /// Its embedding of each span `(start_s, end_s)` of the output grid from what it reads
+    /// (`input`, as [`Ensemble::prepare`] made it); `None` for a member without embeddings.
+    fn embed(&self, input: &MemberInput, spans: &[(f64, f64)]) -> Result<Option<Vec<Vec<f32>>>> {
+        let _ = (input, spans);
+        Ok(None)
+    }
 }
 
 impl Member for Classifier {
@@ -68,6 +74,65 @@ impl Member for Classifier {
     fn score_features(&self, features: &Features) -> Result<Vec<WindowScores>> {
         Ok(self.identify_features(features)?.windows)
     }
+    fn embed(&self, input: &MemberInput, spans: &[(f64, f64)]) -> Result<Option<Vec<Vec<f32>>>> {
+        let MemberInput::Features(f) = input else {
+            return Err(Error::Ensemble(format!(
+                "{} reads features, not audio",
+                self.name()
+            )));
+        };
+        let own: Vec<(f64, f64)> = f.windows.iter().map(|w| (w.start_s, w.end_s)).collect();
+        Ok(Some(mean_pool(&own, &self.embed_features(f)?, spans)))
+    }
+}
+
+/// Rows of windows `own` (`(start_s, end_s)`) mean-pooled onto `spans`: each span takes the
+/// mean of the rows whose window overlaps it (zeros where none does), as scores are max-pooled
+/// onto the grid.
+pub fn mean_pool(own: &[(f64, f64)], rows: &[Vec<f32>], spans: &[(f64, f64)]) -> Vec<Vec<f32>> {
+    let width = rows.first().map_or(0, Vec::len);
+    spans
+        .iter()
+        .map(|&(start, end)| {
+            let mut mean = vec![0f32; width];
+            let hits: Vec<&Vec<f32>> = own
+                .iter()
+                .zip(rows)
+                .filter(|((s, e), _)| *s < end && *e > start)
+                .map(|(_, r)| r)
+                .collect();
+            for r in &hits {
+                for (m, x) in mean.iter_mut().zip(r.iter()) {
+                    *m += x / hits.len() as f32;
+                }
+            }
+            mean
+        })
+        .collect()
+}
+
+/// For each class of `target`, its index in `source`: matched by code, else by scientific
+/// name (both case-insensitive, trimmed); `None` where `source` does not know it.
+pub fn match_species(target: &[Species], source: &[Species]) -> Vec<Option<usize>> {
+    let by_code: HashMap<String, usize> = source
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (norm(&s.code), i))
+        .collect();
+    let by_name: HashMap<String, usize> = source
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (norm(&s.scientific_name), i))
+        .collect();
+    target
+        .iter()
+        .map(|s| {
+            by_code
+                .get(&norm(&s.code))
+                .or_else(|| by_name.get(&norm(&s.scientific_name)))
+                .copied()
+        })
+        .collect()
 }
 
 /// What the ensemble needs to know of a member that runs elsewhere (a server's batching
@@ -234,28 +299,7 @@ impl Ensemble {
                 info.name
             )));
         }
-        let by_code: HashMap<String, usize> = info
-            .species
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (norm(&s.code), i))
-            .collect();
-        let by_name: HashMap<String, usize> = info
-            .species
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (norm(&s.scientific_name), i))
-            .collect();
-        let map: Vec<Option<usize>> = self
-            .species
-            .iter()
-            .map(|s| {
-                by_code
-                    .get(&norm(&s.code))
-                    .or_else(|| by_name.get(&norm(&s.scientific_name)))
-                    .copied()
-            })
-            .collect();
+        let map = match_species(&self.species, &info.species);
         if map.iter().all(Option::is_none) {
             return Err(Error::Ensemble(format!(
                 "member {} shares no species (by code or scientific name) with the ensemble",
@@ -405,6 +449,40 @@ impl Ensemble {
         let mut id = self.combine(p.duration_s, &scored)?;
         id.audio = p.info;
         Ok(id)
+    }
+
+    /// [`Ensemble::identify`] with an embedding per output window: the first member (in
+    /// order) that gives embeddings, mean-pooled from its windows; `None` when no member does.
+    pub fn identify_embedded(
+        &self,
+        bytes: Vec<u8>,
+    ) -> Result<(Identification, Option<Vec<Vec<f32>>>)> {
+        let p = self.prepare(bytes)?;
+        let scored = self.score_prepared(&p)?;
+        let mut id = self.combine(p.duration_s, &scored)?;
+        id.audio = p.info;
+        let spans = self.spans(p.duration_s)?;
+        for (e, input) in self.members.iter().zip(&p.inputs) {
+            if let Some(m) = e.member.as_deref()
+                && let Some(emb) = m.embed(input, &spans)?
+            {
+                return Ok((id, Some(emb)));
+            }
+        }
+        Ok((id, None))
+    }
+
+    /// The output grid of a recording of `duration_s` seconds as `(start_s, end of its audio)`
+    /// spans, the overlap test of pooling.
+    fn spans(&self, duration_s: f64) -> Result<Vec<(f64, f64)>> {
+        // The grid at a nominal 1 kHz: only times matter here.
+        let rate = 1000;
+        Ok(self
+            .window
+            .windows((duration_s * rate as f64).round() as usize, rate)?
+            .iter()
+            .map(|g| (g.start_s, g.start_s + g.valid_samples as f64 / rate as f64))
+            .collect())
     }
 
     /// Per output window, per member, per ensemble species: the member's max-pooled score
@@ -599,6 +677,17 @@ mod tests {
             assert!(r >= last);
             last = r;
         }
+    }
+
+    #[test]
+    fn embeddings_mean_pool_onto_the_spans_they_overlap() {
+        let own = [(0.0, 3.0), (2.0, 5.0), (4.0, 7.0)];
+        let rows = vec![vec![3.0, 0.0], vec![3.0, 6.0], vec![6.0, 3.0]];
+        let spans = [(0.0, 5.0), (5.0, 10.0), (20.0, 25.0)];
+        assert_eq!(
+            mean_pool(&own, &rows, &spans),
+            vec![vec![4.0, 3.0], vec![6.0, 3.0], vec![0.0, 0.0]]
+        );
     }
 
     #[test]

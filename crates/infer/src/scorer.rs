@@ -262,7 +262,7 @@ fn untrained(leaves: &[&LoadedLeaf]) -> Vec<String> {
 }
 
 /// Audio file extensions read as reference recordings.
-const AUDIO_EXTENSIONS: [&str; 7] = ["ogg", "wav", "flac", "mp3", "m4a", "mp4", "opus"];
+pub const AUDIO_EXTENSIONS: [&str; 7] = ["ogg", "wav", "flac", "mp3", "m4a", "mp4", "opus"];
 
 /// The recordings of a rank reference: the file itself, or the audio files of a directory
 /// (recursively, in path order).
@@ -372,6 +372,19 @@ impl Scorer {
         match &self.kind {
             Kind::Single(c) => c.identify(bytes),
             Kind::Ensemble(e) => e.identify(bytes),
+        }
+    }
+
+    /// [`Scorer::identify`] with an embedding per answered window (same windows, same order),
+    /// when the model gives embeddings: one bundle's own (`Model::embed`); for an ensemble,
+    /// its first member that has them (bundles and BirdNET do), mean-pooled onto the 5 s grid.
+    pub fn identify_embedded(
+        &self,
+        bytes: Vec<u8>,
+    ) -> Result<(Identification, Option<Vec<Vec<f32>>>)> {
+        match &self.kind {
+            Kind::Single(c) => c.identify_embedded(bytes).map(|(id, e)| (id, Some(e))),
+            Kind::Ensemble(e) => e.identify_embedded(bytes),
         }
     }
 
