@@ -381,6 +381,7 @@ pub fn bundle_create(a: BundleCreateArgs) -> anyhow::Result<()> {
             ..Provenance::default()
         },
         location,
+        post_process: None,
     };
     let b = ModelBundle::write(&a.out, spec, &model)?;
     eprintln!(

@@ -7,6 +7,8 @@
 //! <bundle>/weights.safetensors  the Burn module's tensors (burn-store)
 //! <bundle>/location.json        optional: where each species is expected (see
 //!                               [`crate::location`]), SHA-256 in bundle.json
+//! <bundle>/priors.json          optional: site/hour priors and temporal smoothing (see
+//!                               [`crate::priors`]), SHA-256 in bundle.json
 //! ```
 //! A bundle is written into a staging directory and renamed into place, so a crash never
 //! leaves half of one; an existing bundle is never overwritten (versions are immutable).
@@ -71,7 +73,7 @@ pub struct Provenance {
     pub licences: Vec<crate::licence::Licence>,
 }
 
-/// A file of a bundle (the weights, the occurrence model), with its checksum.
+/// A file of a bundle (the weights, the occurrence model, the priors), with its checksum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightsRef {
     /// File name inside the bundle.
@@ -104,6 +106,9 @@ pub struct BundleMeta {
     /// The occurrence model of the location filter, when the bundle has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<WeightsRef>,
+    /// The post-processing (site/hour priors, smoothing), when the bundle has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_process: Option<WeightsRef>,
     /// Where it came from.
     pub provenance: Provenance,
 }
@@ -192,6 +197,8 @@ pub struct BundleSpec {
     pub provenance: Provenance,
     /// Where each species is expected (the location filter), if known.
     pub location: Option<crate::location::OccurrenceModel>,
+    /// Site/hour priors and temporal smoothing, if learnt.
+    pub post_process: Option<crate::priors::PostProcess>,
 }
 
 /// An opened, consistent bundle.
@@ -214,8 +221,62 @@ fn sha256_file(path: &Path) -> Result<(String, u64)> {
         h.update(&buf[..k]);
         n += k as u64;
     }
-    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((hex, n))
+    Ok((hex(&h.finalize()), n))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks an optional file of the bundle at `dir` against its checksum: `Ok(Err(problem))`
+/// when it is missing, not a plain name, or differs.
+fn check_optional(dir: &Path, what: &str, l: &WeightsRef) -> Result<Result<(), String>> {
+    let p = dir.join(&l.file);
+    if l.file.contains('/') || l.file.contains("..") || !p.is_file() {
+        return Ok(Err(format!("{what} file {} is missing", l.file)));
+    }
+    let (sha, n) = sha256_file(&p)?;
+    if sha != l.sha256 || n != l.bytes {
+        return Ok(Err(format!(
+            "{what} file {} has SHA-256 {sha} ({n} bytes) but the bundle says {} ({} bytes)",
+            l.file, l.sha256, l.bytes
+        )));
+    }
+    Ok(Ok(()))
+}
+
+/// The post-processing of the bundle at `dir` described by `meta` (none when it has none),
+/// checked against its checksum and the bundle's species. Hashes only `priors.json`, for
+/// callers that have opened the bundle already.
+pub fn read_post_process(
+    dir: &Path,
+    meta: &BundleMeta,
+) -> Result<Option<crate::priors::PostProcess>> {
+    let Some(l) = &meta.post_process else {
+        return Ok(None);
+    };
+    let bad = |problem: String| Error::Bundle {
+        path: dir.display().to_string(),
+        problems: vec![problem],
+    };
+    if l.file.contains('/') || l.file.contains("..") {
+        return Err(bad(format!("priors file {} is missing", l.file)));
+    }
+    let p = dir.join(&l.file);
+    // Hashed as read, so the bytes parsed are the bytes checked.
+    let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+    let sha = hex(&Sha256::digest(&bytes));
+    if sha != l.sha256 || bytes.len() as u64 != l.bytes {
+        return Err(bad(format!(
+            "priors file {} has SHA-256 {sha} ({} bytes) but the bundle says {} ({} bytes)",
+            l.file,
+            bytes.len(),
+            l.sha256,
+            l.bytes
+        )));
+    }
+    crate::priors::PostProcess::from_json_bytes(&bytes, &p.display().to_string(), &meta.species)
+        .map(Some)
 }
 
 impl ModelBundle {
@@ -261,6 +322,20 @@ impl ModelBundle {
                 }
                 None => None,
             };
+            let post_process = match &spec.post_process {
+                Some(p) => {
+                    p.validate(&spec.species)?;
+                    let path = staging.join(crate::priors::PRIORS_FILE);
+                    std::fs::write(&path, p.to_json_bytes()?).map_err(|e| Error::io(&path, e))?;
+                    let (sha256, bytes) = sha256_file(&path)?;
+                    Some(WeightsRef {
+                        file: crate::priors::PRIORS_FILE.into(),
+                        sha256,
+                        bytes,
+                    })
+                }
+                None => None,
+            };
             let mut provenance = spec.provenance;
             if provenance.created_unix_s == 0 {
                 provenance.created_unix_s = std::time::SystemTime::now()
@@ -282,6 +357,7 @@ impl ModelBundle {
                     bytes,
                 },
                 location,
+                post_process,
                 provenance,
             };
             let problems = meta.disagreements();
@@ -300,6 +376,11 @@ impl ModelBundle {
             let files = [Some(weights.clone()), Some(p.clone())]
                 .into_iter()
                 .chain(meta.location.as_ref().map(|l| Some(staging.join(&l.file))))
+                .chain(
+                    meta.post_process
+                        .as_ref()
+                        .map(|l| Some(staging.join(&l.file))),
+                )
                 .flatten();
             for f in files {
                 std::fs::File::open(&f)
@@ -355,19 +436,11 @@ impl ModelBundle {
                 }
             }
         }
-        if let Some(l) = &meta.location {
-            let p = dir.join(&l.file);
-            if l.file.contains('/') || l.file.contains("..") || !p.is_file() {
-                problems.push(format!("location file {} is missing", l.file));
-            } else {
-                let (sha, n) = sha256_file(&p)?;
-                if sha != l.sha256 || n != l.bytes {
-                    problems.push(format!(
-                        "location file {} has SHA-256 {sha} ({n} bytes) but the bundle says {} \
-                         ({} bytes)",
-                        l.file, l.sha256, l.bytes
-                    ));
-                }
+        for (what, file) in [("location", &meta.location), ("priors", &meta.post_process)] {
+            if let Some(l) = file
+                && let Err(problem) = check_optional(dir, what, l)?
+            {
+                problems.push(problem);
             }
         }
         if !problems.is_empty() {
@@ -400,6 +473,11 @@ impl ModelBundle {
             )?)),
             None => Ok(None),
         }
+    }
+
+    /// The bundle's site/hour priors and smoothing (checked against its checksum and species).
+    pub fn post_process(&self) -> Result<Option<crate::priors::PostProcess>> {
+        read_post_process(&self.dir, &self.meta)
     }
 
     /// Builds the model and loads the weights; every parameter must be present with its shape

@@ -23,6 +23,7 @@ pub mod ensemble;
 pub mod licence;
 pub mod location;
 pub mod output;
+pub mod priors;
 pub mod registry;
 pub mod scorer;
 pub mod spec;
@@ -39,6 +40,9 @@ pub use location::{
     OccurrenceModel, Place, Week,
 };
 pub use output::{Format, RenderOptions, render};
+pub use priors::{
+    ClassGroup, PRIORS_FILE, PostProcess, RecordingContext, SitePriors, TemporalSmoothing,
+};
 pub use scorer::{OpenOptions, Scorer, open};
 pub use silencio_kernels::is_flex;
 pub use spec::{Blend, Leaf, ModelSpec};
@@ -154,6 +158,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Site/hour priors or smoothing (`priors.json`) that cannot work.
+    #[error("priors: {message}")]
+    Priors {
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl Error {
@@ -175,6 +185,7 @@ impl Error {
             Error::BadWeek { .. } => "bad_week",
             Error::FilterMode { .. } => "filter_mode",
             Error::Location { .. } => "location",
+            Error::Priors { .. } => "priors",
             Error::Spec(_) => "spec",
             Error::NoBirdnet(_) => "no_birdnet",
             Error::Licence(_) => "licence",

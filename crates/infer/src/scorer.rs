@@ -21,6 +21,7 @@ use crate::classifier::{Classifier, Identification};
 use crate::ensemble::{Ensemble, Member};
 use crate::licence::{self, Licence};
 use crate::location::{LocationFilter, OccurrenceModel};
+use crate::priors::{PostProcess, RecordingContext};
 use crate::spec::{Blend, Leaf, ModelSpec, Resolved};
 use crate::{Error, Result};
 
@@ -152,6 +153,8 @@ pub struct Scorer {
     band: (f64, f64),
     untrained: Vec<String>,
     location: Option<SharedFilter>,
+    /// The (first member's) bundle's priors and smoothing.
+    post: Option<Arc<PostProcess>>,
 }
 
 impl std::fmt::Debug for Scorer {
@@ -182,15 +185,20 @@ pub fn open(spec: &ModelSpec, device: &Device, opts: &OpenOptions) -> Result<Sco
             licences: licence::union([c.meta().provenance.licences.as_slice()]),
             band: (f.f_min, f.f_max),
             location: c.location().cloned().map(|m| m as SharedFilter),
+            post: crate::bundle::read_post_process(dir, c.meta())?.map(Arc::new),
             kind: Kind::Single(Box::new(c)),
         });
     }
     // The ensemble answers in its first member's classes, so that member's bundle says where
-    // they are expected.
-    let ranges = match r.members.first() {
-        Some((Leaf::Bundle(dir), _)) => ModelBundle::open(dir)?.location()?.map(Arc::new),
+    // they are expected, and its priors and smoothing apply to the blend.
+    let first = match r.members.first() {
+        Some((Leaf::Bundle(dir), _)) => Some(ModelBundle::open(dir)?),
         _ => None,
     };
+    let ranges = first.as_ref().map(ModelBundle::location).transpose()?;
+    let ranges = ranges.flatten().map(Arc::new);
+    let post = first.as_ref().map(ModelBundle::post_process).transpose()?;
+    let post = post.flatten().map(Arc::new);
     let leaves = r
         .members
         .iter()
@@ -231,6 +239,7 @@ pub fn open(spec: &ModelSpec, device: &Device, opts: &OpenOptions) -> Result<Sco
         band,
         untrained,
         location,
+        post,
     })
 }
 
@@ -368,11 +377,20 @@ impl Scorer {
     }
 
     /// Decodes an encoded recording and scores each window.
+    /// Without a recording context only the smoothing of [`Scorer::post_process`] applies.
     pub fn identify(&self, bytes: Vec<u8>) -> Result<Identification> {
-        match &self.kind {
+        self.identify_in(bytes, &RecordingContext::default())
+    }
+
+    /// [`Scorer::identify`] of a recording made at `ctx` (site and hour): the model's
+    /// post-processing applies in full.
+    pub fn identify_in(&self, bytes: Vec<u8>, ctx: &RecordingContext) -> Result<Identification> {
+        let mut id = match &self.kind {
             Kind::Single(c) => c.identify(bytes),
             Kind::Ensemble(e) => e.identify(bytes),
-        }
+        }?;
+        self.apply_post_process(&mut id, ctx);
+        Ok(id)
     }
 
     /// [`Scorer::identify`] with an embedding per answered window (same windows, same order),
@@ -388,14 +406,34 @@ impl Scorer {
         }
     }
 
-    /// [`Scorer::identify`] on a file.
+    /// [`Scorer::identify`] on a file, in the context its name gives
+    /// ([`RecordingContext::from_path`]: `H02_20230420_074000.ogg` is recorder H02 at 07 h).
     pub fn identify_path(&self, path: impl AsRef<Path>) -> Result<Identification> {
-        match &self.kind {
-            Kind::Single(c) => c.identify_path(path),
-            Kind::Ensemble(e) => {
-                let p = path.as_ref();
-                e.identify(std::fs::read(p).map_err(|err| Error::io(p, err))?)
-            }
+        let p = path.as_ref();
+        let mut id = match &self.kind {
+            Kind::Single(c) => c.identify_path(p),
+            Kind::Ensemble(e) => e.identify(std::fs::read(p).map_err(|err| Error::io(p, err))?),
+        }?;
+        self.apply_post_process(&mut id, &RecordingContext::from_path(p));
+        Ok(id)
+    }
+}
+
+/// Site/hour priors and temporal smoothing ([`crate::priors`]).
+impl Scorer {
+    /// The post-processing its answers go through: a bundle's own `priors.json`, or for an
+    /// ensemble its first member's, applied to the blend (the ensemble answers in that
+    /// member's classes).
+    pub fn post_process(&self) -> Option<&PostProcess> {
+        self.post.as_deref()
+    }
+
+    /// Applies [`Scorer::post_process`] to `id` (scored by this model) for a recording made at
+    /// `ctx`: priors when `ctx` is known to them, then smoothing. For callers that score
+    /// through other paths (streams, the server's batches).
+    pub fn apply_post_process(&self, id: &mut Identification, ctx: &RecordingContext) {
+        if let Some(p) = &self.post {
+            p.apply(&id.species, ctx, &mut id.windows);
         }
     }
 }

@@ -45,6 +45,7 @@ pub fn spec(classes: usize) -> BundleSpec {
             ..Provenance::default()
         },
         location: None,
+        post_process: None,
     }
 }
 

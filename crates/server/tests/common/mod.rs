@@ -122,6 +122,7 @@ fn write_bundle_full(
             ..Provenance::default()
         },
         location,
+        post_process: None,
     };
     ModelBundle::write(dir, spec, &model).unwrap();
     dir.to_path_buf()
