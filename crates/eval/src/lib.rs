@@ -11,12 +11,16 @@
 //!   with inline SVG plots.
 //! - [`gate`]: the quality gate a model must pass before the registry promotes it.
 //! - [`submission`]: Kaggle submission and solution CSV files, and scoring one against the other.
+//! - [`effect`]: how large a difference between two models an evaluation can see: a paired
+//!   cluster bootstrap of the macro ROC-AUC difference, seed spread, the minimum detectable
+//!   effect and a verdict (`silencio eval compare`).
 //! - [`soundscapes`]: a model (a scorer callback) run over soundscape directories: an
 //!   [`EvalSet`] scored into a report, a submission assembled, timed against Kaggle's budget.
 //!
 //! The crate does not depend on burn: scores come in as plain `f32` matrices.
 #![warn(missing_docs)]
 
+pub mod effect;
 pub mod error;
 pub mod gate;
 mod html;
