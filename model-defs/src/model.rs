@@ -425,6 +425,42 @@ impl Model {
         }
     }
 
+    /// Logits and the clip embedding ([`Self::embed`]) from one pass of the backbone, for
+    /// training that also matches embeddings (distillation). The logits are those of
+    /// [`Self::forward`]: the same operations in the same order, dropout included.
+    pub fn forward_with_embedding(&self, x: Tensor<4>) -> (ModelOutput, Tensor<2>) {
+        silencio_kernels::in_pool(x, |x| self.forward_with_embedding_here(x))
+    }
+
+    fn forward_with_embedding_here(&self, x: Tensor<4>) -> (ModelOutput, Tensor<2>) {
+        let f = self.features_here(x);
+        match &self.head {
+            Head::Clip(h) => {
+                let e = h.embed(f);
+                let logits = h.fc.forward(h.dropout.forward(e.clone()));
+                (
+                    ModelOutput {
+                        logits,
+                        frame_logits: None,
+                    },
+                    e,
+                )
+            }
+            Head::Sed(h) => {
+                let [b, c, _, _] = f.dims();
+                let e = f.clone().mean_dims(&[2, 3]).reshape([b, c]);
+                let o = h.forward(f);
+                (
+                    ModelOutput {
+                        logits: o.clip,
+                        frame_logits: Some(o.frames),
+                    },
+                    e,
+                )
+            }
+        }
+    }
+
     /// A clip embedding `[B, E]`: the clip head's pooled (and hidden) features, or the
     /// global average of the feature map under a SED head.
     pub fn embed(&self, x: Tensor<4>) -> Tensor<2> {

@@ -243,6 +243,34 @@ pub fn apply_mixup(xs: &mut [Vec<f32>], ys: &mut [Vec<f32>], pairs: &[MixPair]) 
     }
 }
 
+/// Applies `pairs` to other per-item rows with `op(item's value, partner's value)`, partners
+/// being the unmixed originals: the teacher fields of a mixed item follow its targets.
+fn mix_rows(rows: &mut [Vec<f32>], pairs: &[MixPair], op: impl Fn(f32, f32) -> f32) {
+    if pairs.is_empty() {
+        return;
+    }
+    let originals = rows.to_vec();
+    for p in pairs {
+        let (Some(r), Some(o)) = (rows.get_mut(p.item), originals.get(p.partner)) else {
+            continue;
+        };
+        for (a, &b) in r.iter_mut().zip(o) {
+            *a = op(*a, b);
+        }
+    }
+}
+
+/// Mixes teacher probabilities like targets: the element-wise max of both items'.
+pub fn mix_rows_max(rows: &mut [Vec<f32>], pairs: &[MixPair]) {
+    mix_rows(rows, pairs, f32::max);
+}
+
+/// Mixes 0/1 masks: an entry of a mixed item counts only when both items had it (a teacher
+/// output, a label), so no loss term rests on half of a mix.
+pub fn mix_rows_product(rows: &mut [Vec<f32>], pairs: &[MixPair]) {
+    mix_rows(rows, pairs, |a, b| a * b);
+}
+
 /// Mixup within the batch: item i takes λ·x_i + (1−λ)·x_j of a random partner j (power
 /// domain) and the element-wise max of both targets.
 pub fn mixup(xs: &mut [Vec<f32>], ys: &mut [Vec<f32>], cfg: &AugmentConfig, rng: &mut SplitMix64) {
@@ -315,6 +343,29 @@ mod tests {
             .filter(|(i, v)| **v != *i as f32)
             .count();
         assert!(changed <= 4 * 3 + 2 * 10, "{changed}");
+    }
+
+    #[test]
+    fn teacher_rows_mix_by_max_and_masks_by_product() {
+        // Item 0 takes item 1 (originals: item 1 is mixed with the unmixed item 0).
+        let pairs = [
+            MixPair {
+                item: 0,
+                partner: 1,
+                lambda: 0.3,
+            },
+            MixPair {
+                item: 1,
+                partner: 0,
+                lambda: 0.6,
+            },
+        ];
+        let mut probs = vec![vec![0.2, 0.9], vec![0.5, 0.1], vec![0.7, 0.7]];
+        mix_rows_max(&mut probs, &pairs);
+        assert_eq!(probs, vec![vec![0.5, 0.9], vec![0.5, 0.9], vec![0.7, 0.7]]);
+        let mut masks = vec![vec![1.0, 0.0], vec![1.0, 1.0], vec![0.0, 1.0]];
+        mix_rows_product(&mut masks, &pairs);
+        assert_eq!(masks, vec![vec![1.0, 0.0], vec![1.0, 0.0], vec![0.0, 1.0]]);
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub struct Experiment {
     /// Where the result goes.
     #[serde(default)]
     pub output: OutputConfig,
+    /// Knowledge distillation from a teacher store (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
+    /// Pseudo-labelled soundscape windows from a teacher store (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudo: Option<PseudoConfig>,
 }
 
 /// Data: a BirdCLEF-layout root, turned into shards by the ETL when they are missing.
@@ -276,6 +282,126 @@ impl Default for OutputConfig {
     }
 }
 
+/// How the student's embedding is matched to the teacher's (through a learnt projection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingLoss {
+    /// Mean of 1 − cos(projected student embedding, teacher embedding).
+    Cosine,
+    /// Mean squared difference of the projected student and the teacher embedding.
+    Mse,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+fn half_f32() -> f32 {
+    0.5
+}
+
+fn cosine() -> EmbeddingLoss {
+    EmbeddingLoss::Cosine
+}
+
+/// `[distill]`: knowledge distillation (Hinton et al. 2015) from a teacher store written by
+/// `trainer teach`. The loss is `hard_weight`·hard + `weight`·soft + `embedding_weight`·embedding;
+/// the soft term covers only the classes the teacher scores and the windows it scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// The teacher: a directory name under `<data.shards>/teachers/`, or a path (anything with
+    /// a `/`).
+    pub teacher: PathBuf,
+    /// Weight of the soft-target loss (default 1).
+    #[serde(default = "one")]
+    pub weight: f32,
+    /// Distillation temperature T (default 1; > 0).
+    #[serde(default = "one")]
+    pub temperature: f32,
+    /// Weight of the embedding-matching loss (default 0 = off, no projection is learnt).
+    #[serde(default)]
+    pub embedding_weight: f32,
+    /// How embeddings are matched (default cosine).
+    #[serde(default = "cosine")]
+    pub embedding_loss: EmbeddingLoss,
+    /// Weight of the loss on the hard (and pseudo) labels (default 1).
+    #[serde(default = "one")]
+    pub hard_weight: f32,
+}
+
+/// How teacher probabilities become pseudo-labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PseudoLabels {
+    /// The probabilities as they are.
+    Soft,
+    /// Probabilities below `threshold` become 0, the others stay as they are (soft), as the
+    /// BirdCLEF 2025 winner did.
+    Threshold,
+    /// `p^power` (power scaling: BirdCLEF 2025 2nd place): a power > 1 pushes uncertain
+    /// probabilities towards 0 and keeps confident ones.
+    Power,
+}
+
+fn soft() -> PseudoLabels {
+    PseudoLabels::Soft
+}
+
+/// `[pseudo]`: the teacher's pseudo-labelled soundscape windows mixed into training (noisy
+/// student: they go through the same augmentation as the labelled windows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PseudoConfig {
+    /// The teacher: a directory name under `<data.shards>/teachers/`, or a path.
+    pub teacher: PathBuf,
+    /// The model that writes the first round's teacher store (a model spec as `trainer teach
+    /// --teacher` takes it); the rounds orchestration reads it, a single run does not.
+    #[serde(default)]
+    pub teacher_model: Option<String>,
+    /// How probabilities become targets (default soft).
+    #[serde(default = "soft")]
+    pub labels: PseudoLabels,
+    /// Cut-off of `labels = "threshold"` (default 0.5; in [0, 1]).
+    #[serde(default = "half_f32")]
+    pub threshold: f32,
+    /// Exponent of `labels = "power"` (default 1; > 0).
+    #[serde(default = "one")]
+    pub power: f32,
+    /// Pseudo-labelled windows per labelled training window in each epoch (default 0.5; at
+    /// most every window of the pool), a different part of the pool each epoch.
+    #[serde(default = "half")]
+    pub ratio: f64,
+    /// Rounds of teacher → student (default 1); the student of round k teaches round k+1.
+    #[serde(default = "one_usize")]
+    pub rounds: usize,
+    /// An experiment of another model family that teaches alternate rounds (cross-family
+    /// swap); a path as the other paths of an experiment are.
+    #[serde(default)]
+    pub swap: Option<PathBuf>,
+    /// Windows whose highest teacher probability (covered classes) is below this are dropped.
+    #[serde(default)]
+    pub min_confidence: Option<f32>,
+}
+
+/// The directory of a teacher named in `[distill]` or `[pseudo]`: a plain name is a directory
+/// under `<shards>/teachers/`, anything else (a path with a separator) is taken as it is.
+pub fn teacher_dir(shards: &Path, teacher: &Path) -> PathBuf {
+    if teacher.components().count() == 1 && teacher.is_relative() {
+        crate::teacher::TeacherStore::dir_for(shards, &teacher.to_string_lossy())
+    } else {
+        teacher.to_path_buf()
+    }
+}
+
 /// The registered model every experiment adds versions to unless it names another.
 pub const DEFAULT_MODEL_NAME: &str = "el-silencio";
 
@@ -308,6 +434,12 @@ impl Experiment {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
+        self.check_base()?;
+        self.check_teaching()
+    }
+
+    /// Every check but the teaching sections' (which may load the swap experiment).
+    fn check_base(&self) -> std::result::Result<(), String> {
         let t = &self.train;
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.contains("..") {
             return Err(format!(
@@ -362,6 +494,51 @@ impl Experiment {
             && self.model.pretrained_env.is_none()
         {
             return Err("model.pretrained and model.layout go together".into());
+        }
+        Ok(())
+    }
+
+    fn check_teaching(&self) -> std::result::Result<(), String> {
+        let nonneg = |v: f32| v.is_finite() && v >= 0.0;
+        if (self.distill.is_some() || self.pseudo.is_some()) && self.model.probe.is_some() {
+            return Err("[distill] and [pseudo] train a network, not a model.probe".into());
+        }
+        if let Some(d) = &self.distill {
+            if !(d.temperature.is_finite() && d.temperature > 0.0) {
+                return Err("distill.temperature must be > 0".into());
+            }
+            if !(nonneg(d.weight) && nonneg(d.embedding_weight) && nonneg(d.hard_weight)) {
+                return Err("distill.weight, embedding_weight and hard_weight must be >= 0".into());
+            }
+        }
+        if let Some(p) = &self.pseudo {
+            if !(0.0..=1.0).contains(&p.threshold) {
+                return Err("pseudo.threshold must lie in [0, 1]".into());
+            }
+            if !(p.power.is_finite() && p.power > 0.0) {
+                return Err("pseudo.power must be > 0".into());
+            }
+            if !(p.ratio.is_finite() && p.ratio >= 0.0) {
+                return Err("pseudo.ratio must be >= 0".into());
+            }
+            if p.rounds == 0 {
+                return Err("pseudo.rounds must be >= 1".into());
+            }
+            if let Some(c) = p.min_confidence
+                && !(0.0..=1.0).contains(&c)
+            {
+                return Err("pseudo.min_confidence must lie in [0, 1]".into());
+            }
+            if let Some(swap) = &p.swap {
+                // Parsed without following its own swap, so two files naming each other end.
+                let text = std::fs::read_to_string(swap)
+                    .map_err(|e| format!("pseudo.swap {}: {e}", swap.display()))?;
+                let other: Self = toml::from_str(&text)
+                    .map_err(|e| format!("pseudo.swap {}: {e}", swap.display()))?;
+                other
+                    .check_base()
+                    .map_err(|e| format!("pseudo.swap {}: {e}", swap.display()))?;
+            }
         }
         Ok(())
     }
@@ -449,10 +626,67 @@ mod tests {
             "name = \"x\"\n[train]\nlabel_smoothing = 0.7\n",
             "name = \"x\"\n[model]\nprobe = \"perch\"\n",
             "[train]\n",
+            "name = \"x\"\n[distill]\nteacher = \"t\"\ntemperature = 0\n",
+            "name = \"x\"\n[distill]\nteacher = \"t\"\nweight = -1\n",
+            "name = \"x\"\n[distill]\nteacher = \"t\"\nembedding_loss = \"l1\"\n",
+            "name = \"x\"\n[distill]\nteacher = \"t\"\nbogus = 1\n",
+            "name = \"x\"\n[distill]\nweight = 1\n",
+            "name = \"x\"\n[pseudo]\nteacher = \"t\"\nthreshold = 1.5\n",
+            "name = \"x\"\n[pseudo]\nteacher = \"t\"\npower = 0\n",
+            "name = \"x\"\n[pseudo]\nteacher = \"t\"\nratio = -0.5\n",
+            "name = \"x\"\n[pseudo]\nteacher = \"t\"\nrounds = 0\n",
+            "name = \"x\"\n[pseudo]\nteacher = \"t\"\nlabels = \"hard\"\n",
+            "name = \"x\"\n[pseudo]\nteacher = \"t\"\nmin_confidence = 2\n",
+            "name = \"x\"\n[pseudo]\nteacher = \"t\"\nswap = \"/nonexistent/x.toml\"\n",
         ];
         for text in bad {
             let e = Experiment::parse(text, Path::new("t.toml")).unwrap_err();
             assert_eq!(e.kind(), "config", "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn teaching_sections_parse_with_defaults_and_reach_the_params() {
+        let plain = Experiment::demo().unwrap();
+        assert!(plain.distill.is_none() && plain.pseudo.is_none());
+        assert!(!plain.params().iter().any(|(k, _)| k.starts_with("distill")));
+        let swap = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/cnn14-sed.toml");
+        let text = format!(
+            "name = \"x\"\n[distill]\nteacher = \"t1\"\ntemperature = 2.0\n\
+             embedding_weight = 0.5\nembedding_loss = \"mse\"\n\
+             [pseudo]\nteacher = \"/abs/t2\"\nlabels = \"power\"\npower = 2.0\n\
+             rounds = 3\nswap = \"{}\"\n",
+            swap.display()
+        );
+        let e = Experiment::parse(&text, Path::new("t.toml")).unwrap();
+        let d = e.distill.as_ref().unwrap();
+        assert_eq!(
+            (d.weight, d.temperature, d.embedding_weight, d.hard_weight),
+            (1.0, 2.0, 0.5, 1.0)
+        );
+        assert_eq!(d.embedding_loss, EmbeddingLoss::Mse);
+        let p = e.pseudo.as_ref().unwrap();
+        assert_eq!(p.labels, PseudoLabels::Power);
+        assert_eq!((p.ratio, p.rounds, p.threshold), (0.5, 3, 0.5));
+        let params = e.params();
+        for (k, v) in [
+            ("distill.temperature", "2.0"),
+            ("distill.embedding_loss", "mse"),
+            ("pseudo.labels", "power"),
+            ("pseudo.rounds", "3"),
+        ] {
+            assert!(
+                params.iter().any(|(a, b)| a == k && b == v),
+                "{k} = {v} missing from {params:?}"
+            );
+        }
+        // A plain name is a directory of the shards' teachers; a path is taken as it is.
+        let shards = Path::new("/s");
+        assert_eq!(teacher_dir(shards, &d.teacher), Path::new("/s/teachers/t1"));
+        assert_eq!(teacher_dir(shards, &p.teacher), Path::new("/abs/t2"));
+        // The sections survive the run directory's copy of the experiment.
+        let again =
+            Experiment::parse(&toml::to_string_pretty(&e).unwrap(), Path::new("t.toml")).unwrap();
+        assert_eq!(again, e);
     }
 }

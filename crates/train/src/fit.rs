@@ -30,6 +30,7 @@ use silencio_models::{Model, ModelConfig};
 use crate::adamw::FusedAdamW;
 use crate::augment::AugmentConfig;
 use crate::dataset::{WindowBatcher, WindowDataset};
+use crate::distill::DistillSpec;
 use crate::experiment::TrainConfig;
 use crate::model::{LossSpec, Trainee};
 use crate::{Error, Result};
@@ -206,10 +207,35 @@ pub fn schedule(t: &TrainConfig, steps_per_epoch: usize) -> Result<ModuleLrSched
     })
 }
 
+/// What training with a teacher adds to [`fit`] (`[distill]`, `[pseudo]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Teaching {
+    /// Loss weights.
+    pub spec: DistillSpec,
+    /// `(student, teacher)` embedding widths, when embeddings are matched.
+    pub embedding_dims: Option<(usize, usize)>,
+}
+
 /// Trains `model` (config `config`) on `train` and validates on `valid`.
-#[allow(clippy::too_many_arguments)]
 pub fn fit(
     spec: FitSpec<'_>,
+    model: Model,
+    config: &ModelConfig,
+    train: WindowDataset,
+    valid: WindowDataset,
+    shape: [usize; 2],
+    noise: Arc<Vec<Vec<f32>>>,
+) -> Result<FitOutcome> {
+    fit_taught(spec, None, model, config, train, valid, shape, noise)
+}
+
+/// [`fit`] with a teacher: training batches carry the teacher's outputs and the loss adds the
+/// distillation terms. Validation batches carry none, so the validation loss (and early
+/// stopping on it) is the plain loss on the held-out labels, comparable across runs.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_taught(
+    spec: FitSpec<'_>,
+    teaching: Option<Teaching>,
     model: Model,
     config: &ModelConfig,
     train: WindowDataset,
@@ -247,17 +273,16 @@ pub fn fit(
     } else {
         train
     };
-    let train_loader = DataLoaderBuilder::new(WindowBatcher::new(
-        shape,
-        classes,
-        Some(augment_config(t)),
-        noise,
-        t.seed,
-    ))
-    .batch_size(t.batch_size)
-    .shuffle(t.seed)
-    .num_workers(t.workers.max(1))
-    .build(train);
+    let mut train_batcher =
+        WindowBatcher::new(shape, classes, Some(augment_config(t)), noise, t.seed);
+    if let Some(teach) = &teaching {
+        train_batcher = train_batcher.with_teacher(teach.embedding_dims.map(|(_, e)| e));
+    }
+    let train_loader = DataLoaderBuilder::new(train_batcher)
+        .batch_size(t.batch_size)
+        .shuffle(t.seed)
+        .num_workers(t.workers.max(1))
+        .build(train);
     let valid_loader = DataLoaderBuilder::new(WindowBatcher::new(
         shape,
         classes,
@@ -269,13 +294,17 @@ pub fn fit(
     .num_workers(1)
     .build(valid);
 
-    let trainee = Trainee {
-        model: model.fork(&main.clone().autodiff()).train(),
-        loss: LossSpec {
+    let autodiff = main.clone().autodiff();
+    let mut trainee = Trainee::new(
+        model.fork(&autodiff).train(),
+        LossSpec {
             kind: t.loss,
             smoothing: t.label_smoothing,
         },
-    };
+    );
+    if let Some(teach) = teaching {
+        trainee = trainee.with_distill(teach.spec, teach.embedding_dims, &autodiff);
+    }
     let optim = optimizer(t).init();
     let sched = schedule(t, steps)?;
 

@@ -423,6 +423,7 @@ pub fn batch(
     Ok(WindowBatch {
         features: Tensor::from_data(TensorData::new(x, [n, 1, m, t]), device),
         targets: Tensor::from_data(TensorData::new(y, [n, classes]), device),
+        distill: None,
     })
 }
 
@@ -527,15 +528,15 @@ pub fn time_training(
     let device = device.clone().autodiff();
     let mut t = exp.train.clone();
     t.batch_size = batch_size;
-    let trainee = Trainee {
-        model: check_config(arch, size, store.classes(), mels)?
+    let trainee = Trainee::new(
+        check_config(arch, size, store.classes(), mels)?
             .init(&device)?
             .train(),
-        loss: LossSpec {
+        LossSpec {
             kind: t.loss,
             smoothing: t.label_smoothing,
         },
-    };
+    );
     let mut stepper = Stepper::new(trainee, &t, steps + 1)?;
     let mut losses = Vec::new();
     let mut step = |k: usize| -> Result<f64> {
@@ -738,6 +739,8 @@ pub fn run(opts: &CheckOptions, log: &mut dyn FnMut(&str)) -> Result<Report> {
                 run_name: None,
                 tracking_uri: opts.work.join("mlruns").display().to_string(),
                 registry: opts.work.join("registry").display().to_string(),
+                teacher_override: None,
+                parent_run: None,
             },
             &kind,
             &scaling_devices,

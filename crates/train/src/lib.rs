@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod augment;
 pub mod dataset;
+pub mod distill;
 pub mod equivalence;
 pub mod error;
 pub mod evaluate;

@@ -113,6 +113,8 @@ fn options(a: &RunArgs) -> Result<trainer::pipeline::RunOptions> {
         run_name: a.run_name.clone(),
         tracking_uri: a.tracking_uri.clone(),
         registry: a.registry.clone(),
+        teacher_override: None,
+        parent_run: None,
     })
 }
 

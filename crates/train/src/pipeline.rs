@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 use silencio_data::splits::Split;
 use silencio_infer::{BundleSpec, Identification, ModelBundle, Provenance, Species};
 
-use crate::dataset::WindowDataset;
-use crate::experiment::Experiment;
-use crate::fit::{self, FitSpec};
+use crate::dataset::{self, PseudoPool, WindowDataset, WindowStore};
+use crate::distill::DistillSpec;
+use crate::experiment::{Experiment, teacher_dir};
+use crate::fit::{self, FitSpec, Teaching};
+use crate::teacher::TeacherStore;
 use crate::track::Tracker;
 use crate::{Error, Result, evaluate, predict, prepare};
 use silencio_data::PeriodFilter;
@@ -29,6 +31,12 @@ pub struct RunOptions {
     pub tracking_uri: String,
     /// Registry (directory or `http(s)://` MLflow server).
     pub registry: String,
+    /// Use this teacher directory for `[distill]` and `[pseudo]` instead of the experiment's
+    /// (pseudo-label rounds: the previous round's student teaches).
+    pub teacher_override: Option<PathBuf>,
+    /// MLflow run id of a parent run: this run is tagged `mlflow.parentRunId` and shows as its
+    /// child (one child per pseudo-label round).
+    pub parent_run: Option<String>,
 }
 
 /// A run's state file (`<run dir>/run.json`), so `--resume` continues the same MLflow run.
@@ -196,6 +204,9 @@ pub fn run(opts: RunOptions, log: &mut dyn FnMut(&str)) -> Result<RunOutcome> {
     let run_id = tracker.start(&exp.name, &state.run_name, state.mlflow_run_id.as_deref())?;
     state.mlflow_run_id = Some(run_id.clone());
     write_state(&dir, &state)?;
+    if let Some(parent) = &opts.parent_run {
+        tracker.set_tag("mlflow.parentRunId", parent)?;
+    }
     let result = run_inner(&opts, &exp, &dir, resumed, &mut tracker, log);
     let tracking = tracker.describe();
     match &result {
@@ -302,6 +313,11 @@ fn run_inner(
         train = train.balanced(exp.train.seed);
     }
     let valid = WindowDataset::new(store.clone(), valid_idx, 1.0, false);
+    let taught = teach(opts, exp, &store, &cfg, train, log)?;
+    let train = taught.train;
+    if !resumed && !taught.params.is_empty() {
+        tracker.log_params(&taught.params)?;
+    }
 
     // Train.
     let resume_epoch = if resumed {
@@ -313,7 +329,7 @@ fn run_inner(
         log(&format!("resuming after epoch {e}"));
     }
     let t_train = Instant::now();
-    let outcome = fit::fit(
+    let outcome = fit::fit_taught(
         FitSpec {
             train: &exp.train,
             dir,
@@ -321,6 +337,7 @@ fn run_inner(
             devices: devices.clone(),
             on_epoch: Some(tracker.epoch_logger()?),
         },
+        taught.teaching,
         model,
         &cfg,
         train,
@@ -389,9 +406,11 @@ fn run_inner(
                 licences: silencio_infer::licence::union([
                     weight_licences.as_slice(),
                     prepare::training_data_licences(&exp.data.root)?.as_slice(),
+                    taught.licences.as_slice(),
                 ]),
             },
             location,
+            post_process: None,
         },
         &outcome.model,
     )?;
@@ -418,6 +437,172 @@ fn run_inner(
         },
         log,
     )
+}
+
+/// The training set and loss of a run with a teacher (`[distill]`, `[pseudo]`).
+struct Taught {
+    /// The training windows, with teacher outputs and pseudo-labelled windows.
+    train: WindowDataset,
+    /// The loss settings for [`fit::fit_taught`] (None: no teacher).
+    teaching: Option<Teaching>,
+    /// The teachers' licences (their labels train the student).
+    licences: Vec<silencio_infer::licence::Licence>,
+    /// Counts for MLflow (`teach.*`).
+    params: Vec<(String, String)>,
+}
+
+/// Opens a teacher store and checks that it was made for these shards.
+pub fn open_teacher(dir: &Path, store: &WindowStore) -> Result<TeacherStore> {
+    let teacher = TeacherStore::open(dir).map_err(|e| match e {
+        Error::Io { .. } => Error::Config {
+            path: dir.display().to_string(),
+            message: format!("no teacher store here ({e}); write it with `trainer teach`"),
+        },
+        other => other,
+    })?;
+    let info = teacher.info();
+    let m = store.manifest();
+    let mismatch = |message: String| Error::Config {
+        path: dir.display().to_string(),
+        message,
+    };
+    if info.shards_fingerprint != m.fingerprint {
+        return Err(mismatch(format!(
+            "the teacher was made for shards {}, these are {}: teach again on these shards",
+            info.shards_fingerprint, m.fingerprint
+        )));
+    }
+    if info.classes != m.classes {
+        return Err(mismatch(format!(
+            "the teacher's {} classes differ from the shards' {}",
+            info.classes.len(),
+            m.classes.len()
+        )));
+    }
+    if info.feature_shape != m.feature_shape {
+        return Err(mismatch(format!(
+            "the teacher's features are {:?}, the shards' {:?}",
+            info.feature_shape, m.feature_shape
+        )));
+    }
+    Ok(teacher)
+}
+
+/// The teacher directories of `[distill]` and `[pseudo]` (`teacher_override` replacing both).
+pub fn teacher_dirs(
+    exp: &Experiment,
+    teacher_override: Option<&Path>,
+) -> (Option<PathBuf>, Option<PathBuf>) {
+    let resolve = |t: &Path| match teacher_override {
+        Some(o) => o.to_path_buf(),
+        None => teacher_dir(&exp.data.shards, t),
+    };
+    (
+        exp.distill.as_ref().map(|d| resolve(&d.teacher)),
+        exp.pseudo.as_ref().map(|p| resolve(&p.teacher)),
+    )
+}
+
+/// Adds what the teachers say to the training windows: their outputs on labelled windows
+/// (`[distill]`) and pseudo-labelled soundscape windows (`[pseudo]`).
+fn teach(
+    opts: &RunOptions,
+    exp: &Experiment,
+    store: &Arc<WindowStore>,
+    cfg: &silencio_models::ModelConfig,
+    train: WindowDataset,
+    log: &mut dyn FnMut(&str),
+) -> Result<Taught> {
+    let (distill_dir, pseudo_dir) = teacher_dirs(exp, opts.teacher_override.as_deref());
+    if distill_dir.is_none() && pseudo_dir.is_none() {
+        return Ok(Taught {
+            train,
+            teaching: None,
+            licences: Vec::new(),
+            params: Vec::new(),
+        });
+    }
+    let mut train = train;
+    let mut licences = Vec::new();
+    let mut params = Vec::new();
+    let mut add_licences = |t: &TeacherStore| {
+        let info = t.info();
+        for id in &info.licences {
+            licences.push(silencio_infer::licence::Licence::new(
+                id.clone(),
+                format!("teacher {} (labels the student learnt from)", info.model),
+            ));
+        }
+    };
+    let labelled = train.labelled_len();
+    let mut spec = DistillSpec::hard_only();
+    let mut embedding_dims = None;
+    let mut with_embedding = false;
+    if let (Some(d), Some(dir)) = (&exp.distill, &distill_dir) {
+        let teacher = open_teacher(dir, store)?;
+        add_licences(&teacher);
+        spec = DistillSpec::from_config(d);
+        if d.embedding_weight > 0.0 {
+            let e = teacher.info().embedding_dim.ok_or_else(|| Error::Config {
+                path: dir.display().to_string(),
+                message: "distill.embedding_weight > 0 but the teacher stored no embeddings".into(),
+            })?;
+            embedding_dims = Some((crate::model::embedding_dim(cfg), e));
+            with_embedding = true;
+        }
+        let outputs =
+            dataset::labelled_teacher_outputs(store, &teacher, train.indices(), with_embedding)?;
+        let matched = train
+            .indices()
+            .iter()
+            .filter(|i| outputs.contains_key(i))
+            .count();
+        log(&format!(
+            "distillation from {}: {matched} of {labelled} training windows have teacher outputs",
+            dir.display()
+        ));
+        params.push(("teach.distill_teacher".into(), dir.display().to_string()));
+        params.push(("teach.teacher_windows".into(), matched.to_string()));
+        train = train.with_teacher(Arc::new(outputs));
+    }
+    if let (Some(p), Some(dir)) = (&exp.pseudo, &pseudo_dir) {
+        let teacher = open_teacher(dir, store)?;
+        add_licences(&teacher);
+        // The same store as [distill]'s: its outputs on pseudo windows feed distillation too.
+        let serves_distill = (distill_dir.as_ref() == Some(dir)).then_some(with_embedding);
+        let (pool, counts) = PseudoPool::build(teacher, p, serves_distill)?;
+        let wanted = (p.ratio * labelled as f64).round() as usize;
+        let (t, per_epoch) = train.with_pseudo(Arc::new(pool), wanted, exp.train.seed);
+        train = t;
+        log(&format!(
+            "pseudo-labels from {}: {} windows of {} soundscapes ({} dropped below              min_confidence, {} recordings without features); {per_epoch} a epoch beside              {labelled} labelled windows",
+            dir.display(),
+            counts.windows,
+            counts.recordings,
+            counts.dropped,
+            counts.without_features
+        ));
+        params.push(("teach.pseudo_teacher".into(), dir.display().to_string()));
+        params.push((
+            "teach.pseudo_pool_windows".into(),
+            counts.windows.to_string(),
+        ));
+        params.push(("teach.pseudo_dropped".into(), counts.dropped.to_string()));
+        params.push((
+            "teach.pseudo_windows_per_epoch".into(),
+            per_epoch.to_string(),
+        ));
+    }
+    params.push(("teach.labelled_windows".into(), labelled.to_string()));
+    Ok(Taught {
+        train,
+        teaching: Some(Teaching {
+            spec,
+            embedding_dims,
+        }),
+        licences,
+        params,
+    })
 }
 
 /// The task's species in taxonomy order (the shards' class order).

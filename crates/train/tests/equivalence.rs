@@ -123,6 +123,7 @@ fn batches(fx: &Fixture, k: usize, store: &WindowStore, device: &Device) -> Vec<
         out.push(WindowBatch {
             features: Tensor::from_data(TensorData::new(x, [b, 1, m, t]), device),
             targets: Tensor::from_data(TensorData::new(y, [b, classes]), device),
+            distill: None,
         });
     }
     let close = |a: f64, e: f64| (a - e).abs() <= 1e-6 * e.abs().max(1.0);
@@ -173,13 +174,13 @@ fn check(name: &str) {
     let store = store();
     let device = Device::flex().autodiff();
     let t = fx.recipe.train_config();
-    let trainee = Trainee {
-        model: model(&fx).fork(&device).train(),
-        loss: LossSpec {
+    let trainee = Trainee::new(
+        model(&fx).fork(&device).train(),
+        LossSpec {
             kind: t.loss,
             smoothing: t.label_smoothing,
         },
-    };
+    );
     let mut stepper = Stepper::new(trainee, &t, fx.recipe.steps_per_epoch).unwrap();
 
     let mut samples = vec![sample(&stepper, &fx)];

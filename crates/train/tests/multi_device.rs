@@ -130,6 +130,8 @@ fn scaling_table_runs_one_and_two_devices() {
         run_name: None,
         tracking_uri: tmp.path().join("mlruns").display().to_string(),
         registry: tmp.path().join("registry").display().to_string(),
+        teacher_override: None,
+        parent_run: None,
     };
     let (rows, table) =
         trainer::scaling::run(opts, "flex", &devices, &[1, 2], 2, &out, &mut |_| {}).unwrap();
