@@ -118,8 +118,9 @@ impl RecordingContext {
 pub struct GroupMeans {
     /// Windows in the group.
     pub windows: u64,
-    /// Mean probability per class, in [`SitePriors::classes`] order.
-    pub mean: Vec<f64>,
+    /// Mean probability per class, in [`SitePriors::classes`] order. Stored as f32 (what the
+    /// teacher gives), which also survives a JSON round trip exactly.
+    pub mean: Vec<f32>,
 }
 
 /// Per-site and per-hour class priors learnt from a teacher's scores (see the module docs for
@@ -155,7 +156,7 @@ impl Sums {
         let n = self.windows.max(1) as f64;
         GroupMeans {
             windows: self.windows,
-            mean: self.sum.into_iter().map(|s| s / n).collect(),
+            mean: self.sum.into_iter().map(|s| (s / n) as f32).collect(),
         }
     }
 }
@@ -299,7 +300,7 @@ impl SitePriors {
         let ratio = |g: Option<&GroupMeans>, c: usize, pbar: f64| match g {
             Some(g) => {
                 let n = g.windows as f64;
-                let shrunk = (n * g.mean[c] + k * pbar) / (n + k);
+                let shrunk = (n * f64::from(g.mean[c]) + k * pbar) / (n + k);
                 // n + k is 0 only for an empty group with k = 0: nothing known, no shift.
                 if shrunk.is_finite() {
                     (clamp_mean(shrunk) / pbar).ln()
@@ -312,7 +313,7 @@ impl SitePriors {
         Some(
             (0..self.classes.len())
                 .map(|c| {
-                    let pbar = clamp_mean(self.global.mean[c]);
+                    let pbar = clamp_mean(f64::from(self.global.mean[c]));
                     ratio(site, c, pbar) + ratio(hour, c, pbar)
                 })
                 .collect(),
