@@ -393,17 +393,21 @@ impl Scorer {
         Ok(id)
     }
 
-    /// [`Scorer::identify`] with an embedding per answered window (same windows, same order),
-    /// when the model gives embeddings: one bundle's own (`Model::embed`); for an ensemble,
-    /// its first member that has them (bundles and BirdNET do), mean-pooled onto the 5 s grid.
+    /// [`Scorer::identify_in`] with an embedding per answered window (same windows, same
+    /// order), when the model gives embeddings: one bundle's own (`Model::embed`); for an
+    /// ensemble, its first member that has them (bundles and BirdNET do), mean-pooled onto the
+    /// 5 s grid. Post-processing changes the scores only.
     pub fn identify_embedded(
         &self,
         bytes: Vec<u8>,
+        ctx: &RecordingContext,
     ) -> Result<(Identification, Option<Vec<Vec<f32>>>)> {
-        match &self.kind {
+        let (mut id, emb) = match &self.kind {
             Kind::Single(c) => c.identify_embedded(bytes).map(|(id, e)| (id, Some(e))),
             Kind::Ensemble(e) => e.identify_embedded(bytes),
-        }
+        }?;
+        self.apply_post_process(&mut id, ctx);
+        Ok((id, emb))
     }
 
     /// [`Scorer::identify`] on a file, in the context its name gives

@@ -23,6 +23,7 @@ pub mod probe;
 pub mod registry;
 pub mod rounds;
 pub mod scaling;
+pub mod teach;
 pub mod teacher;
 pub mod track;
 

@@ -83,6 +83,83 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Scores every 5 s window of train_soundscapes/ (and, with --train-audio, train_audio/)
+    /// with a teacher model into `<shards>/teachers/<name>/` (probabilities on the task's
+    /// classes, embeddings, student features); resumable: finished recordings are skipped.
+    Teach(TeachArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct TeachArgs {
+    /// The teacher: a bundle directory, an ensemble file, `birdnet` (BirdNET builds),
+    /// `registry` or `registry:<alias or version>`.
+    #[arg(long)]
+    teacher: String,
+    /// Take --data and --shards from this experiment (its ETL runs first when its shards are
+    /// incomplete). Without it, --data and --shards, or else the embedded demo experiment.
+    #[arg(long, env = "SILENCIO_EXPERIMENT")]
+    experiment: Option<PathBuf>,
+    /// BirdCLEF root (default: the experiment's, else datasets/demo/birdclef).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// ETL output whose manifest gives the student's recipe (default: the experiment's, else
+    /// demo-shards).
+    #[arg(long)]
+    shards: Option<PathBuf>,
+    /// Teacher directory name (default: the spec, sanitised: `registry-production`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Also score train_audio/.
+    #[arg(long)]
+    train_audio: bool,
+    /// Registry root that `registry` specs refer to.
+    #[arg(long, env = "SILENCIO_REGISTRY", default_value = "registry")]
+    registry: PathBuf,
+    /// Compute device: flex, wgpu[:N], cuda[:N].
+    #[arg(long, env = "SILENCIO_DEVICE", default_value = "flex")]
+    device: String,
+    /// Score at most this many recordings now.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+fn teach_options(a: TeachArgs) -> Result<trainer::teach::TeachOptions> {
+    use trainer::teacher::RecordingSet;
+    // With no paths given, the demo experiment (so its ETL can run on a fresh checkout).
+    let mut exp = match &a.experiment {
+        Some(p) => Some(trainer::Experiment::load(p)?),
+        None if a.data.is_none() && a.shards.is_none() => Some(trainer::Experiment::demo()?),
+        None => None,
+    };
+    let data = a.data.unwrap_or_else(|| {
+        exp.as_ref().map_or_else(
+            || PathBuf::from("datasets/demo/birdclef"),
+            |e| e.data.root.clone(),
+        )
+    });
+    let shards = a.shards.unwrap_or_else(|| {
+        exp.as_ref()
+            .map_or_else(|| PathBuf::from("demo-shards"), |e| e.data.shards.clone())
+    });
+    if let Some(e) = &mut exp {
+        e.data.root = data.clone();
+        e.data.shards = shards.clone();
+    }
+    let mut sets = vec![RecordingSet::Soundscapes];
+    if a.train_audio {
+        sets.push(RecordingSet::TrainAudio);
+    }
+    Ok(trainer::teach::TeachOptions {
+        teacher: a.teacher,
+        name: a.name,
+        data,
+        shards,
+        sets,
+        registry: a.registry,
+        device: a.device,
+        limit: a.limit,
+        etl: exp,
+    })
 }
 
 fn main() {
@@ -120,6 +197,9 @@ fn options(a: &RunArgs) -> Result<trainer::pipeline::RunOptions> {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    // BirdNET builds let model specs name `birdnet` and probes.
+    #[cfg(feature = "birdnet")]
+    silencio_onnx::install();
     match cli.command {
         None => {
             let out = trainer::pipeline::run(options(&cli.run)?, &mut |m| println!("{m}"))?;
@@ -160,6 +240,13 @@ fn real_main() -> Result<()> {
                 &mut |m| println!("{m}"),
             )?;
             println!("{table}");
+        }
+        Some(Command::Teach(a)) => {
+            let s = trainer::teach::teach(&teach_options(a)?, &mut |m| println!("{m}"))?;
+            for f in &s.failed {
+                eprintln!("failed: {}/{}: {}", f.set.source_dir(), f.file, f.error);
+            }
+            println!("{}", s.line());
         }
     }
     Ok(())

@@ -1,0 +1,294 @@
+//! `trainer teach` on the committed demo set with small untrained bundles as teachers: the
+//! plumbing (windows, class mapping, embeddings, student features, resume, failures), not
+//! accuracy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use silencio_infer::{
+    BundleSpec, Licence, ModelBundle, ModelSpec, OpenOptions, Provenance, Species,
+};
+use trainer::Experiment;
+use trainer::teach::{TeachOptions, teach};
+use trainer::teacher::{RecordingSet, TeacherStore};
+
+const SOUNDSCAPES: [&str; 2] = ["DEMO1_20240101_060000.ogg", "DEMO2_20240101_120000.ogg"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+fn task_species(root: &Path) -> Vec<Species> {
+    silencio_data::Taxonomy::from_csv(&root.join("taxonomy.csv"))
+        .unwrap()
+        .species()
+        .iter()
+        .map(|s| Species {
+            code: s.primary_label.clone(),
+            scientific_name: s.scientific_name.clone(),
+            common_name: s.common_name.clone(),
+            class_name: s.class_name.clone(),
+        })
+        .collect()
+}
+
+fn device() -> burn::tensor::Device {
+    silencio_infer::parse_device("flex").unwrap()
+}
+
+/// An untrained demo-architecture bundle over `species`, on the student's recipe.
+fn write_bundle(dir: &Path, exp: &Experiment, shards: &Path, species: Vec<Species>) {
+    let store = trainer::dataset::WindowStore::open(shards).unwrap();
+    let features = store.manifest().options.features.clone();
+    let cfg = trainer::prepare::model_config(exp, species.len(), features.n_mels).unwrap();
+    let model = cfg.init(&device()).unwrap();
+    ModelBundle::write(
+        dir,
+        BundleSpec {
+            name: dir.file_name().unwrap().to_string_lossy().into(),
+            version: "1".into(),
+            model: cfg,
+            features,
+            species,
+            provenance: Provenance {
+                trained: false,
+                source: "random weights (test)".into(),
+                licences: vec![Licence::new("CC-BY-4.0", "test data")],
+                ..Provenance::default()
+            },
+            location: None,
+            post_process: None,
+        },
+        &model,
+    )
+    .unwrap();
+}
+
+fn options(teacher: &Path, data: &Path, shards: &Path, name: &str) -> TeachOptions {
+    TeachOptions {
+        teacher: teacher.display().to_string(),
+        name: Some(name.into()),
+        data: data.to_path_buf(),
+        shards: shards.to_path_buf(),
+        sets: vec![RecordingSet::Soundscapes],
+        registry: data.join("no-registry"),
+        device: "flex".into(),
+        limit: None,
+        etl: None,
+    }
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
+}
+
+#[test]
+fn a_bundle_teacher_scores_every_soundscape_window_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&repo().join("datasets/demo/birdclef"), &data);
+    let shards = tmp.path().join("shards");
+    let mut exp = Experiment::demo().unwrap();
+    exp.data.root = data.clone();
+    exp.data.shards = shards.clone();
+    // A stray temporary file and an undecodable recording among the soundscapes.
+    let sc = data.join("train_soundscapes");
+    std::fs::write(sc.join("DEMO1_20240101_060000.ogg.part"), b"half").unwrap();
+    std::fs::write(sc.join("BROKEN_20240101_000000.ogg"), b"not audio at all").unwrap();
+
+    // The first run makes the shards (the student's recipe) through the experiment's ETL.
+    let task = task_species(&data);
+    let full = tmp.path().join("full");
+    let mut opts = options(&full, &data, &shards, "full");
+    opts.etl = Some(exp.clone());
+    trainer::prepare::shards(&exp, &mut |_| {}).unwrap();
+    write_bundle(&full, &exp, &shards, task.clone());
+    let mut log = Vec::new();
+    let s = teach(&opts, &mut |m| log.push(m.to_string())).unwrap();
+    assert_eq!(s.scored, 2, "{log:?}");
+    assert_eq!(s.already_done, 0);
+    assert_eq!(s.windows, 24);
+    assert_eq!(s.covered, 9);
+    assert_eq!(s.failed.len(), 1, "{:?}", s.failed);
+    assert_eq!(s.failed[0].file, "BROKEN_20240101_000000.ogg");
+    assert!(log.iter().any(|l| l.contains("[2/3]")), "{log:?}");
+
+    let store = TeacherStore::open(&s.dir).unwrap();
+    assert_eq!(s.dir, shards.join("teachers/full"));
+    let manifest = trainer::dataset::WindowStore::open(&shards)
+        .unwrap()
+        .manifest()
+        .clone();
+    let info = store.info();
+    assert_eq!(info.classes, manifest.classes);
+    assert_eq!(info.covered, vec![true; 9]);
+    assert_eq!(info.shards_fingerprint, manifest.fingerprint);
+    assert_eq!(info.feature_shape, manifest.feature_shape);
+    assert_eq!(info.licences, vec!["CC-BY-4.0".to_string()]);
+    assert_eq!(info.model, "full@1");
+    assert_eq!(
+        store.list(RecordingSet::Soundscapes).unwrap(),
+        SOUNDSCAPES
+            .iter()
+            .map(|f| f.trim_end_matches(".ogg").to_string())
+            .collect::<Vec<_>>()
+    );
+
+    // Independently: the facade's own scores, the model's embeddings, the student features.
+    let scorer = silencio_infer::open(
+        &ModelSpec::Bundle(full.clone()),
+        &device(),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    let bundle = ModelBundle::open(&full).unwrap();
+    let model = bundle.load_model(&device()).unwrap();
+    for f in SOUNDSCAPES {
+        let rec = store.read(RecordingSet::Soundscapes, f).unwrap();
+        assert_eq!(rec.file, f);
+        assert_eq!(
+            rec.start_s,
+            (0..12).map(|i| i as f32 * 5.0).collect::<Vec<_>>()
+        );
+        let id = scorer.identify_path(sc.join(f)).unwrap();
+        assert_eq!(id.windows.len(), 12);
+        assert_eq!(
+            (rec.probs.len(), rec.embedding.len(), rec.features.len()),
+            (12, 12, 12)
+        );
+        for (w, p) in id.windows.iter().zip(&rec.probs) {
+            assert!(close(&w.scores, p, 1e-6), "{f} at {}", w.start_s);
+        }
+        let (_, feats) =
+            silencio_audio::features_from_path(sc.join(f), &manifest.options.features, 3600.0)
+                .unwrap();
+        assert_eq!(feats.windows.len(), 12);
+        for (i, row) in rec.features.iter().enumerate() {
+            assert!(close(feats.window(i), row, 1e-4), "{f} window {i}");
+        }
+        let emb = model.embed(silencio_infer::features_to_tensor(&feats, &device()));
+        let [w, e] = emb.dims();
+        assert_eq!((w, Some(e)), (12, info.embedding_dim));
+        let emb: Vec<f32> = emb
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (i, row) in rec.embedding.iter().enumerate() {
+            assert!(
+                close(&emb[i * e..(i + 1) * e], row, 1e-3),
+                "{f} embedding {i}"
+            );
+        }
+        // Not all windows alike: the store holds each window's own values.
+        assert_ne!(rec.embedding[0], rec.embedding[1]);
+    }
+
+    // Resume: nothing left to do; after one file is removed, only it is scored again.
+    let again = teach(&opts, &mut |_| {}).unwrap();
+    assert_eq!((again.scored, again.already_done), (0, 2));
+    let kept = store.path_of(RecordingSet::Soundscapes, SOUNDSCAPES[0]);
+    let kept_bytes = std::fs::read(&kept).unwrap();
+    std::fs::remove_file(store.path_of(RecordingSet::Soundscapes, SOUNDSCAPES[1])).unwrap();
+    std::fs::write(&kept, b"left alone").unwrap();
+    let resumed = teach(&opts, &mut |_| {}).unwrap();
+    assert_eq!((resumed.scored, resumed.already_done), (1, 1));
+    assert_eq!(std::fs::read(&kept).unwrap(), b"left alone");
+    std::fs::write(&kept, &kept_bytes).unwrap();
+    assert!(store.done(RecordingSet::Soundscapes, SOUNDSCAPES[1]));
+
+    // A teacher covering some classes: by code (task class 2), by scientific name (class 5).
+    let partial = tmp.path().join("partial");
+    let other = |code: &str, sci: &str| Species {
+        code: code.into(),
+        scientific_name: sci.into(),
+        common_name: String::new(),
+        class_name: "Aves".into(),
+    };
+    write_bundle(
+        &partial,
+        &exp,
+        &shards,
+        vec![
+            other("nobody", "Nemo nusquam"),
+            task[2].clone(),
+            other("zzz", &task[5].scientific_name),
+        ],
+    );
+    let s = teach(&options(&partial, &data, &shards, "partial"), &mut |_| {}).unwrap();
+    assert_eq!((s.scored, s.covered), (2, 2));
+    let store = TeacherStore::open(&s.dir).unwrap();
+    let mut want = vec![false; 9];
+    want[2] = true;
+    want[5] = true;
+    assert_eq!(store.info().covered, want);
+    let scorer = silencio_infer::open(
+        &ModelSpec::Bundle(partial.clone()),
+        &device(),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    let rec = store
+        .read(RecordingSet::Soundscapes, SOUNDSCAPES[0])
+        .unwrap();
+    let id = scorer.identify_path(sc.join(SOUNDSCAPES[0])).unwrap();
+    assert_eq!(rec.probs.len(), 12);
+    for (w, p) in id.windows.iter().zip(&rec.probs) {
+        let mut expect = vec![0f32; 9];
+        expect[2] = w.scores[1];
+        expect[5] = w.scores[2];
+        assert!(close(p, &expect, 1e-6), "{p:?} vs {expect:?}");
+    }
+
+    // The subcommand: two tries now (the broken recording sorts first, then one is scored).
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("teach")
+        .arg("--teacher")
+        .arg(&full)
+        .arg("--data")
+        .arg(&data)
+        .arg("--shards")
+        .arg(&shards)
+        .arg("--name")
+        .arg("cli")
+        .arg("--limit")
+        .arg("2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 recordings scored (12 windows)"),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed: train_soundscapes/BROKEN"),
+        "the undecodable recording is reported"
+    );
+    assert_eq!(
+        TeacherStore::open(&shards.join("teachers/cli"))
+            .unwrap()
+            .list(RecordingSet::Soundscapes)
+            .unwrap()
+            .len(),
+        1
+    );
+}
