@@ -18,6 +18,7 @@ pub mod model;
 pub mod pipeline;
 pub mod predict;
 pub mod prepare;
+pub mod priors;
 #[cfg(feature = "birdnet")]
 pub mod probe;
 pub mod registry;
