@@ -443,7 +443,7 @@ impl PseudoPool {
 /// The pseudo-labelled part of a training set: `per_epoch` slots, each drawing a window of the
 /// pool. Slot s of epoch e takes window `order[(s + e·per_epoch) mod pool]` of a seeded
 /// permutation, so successive epochs walk through the whole pool. The epoch is counted from
-/// the dataset's reads (each epoch reads every item once); a resumed run starts again at
+/// the pseudo items' reads (each epoch reads every item once); a resumed run starts again at
 /// epoch 0's windows.
 struct PseudoSlots {
     pool: Arc<PseudoPool>,
@@ -461,6 +461,8 @@ pub struct WindowDataset {
     with_next: bool,
     teacher: Option<Arc<HashMap<usize, TeacherTargets>>>,
     pseudo: Option<Arc<PseudoSlots>>,
+    /// Pseudo slots among `indices` (the reads of one epoch).
+    pseudo_count: usize,
 }
 
 /// A seeded Fisher–Yates permutation of `0..n`.
@@ -488,6 +490,7 @@ impl WindowDataset {
             with_next,
             teacher: None,
             pseudo: None,
+            pseudo_count: 0,
         }
     }
 
@@ -516,6 +519,7 @@ impl WindowDataset {
         self.indices.extend((0..n).map(|s| base + s));
         let order = permutation(self.indices.len(), seed ^ 0x5eed_5107);
         self.indices = order.into_iter().map(|k| self.indices[k]).collect();
+        self.pseudo_count = n;
         self.pseudo = Some(Arc::new(PseudoSlots {
             order: permutation(pool.len(), seed ^ 0x9e37_79b9),
             pool,
@@ -535,7 +539,7 @@ impl WindowDataset {
         let p = self.pseudo.as_ref().ok_or_else(|| Error::Data {
             message: format!("pseudo slot {slot} without a pseudo pool"),
         })?;
-        let epoch = p.reads.fetch_add(1, Ordering::Relaxed) / self.indices.len().max(1);
+        let epoch = p.reads.fetch_add(1, Ordering::Relaxed) / self.pseudo_count.max(1);
         let k = (slot + epoch * p.per_epoch) % p.order.len().max(1);
         let w = *p.order.get(k).ok_or_else(|| Error::Data {
             message: "empty pseudo pool".into(),
@@ -547,8 +551,10 @@ impl WindowDataset {
     /// size: rare species are seen more often without repeating one clip hundreds of times.
     pub fn balanced(mut self, seed: u64) -> Self {
         let n = self.store.len();
-        // Pseudo slots (indices past the store) are not resampled.
+        // Pseudo slots (indices past the store) are not resampled: they are dropped.
         self.indices.retain(|&i| i < n);
+        self.pseudo = None;
+        self.pseudo_count = 0;
         if self.indices.is_empty() {
             return self;
         }
@@ -599,6 +605,8 @@ impl WindowDataset {
 
     /// The same dataset over other store windows.
     pub fn with_indices(mut self, indices: Vec<usize>) -> Self {
+        let n = self.store.len();
+        self.pseudo_count = indices.iter().filter(|&&i| i >= n).count();
         self.indices = indices;
         self
     }

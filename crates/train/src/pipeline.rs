@@ -575,7 +575,9 @@ fn teach(
         let (t, per_epoch) = train.with_pseudo(Arc::new(pool), wanted, exp.train.seed);
         train = t;
         log(&format!(
-            "pseudo-labels from {}: {} windows of {} soundscapes ({} dropped below              min_confidence, {} recordings without features); {per_epoch} a epoch beside              {labelled} labelled windows",
+            "pseudo-labels from {}: {} windows of {} soundscapes ({} dropped below \
+             min_confidence, {} recordings without features); {per_epoch} per epoch beside \
+             {labelled} labelled windows",
             dir.display(),
             counts.windows,
             counts.recordings,
