@@ -1,7 +1,11 @@
 //! Site and hour priors from a teacher's scores on the unlabelled soundscapes (see
 //! [`silencio_infer::priors`] for what they are and how the facade applies them).
 
-use silencio_infer::{RecordingContext, SitePriors};
+use std::path::Path;
+
+use burn::tensor::Device;
+use silencio_infer::licence::{self, Licence};
+use silencio_infer::{BundleSpec, ModelBundle, PostProcess, RecordingContext, SitePriors};
 
 use crate::teacher::{RecordingSet, TeacherStore};
 use crate::{Error, Result};
@@ -38,6 +42,58 @@ pub fn learn_from_teacher(store: &TeacherStore, classes: &[String]) -> Result<Si
     SitePriors::learn(classes.to_vec(), rows).map_err(|e| Error::Data {
         message: format!("priors from teacher {}: {e}", store.dir().display()),
     })
+}
+
+/// Writes a new bundle at `out`, version `version`: the bundle at `src` (same weights, recipe,
+/// species, ranges) with priors learnt from `store`'s soundscapes
+/// ([`learn_from_teacher`]) at the default strength and smoothing ([`PostProcess::new`]).
+/// The teacher's licences join the bundle's: the priors derive from its scores.
+pub fn bundle_with_priors(
+    src: &Path,
+    store: &TeacherStore,
+    out: &Path,
+    version: &str,
+    device: &Device,
+) -> Result<ModelBundle> {
+    let bundle = ModelBundle::open(src)?;
+    let meta = bundle.meta();
+    let classes: Vec<String> = meta.species.iter().map(|s| s.code.clone()).collect();
+    let priors = learn_from_teacher(store, &classes)?;
+    let info = store.info();
+    let teacher: Vec<Licence> = info
+        .licences
+        .iter()
+        .map(|id| {
+            Licence::new(
+                id.clone(),
+                format!(
+                    "teacher {} (its scores gave the site/hour priors)",
+                    info.model
+                ),
+            )
+        })
+        .collect();
+    let mut provenance = meta.provenance.clone();
+    provenance.created_unix_s = 0;
+    provenance.licences = licence::union([provenance.licences.as_slice(), teacher.as_slice()]);
+    provenance.source = format!(
+        "{}; site/hour priors from teacher {} ({} soundscape windows)",
+        provenance.source,
+        info.model,
+        priors.global().windows
+    );
+    let spec = BundleSpec {
+        name: meta.name.clone(),
+        version: version.to_string(),
+        model: meta.model.clone(),
+        features: meta.features.clone(),
+        species: meta.species.clone(),
+        provenance,
+        location: bundle.location()?,
+        post_process: Some(PostProcess::new(Some(priors))),
+    };
+    let model = bundle.load_model(device)?;
+    Ok(ModelBundle::write(out, spec, &model)?)
 }
 
 #[cfg(test)]
@@ -108,6 +164,68 @@ mod tests {
         let swapped = vec!["b".to_string(), "a".to_string()];
         let e = learn_from_teacher(&store, &swapped).unwrap_err();
         assert_eq!(e.kind(), "data");
+    }
+
+    #[test]
+    fn a_bundle_gains_priors_and_the_teachers_licences() {
+        use silencio_infer::{Provenance, Species};
+        use silencio_models::ModelConfig;
+        use silencio_models::efficientnet::{EfficientNetConfig, EfficientNetVariant};
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mut teacher = info(&["a", "b"]);
+        teacher.licences = vec!["CC-BY-4.0".into()];
+        let store = TeacherStore::create(&tmp.path().join("teacher"), teacher).unwrap();
+        store
+            .write(&soundscape(
+                "H02_20230420_074000.ogg",
+                vec![vec![0.5, 0.25]],
+            ))
+            .unwrap();
+        let mut cfg = ModelConfig::efficientnet_b0(2);
+        cfg.backbone = silencio_models::BackboneConfig::Efficientnet(
+            EfficientNetConfig::new(EfficientNetVariant::B0).with_width_mult(0.25),
+        );
+        let device = silencio_infer::parse_device("flex").unwrap();
+        let model = cfg.init(&device).unwrap();
+        let species = ["a", "b"]
+            .map(|code| Species {
+                code: code.into(),
+                scientific_name: String::new(),
+                common_name: String::new(),
+                class_name: "Aves".into(),
+            })
+            .to_vec();
+        let src = tmp.path().join("m1");
+        let spec = BundleSpec {
+            name: "m".into(),
+            version: "1".into(),
+            model: cfg,
+            features: silencio_audio::FeatureConfig::recipe("birdclef").unwrap(),
+            species,
+            provenance: Provenance {
+                source: "test".into(),
+                ..Provenance::default()
+            },
+            location: None,
+            post_process: None,
+        };
+        ModelBundle::write(&src, spec, &model).unwrap();
+        let out = tmp.path().join("m2");
+        let b = bundle_with_priors(&src, &store, &out, "2", &device).unwrap();
+        assert_eq!(b.meta().model_version(), "m@2");
+        assert_eq!(b.meta().weights.sha256, {
+            let a = ModelBundle::open(&src).unwrap();
+            a.meta().weights.sha256.clone()
+        });
+        let post = ModelBundle::open(&out)
+            .unwrap()
+            .post_process()
+            .unwrap()
+            .unwrap();
+        let priors = post.priors.unwrap();
+        assert_eq!(priors.recorders()["H02"].mean, vec![0.5, 0.25]);
+        assert_eq!(b.meta().provenance.licences[0].id, "CC-BY-4.0");
     }
 
     #[test]
