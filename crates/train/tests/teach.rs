@@ -292,3 +292,44 @@ fn a_bundle_teacher_scores_every_soundscape_window_and_resumes() {
         1
     );
 }
+
+/// BirdNET as the teacher (BirdNET builds only): its classes matched by scientific name, its
+/// 1024-d embeddings stored per window, its licence recorded.
+#[cfg(feature = "birdnet")]
+#[test]
+fn birdnet_teaches_with_its_embeddings() {
+    silencio_onnx::install();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = repo().join("datasets/demo/birdclef");
+    let shards = tmp.path().join("shards");
+    let mut exp = Experiment::demo().unwrap();
+    exp.data.root = data.clone();
+    exp.data.shards = shards.clone();
+    let mut opts = options(Path::new("birdnet"), &data, &shards, "unused");
+    opts.name = None;
+    opts.etl = Some(exp);
+    let s = teach(&opts, &mut |m| println!("{m}")).unwrap();
+    assert_eq!(s.dir, shards.join("teachers/birdnet"));
+    assert_eq!((s.scored, s.windows), (2, 24), "{:?}", s.failed);
+    assert!(s.covered > 0);
+    let store = TeacherStore::open(&s.dir).unwrap();
+    assert_eq!(store.info().embedding_dim, Some(1024));
+    assert!(
+        store.info().licences.iter().any(|l| l.contains("NC")),
+        "{:?}",
+        store.info().licences
+    );
+    let rec = store
+        .read(RecordingSet::Soundscapes, SOUNDSCAPES[0])
+        .unwrap();
+    assert_eq!(rec.embedding.len(), 12);
+    assert!(rec.embedding.iter().all(|e| e.len() == 1024));
+    assert_ne!(rec.embedding[0], rec.embedding[1]);
+    // Uncovered classes score 0; covered ones carry BirdNET's probabilities.
+    for (c, covered) in store.info().covered.iter().enumerate() {
+        if !covered {
+            assert!(rec.probs.iter().all(|p| p[c] == 0.0));
+        }
+    }
+    assert!(rec.probs.iter().flatten().any(|p| *p > 0.0));
+}
