@@ -261,7 +261,9 @@ pub fn identify(a: IdentifyArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let scorer = a.model.open()?;
-    let mut id = scorer.identify(bytes)?;
+    // A soundscape name (`H02_20230420_074000.ogg`) gives the site and hour priors.
+    let context = silencio_infer::RecordingContext::from_path(&a.audio);
+    let mut id = scorer.identify_in(bytes, &context)?;
     let location = match (query, scorer.location()) {
         (Some(q), Some(m)) => Some(m.apply_identification(&mut id, &q, a.location_mode)?),
         (Some(_), None) => {
