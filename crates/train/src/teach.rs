@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use silencio_audio::{FeatureConfig, LogMel};
-use silencio_infer::scorer::AUDIO_EXTENSIONS;
 use silencio_infer::priors::RecordingContext;
+use silencio_infer::scorer::AUDIO_EXTENSIONS;
 use silencio_infer::{ModelSpec, OpenOptions, Scorer, Species};
 
 use crate::dataset::WindowStore;
