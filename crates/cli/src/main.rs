@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use silencio_audio::{DecodeOptions, FeatureConfig, RECIPES};
 
+mod compare;
 mod dashboard;
 mod eval;
 mod feedback;
@@ -130,8 +131,9 @@ enum Command {
     Ensemble(models::EnsembleArgs),
     /// Score a model on labelled soundscapes (`soundscapes/` + BirdCLEF `solution.csv`):
     /// macro ROC-AUC (the BirdCLEF metric), macro mAP, slices, report.json + report.html, and
-    /// optionally a quality gate.
-    Eval(eval::EvalArgs),
+    /// optionally a quality gate. `silencio eval compare`: two models' scores on the same
+    /// windows, Δ with a bootstrap interval, the smallest detectable effect and a verdict.
+    Eval(compare::EvalCli),
     /// Write a Kaggle BirdCLEF 2025 submission CSV for a directory of soundscapes, timed
     /// against Kaggle's CPU budget.
     Submission(eval::SubmissionArgs),
@@ -270,7 +272,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Identify(a) => models::identify(a)?,
         Command::Bundle(BundleCommand::Create(a)) => models::bundle_create(a)?,
         Command::Ensemble(a) => models::ensemble(a)?,
-        Command::Eval(a) => eval::eval(a)?,
+        Command::Eval(a) => match a.command {
+            Some(compare::EvalCommand::Compare(c)) => compare::compare(c)?,
+            None => match a.eval {
+                Some(e) => eval::eval(e)?,
+                // clap requires --data when no subcommand is given, so this is unreachable.
+                None => return Err(Failure::error("usage", "silencio eval needs --data")),
+            },
+        },
         Command::Submission(a) => eval::submission(a)?,
         Command::Dashboard(a) => dashboard::dashboard(a)?,
         Command::Serve(a) => serve::serve(a)?,

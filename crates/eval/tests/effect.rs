@@ -116,7 +116,11 @@ fn bootstrap_matches_numpy_and_sklearn() {
             ("ci_low", r.ci_low, c.ci_low),
             ("ci_high", r.ci_high, c.ci_high),
         ] {
-            assert!((x - y).abs() < TOL, "{} {what}: ours {x}, numpy {y}", c.name);
+            assert!(
+                (x - y).abs() < TOL,
+                "{} {what}: ours {x}, numpy {y}",
+                c.name
+            );
         }
     }
     // The sparse case must exercise skipping, or it proves nothing about it.
@@ -219,7 +223,11 @@ fn submissions_are_labelled_by_their_solution_and_clustered_by_soundscape() {
     let dir = tempfile::tempdir().unwrap();
     let sol = dir.path().join("solution.csv");
     let sub = dir.path().join("a.csv");
-    std::fs::write(&sol, "row_id,x,y\nS1_5,1,0\nS1_10,0,1\nS2_5,1,1\nS2_10,0,0\n").unwrap();
+    std::fs::write(
+        &sol,
+        "row_id,x,y\nS1_5,1,0\nS1_10,0,1\nS2_5,1,1\nS2_10,0,0\n",
+    )
+    .unwrap();
     // Columns in another order and one extra species the solution does not score.
     std::fs::write(
         &sub,
