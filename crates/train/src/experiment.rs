@@ -42,6 +42,9 @@ pub struct Experiment {
     /// Pseudo-labelled soundscape windows from a teacher store (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pseudo: Option<PseudoConfig>,
+    /// Site/hour priors and temporal smoothing stored in the bundle (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priors: Option<PriorsConfig>,
 }
 
 /// Data: a BirdCLEF-layout root, turned into shards by the ETL when they are missing.
@@ -321,6 +324,11 @@ pub struct DistillConfig {
     /// The teacher: a directory name under `<data.shards>/teachers/`, or a path (anything with
     /// a `/`).
     pub teacher: PathBuf,
+    /// The model that writes that store (a model spec as `trainer teach --teacher` takes it:
+    /// `birdnet`, `registry:production`, a bundle, an ensemble); the recipe scores the labelled
+    /// clips and the soundscapes with it before training. Absent: the store must exist.
+    #[serde(default)]
+    pub teacher_model: Option<String>,
     /// Weight of the soft-target loss (default 1).
     #[serde(default = "one")]
     pub weight: f32,
@@ -390,6 +398,34 @@ pub struct PseudoConfig {
     /// Windows whose highest teacher probability (covered classes) is below this are dropped.
     #[serde(default)]
     pub min_confidence: Option<f32>,
+}
+
+/// `[priors]`: site and hour priors learnt from a teacher's scores on the soundscapes, and
+/// temporal smoothing per class group, stored in the bundle (`priors.json`) and applied by the
+/// model facade (see `silencio_infer::priors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriorsConfig {
+    /// The teacher store to learn from (default: the `[pseudo]` teacher in effect, else the
+    /// `[distill]` one).
+    pub teacher: Option<PathBuf>,
+    /// Weight of the prior's shift in logits.
+    pub strength: f32,
+    /// Shrinkage of a recorder's or hour's mean towards the global one, in windows.
+    pub shrinkage_windows: f64,
+    /// Smooth scores over neighbouring windows (insects and frogs more than birds).
+    pub smoothing: bool,
+}
+
+impl Default for PriorsConfig {
+    fn default() -> Self {
+        Self {
+            teacher: None,
+            strength: silencio_infer::priors::DEFAULT_STRENGTH,
+            shrinkage_windows: silencio_infer::priors::DEFAULT_SHRINKAGE_WINDOWS,
+            smoothing: true,
+        }
+    }
 }
 
 /// The directory of a teacher named in `[distill]` or `[pseudo]`: a plain name is a directory
@@ -538,6 +574,19 @@ impl Experiment {
                 other
                     .check_base()
                     .map_err(|e| format!("pseudo.swap {}: {e}", swap.display()))?;
+            }
+        }
+        if let Some(pr) = &self.priors {
+            if !(pr.strength.is_finite() && pr.strength >= 0.0) {
+                return Err("priors.strength must be >= 0".into());
+            }
+            if !(pr.shrinkage_windows.is_finite() && pr.shrinkage_windows >= 0.0) {
+                return Err("priors.shrinkage_windows must be >= 0".into());
+            }
+            if pr.teacher.is_none() && self.pseudo.is_none() && self.distill.is_none() {
+                return Err(
+                    "[priors] needs a teacher: priors.teacher, [pseudo] or [distill]".into(),
+                );
             }
         }
         Ok(())

@@ -202,9 +202,22 @@ fn real_main() -> Result<()> {
     silencio_onnx::install();
     match cli.command {
         None => {
-            let out = trainer::pipeline::run(options(&cli.run)?, &mut |m| println!("{m}"))?;
-            println!("{}", out.summary());
-            println!("model bundle: {}", out.bundle_dir.display());
+            let opts = options(&cli.run)?;
+            if trainer::rounds::is_recipe(&opts.experiment) {
+                let device = opts
+                    .experiment
+                    .train
+                    .devices
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "flex".into());
+                let out = trainer::rounds::run(opts, &device, &mut |m| println!("{m}"))?;
+                println!("{}", out.summary());
+            } else {
+                let out = trainer::pipeline::run(opts, &mut |m| println!("{m}"))?;
+                println!("{}", out.summary());
+                println!("model bundle: {}", out.bundle_dir.display());
+            }
         }
         Some(Command::Submit {
             ray_address,

@@ -31,12 +31,53 @@ pub struct RunOptions {
     pub tracking_uri: String,
     /// Registry (directory or `http(s)://` MLflow server).
     pub registry: String,
-    /// Use this teacher directory for `[distill]` and `[pseudo]` instead of the experiment's
-    /// (pseudo-label rounds: the previous round's student teaches).
+    /// Use this teacher directory for `[pseudo]` instead of the experiment's (pseudo-label
+    /// rounds: the previous round's student teaches; `[distill]`'s teacher stays).
     pub teacher_override: Option<PathBuf>,
     /// MLflow run id of a parent run: this run is tagged `mlflow.parentRunId` and shows as its
     /// child (one child per pseudo-label round).
     pub parent_run: Option<String>,
+}
+
+/// What a finished run decided (`<run dir>/outcome.json`), so a recipe that was killed after a
+/// round finished reads the round back instead of training it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    /// The model bundle.
+    pub bundle_dir: PathBuf,
+    /// The evaluation report (JSON).
+    pub report_json: PathBuf,
+    /// Whether the gate passed.
+    pub gate_passed: bool,
+    /// Why not.
+    pub gate_reasons: Vec<String>,
+    /// The registered version.
+    pub registered: Option<String>,
+    /// Headline metrics.
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl OutcomeRecord {
+    /// The record of an outcome.
+    pub fn of(o: &RunOutcome) -> Self {
+        Self {
+            bundle_dir: o.bundle_dir.clone(),
+            report_json: o.report_json.clone(),
+            gate_passed: o.gate_passed,
+            gate_reasons: o.gate_reasons.clone(),
+            registered: o.registered.clone(),
+            metrics: o.metrics.clone(),
+        }
+    }
+}
+
+/// The outcome of the run in `dir` when it finished; None otherwise.
+pub fn read_outcome(dir: &Path) -> Option<OutcomeRecord> {
+    let state = read_state(dir)?;
+    if state.status != RunPhase::Finished {
+        return None;
+    }
+    serde_json::from_slice(&std::fs::read(dir.join("outcome.json")).ok()?).ok()
 }
 
 /// A run's state file (`<run dir>/run.json`), so `--resume` continues the same MLflow run.
@@ -207,7 +248,15 @@ pub fn run(opts: RunOptions, log: &mut dyn FnMut(&str)) -> Result<RunOutcome> {
     if let Some(parent) = &opts.parent_run {
         tracker.set_tag("mlflow.parentRunId", parent)?;
     }
-    let result = run_inner(&opts, &exp, &dir, resumed, &mut tracker, log);
+    let result = run_inner(&opts, &exp, &dir, resumed, &mut tracker, log).and_then(|out| {
+        // Written before run.json says finished: a finished run always has its outcome.
+        let bytes =
+            serde_json::to_vec_pretty(&OutcomeRecord::of(&out)).map_err(|e| Error::Data {
+                message: e.to_string(),
+            })?;
+        write_atomic(&dir.join("outcome.json"), &bytes)?;
+        Ok(out)
+    });
     let tracking = tracker.describe();
     match &result {
         Ok(_) => {
@@ -389,6 +438,7 @@ fn run_inner(
         ));
         (m.known_count() > 0).then_some(m)
     };
+    let (post_process, priors_licences) = post_process(opts, exp, &species, log)?;
     let bundle = ModelBundle::write(
         &bundle_dir,
         BundleSpec {
@@ -407,10 +457,11 @@ fn run_inner(
                     weight_licences.as_slice(),
                     prepare::training_data_licences(&exp.data.root)?.as_slice(),
                     taught.licences.as_slice(),
+                    priors_licences.as_slice(),
                 ]),
             },
             location,
-            post_process: None,
+            post_process,
         },
         &outcome.model,
     )?;
@@ -488,18 +539,22 @@ pub fn open_teacher(dir: &Path, store: &WindowStore) -> Result<TeacherStore> {
     Ok(teacher)
 }
 
-/// The teacher directories of `[distill]` and `[pseudo]` (`teacher_override` replacing both).
+/// The teacher directories of `[distill]` and `[pseudo]`; `teacher_override` replaces the
+/// pseudo-label teacher only (in rounds the previous student writes the pseudo-labels, while the
+/// distillation teacher stays the strong pretrained one).
 pub fn teacher_dirs(
     exp: &Experiment,
     teacher_override: Option<&Path>,
 ) -> (Option<PathBuf>, Option<PathBuf>) {
-    let resolve = |t: &Path| match teacher_override {
-        Some(o) => o.to_path_buf(),
-        None => teacher_dir(&exp.data.shards, t),
-    };
+    let shards = &exp.data.shards;
     (
-        exp.distill.as_ref().map(|d| resolve(&d.teacher)),
-        exp.pseudo.as_ref().map(|p| resolve(&p.teacher)),
+        exp.distill
+            .as_ref()
+            .map(|d| teacher_dir(shards, &d.teacher)),
+        exp.pseudo.as_ref().map(|p| match teacher_override {
+            Some(o) => o.to_path_buf(),
+            None => teacher_dir(shards, &p.teacher),
+        }),
     )
 }
 
@@ -605,6 +660,64 @@ fn teach(
         licences,
         params,
     })
+}
+
+/// `[priors]`: site/hour priors learnt from a teacher store's soundscape scores (and the
+/// temporal smoothing), for the bundle; with the teacher's licences.
+fn post_process(
+    opts: &RunOptions,
+    exp: &Experiment,
+    species: &[Species],
+    log: &mut dyn FnMut(&str),
+) -> Result<(
+    Option<silencio_infer::PostProcess>,
+    Vec<silencio_infer::licence::Licence>,
+)> {
+    let Some(pc) = &exp.priors else {
+        return Ok((None, Vec::new()));
+    };
+    let (distill, pseudo) = teacher_dirs(exp, opts.teacher_override.as_deref());
+    let dir = pc
+        .teacher
+        .as_ref()
+        .map(|t| teacher_dir(&exp.data.shards, t))
+        .or(pseudo)
+        .or(distill)
+        .ok_or_else(|| Error::Config {
+            path: format!("experiment {}", exp.name),
+            message: "[priors] needs a teacher: priors.teacher, [pseudo] or [distill]".into(),
+        })?;
+    let store = TeacherStore::open(&dir)?;
+    let codes: Vec<String> = species.iter().map(|s| s.code.clone()).collect();
+    let priors =
+        crate::priors::learn_from_teacher(&store, &codes)?.with_shrinkage(pc.shrinkage_windows)?;
+    log(&format!(
+        "priors from {}: {} recorders, {} hours of day",
+        dir.display(),
+        priors.recorders().len(),
+        priors.hours().len()
+    ));
+    let info = store.info();
+    let licences = info
+        .licences
+        .iter()
+        .map(|id| {
+            silencio_infer::licence::Licence::new(
+                id.clone(),
+                format!("teacher {} (site and hour priors)", info.model),
+            )
+        })
+        .collect();
+    Ok((
+        Some(silencio_infer::PostProcess {
+            priors: Some(priors),
+            smoothing: pc
+                .smoothing
+                .then(silencio_infer::TemporalSmoothing::default),
+            strength: pc.strength,
+        }),
+        licences,
+    ))
 }
 
 /// The task's species in taxonomy order (the shards' class order).

@@ -214,10 +214,22 @@ mod tests {
         let out = tmp.path().join("m2");
         let b = bundle_with_priors(&src, &store, &out, "2", &device).unwrap();
         assert_eq!(b.meta().model_version(), "m@2");
-        assert_eq!(b.meta().weights.sha256, {
-            let a = ModelBundle::open(&src).unwrap();
-            a.meta().weights.sha256.clone()
-        });
+        // Same tensors, byte for byte (the files' own bytes differ: burn-store writes its
+        // safetensors metadata from a HashMap, in no fixed order).
+        let tensors = |dir: &Path| {
+            let bytes = std::fs::read(dir.join(&b.meta().weights.file)).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let mut v: Vec<(String, Vec<usize>, Vec<u8>)> = st
+                .tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec()))
+                .collect();
+            v.sort();
+            v
+        };
+        let (a, c) = (tensors(&src), tensors(&out));
+        assert!(!a.is_empty());
+        assert_eq!(a, c);
         let post = ModelBundle::open(&out)
             .unwrap()
             .post_process()

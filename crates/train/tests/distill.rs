@@ -211,6 +211,7 @@ fn a_taught_run_trains_records_and_licences_and_a_foreign_teacher_is_refused() {
     let labelled = store.select(Split::Train, PeriodFilter::All).len();
     exp.distill = Some(DistillConfig {
         teacher: "t1".into(),
+        teacher_model: None,
         weight: 0.5,
         temperature: 2.0,
         embedding_weight: 0.25,
