@@ -721,7 +721,7 @@ fn post_process(
 }
 
 /// The task's species in taxonomy order (the shards' class order).
-pub(crate) fn task_species(root: &Path) -> Result<Vec<Species>> {
+pub fn task_species(root: &Path) -> Result<Vec<Species>> {
     let taxonomy = silencio_data::Taxonomy::from_csv(&root.join("taxonomy.csv"))?;
     Ok(taxonomy
         .species()
