@@ -10,8 +10,8 @@
 //! - Pseudo-labels: noisy student (Xie et al. 2020, "Self-training with Noisy Student improves
 //!   ImageNet classification", arXiv:1911.04252): the teacher's labels are the student's targets
 //!   and the student trains under noise (mixup, SpecAugment, background noise). BirdCLEF 2025's
-//!   1st place kept soft probabilities and zeroed those below a threshold; its 2nd place raised
-//!   them to a power.
+//!   1st place raised its pseudo-labels to a power over several rounds; its 2nd place trained on
+//!   soft (ensemble-averaged) probabilities, which acts as distillation.
 
 use burn::tensor::Tensor;
 

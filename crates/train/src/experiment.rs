@@ -352,11 +352,12 @@ pub struct DistillConfig {
 pub enum PseudoLabels {
     /// The probabilities as they are.
     Soft,
-    /// Probabilities below `threshold` become 0, the others stay as they are (soft), as the
-    /// BirdCLEF 2025 winner did.
+    /// Probabilities below `threshold` become 0, the others stay as they are (soft): the
+    /// usual guard against low-confidence noise in pseudo-labelling.
     Threshold,
-    /// `p^power` (power scaling: BirdCLEF 2025 2nd place): a power > 1 pushes uncertain
-    /// probabilities towards 0 and keeps confident ones.
+    /// `p^power`: a power > 1 pushes uncertain probabilities towards 0 and keeps confident
+    /// ones (the power transform the BirdCLEF 2025 winner applied to its pseudo-labels so that
+    /// their noise did not build up over the rounds).
     Power,
 }
 
