@@ -18,7 +18,9 @@ pub mod validate;
 
 pub use error::{Error, Result};
 pub use etl::{Dtype, EtlEvent, EtlOptions, EtlOutcome, Manifest, ManifestHead};
-pub use splits::{Period, PeriodFilter, Split, split_table, temporal_split, train_valid_split};
+pub use splits::{
+    Period, PeriodFilter, Split, recording_group, split_table, temporal_split, train_valid_split,
+};
 pub use store::Store;
 pub use taxonomy::{Species, Taxonomy};
 pub use train_csv::{RowProblem, TrainRecord, located_points, parse_py_list, read_train_csv};

@@ -1,5 +1,5 @@
-//! Splits, always by recording (a recording is one item, so its windows can never sit in two
-//! splits), deterministic by seed:
+//! Splits, always by source recording (the rows cut from one recording are one group, so none
+//! of its windows can sit in two splits), deterministic by seed:
 //! - train/validation: iterative stratification for multi-label data (Sechidis, Tsoumakas &
 //!   Vlahavas, "On the stratification of multi-label data", ECML PKDD 2011), as
 //!   scikit-multilearn's `IterativeStratification` implements it for one level;
@@ -103,30 +103,64 @@ pub enum Split {
     Valid,
 }
 
+/// The source recording of a row: its `url` when not empty, else its filename. Rows with the
+/// same value are one group for every split, and one cluster for evaluation. The url is taken
+/// whole: pieces whose urls differ only in a `#t=start,end` fragment are different groups, so
+/// a dataset whose pieces share a recording must give them the same url.
+pub fn recording_group(r: &TrainRecord) -> &str {
+    let url = r.url.trim();
+    if url.is_empty() { &r.filename } else { url }
+}
+
+/// The group index of each row (groups numbered in order of first appearance) and the number
+/// of groups.
+fn groups_of(records: &[TrainRecord]) -> (Vec<usize>, usize) {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let of = records
+        .iter()
+        .map(|r| {
+            let n = index.len();
+            *index.entry(recording_group(r)).or_insert(n)
+        })
+        .collect();
+    (of, index.len())
+}
+
 /// Stratified train/validation split of recordings, by their primary and secondary labels
-/// (labels not in the taxonomy are ignored). `valid_fraction` in (0, 1).
+/// (labels not in the taxonomy are ignored). The rows of one source recording
+/// ([`recording_group`]) are stratified as one item carrying the union of their labels and all
+/// get its fold; with one row per recording this is the per-row split. `valid_fraction` in
+/// (0, 1).
 pub fn train_valid_split(
     records: &[TrainRecord],
     taxonomy: &Taxonomy,
     valid_fraction: f64,
     seed: u64,
 ) -> Vec<Split> {
-    let labels: Vec<Vec<usize>> = records
-        .iter()
-        .map(|r| {
-            let mut ls: Vec<usize> = std::iter::once(&r.primary_label)
+    let (group_of, n_groups) = groups_of(records);
+    let mut labels: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
+    for (r, &g) in records.iter().zip(&group_of) {
+        labels[g].extend(
+            std::iter::once(&r.primary_label)
                 .chain(&r.secondary_labels)
-                .filter_map(|l| taxonomy.index_of(l))
-                .collect();
-            ls.sort_unstable();
-            ls.dedup();
-            ls
-        })
-        .collect();
+                .filter_map(|l| taxonomy.index_of(l)),
+        );
+    }
+    for ls in &mut labels {
+        ls.sort_unstable();
+        ls.dedup();
+    }
     let f = valid_fraction.clamp(0.0, 1.0);
-    iterative_stratification(&labels, taxonomy.len(), &[1.0 - f, f], seed)
+    let folds = iterative_stratification(&labels, taxonomy.len(), &[1.0 - f, f], seed);
+    group_of
         .into_iter()
-        .map(|j| if j == 1 { Split::Valid } else { Split::Train })
+        .map(|g| {
+            if folds[g] == 1 {
+                Split::Valid
+            } else {
+                Split::Train
+            }
+        })
         .collect()
 }
 
@@ -172,26 +206,37 @@ pub fn catalogue_number(filename: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Within each collection, the oldest `ceil(initial_fraction · n)` recordings by catalogue
-/// number are [`Period::Initial`], the rest [`Period::Retrain`]. Recordings without a number
-/// count as oldest; ties break by filename, so the result is deterministic.
+/// Within each collection, the oldest `ceil(initial_fraction · n)` of its `n` source
+/// recordings ([`recording_group`]) by catalogue number are [`Period::Initial`], the rest
+/// [`Period::Retrain`]; a recording cut into several rows counts once, at its oldest row, and
+/// all its rows share its period. Recordings without a number count as oldest; ties break by
+/// filename, so the result is deterministic.
 pub fn temporal_split(records: &[TrainRecord], initial_fraction: f64) -> Vec<Period> {
-    let mut by_collection: HashMap<&str, Vec<usize>> = HashMap::new();
+    let (group_of, _) = groups_of(records);
+    // Per collection, its groups with their rows; the first row of a group is its oldest.
+    let mut by_collection: HashMap<&str, HashMap<usize, Vec<usize>>> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
         by_collection
             .entry(r.collection.as_str())
             .or_default()
+            .entry(group_of[i])
+            .or_default()
             .push(i);
     }
+    let key = |i: usize| (catalogue_number(&records[i].filename), &records[i].filename);
     let mut out = vec![Period::Initial; records.len()];
-    for idx in by_collection.values_mut() {
-        idx.sort_by(|&a, &b| {
-            let key = |i: usize| (catalogue_number(&records[i].filename), &records[i].filename);
-            key(a).cmp(&key(b))
-        });
-        let keep = (initial_fraction.clamp(0.0, 1.0) * idx.len() as f64).ceil() as usize;
-        for &i in &idx[keep..] {
-            out[i] = Period::Retrain;
+    for groups in by_collection.into_values() {
+        let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+        for rows in &mut groups {
+            rows.sort_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)));
+        }
+        // Row order breaks ties, as the stable per-row sort did.
+        groups.sort_by(|a, b| key(a[0]).cmp(&key(b[0])).then(a[0].cmp(&b[0])));
+        let keep = (initial_fraction.clamp(0.0, 1.0) * groups.len() as f64).ceil() as usize;
+        for rows in groups.iter().skip(keep) {
+            for &i in rows {
+                out[i] = Period::Retrain;
+            }
         }
     }
     out
@@ -309,6 +354,7 @@ mod tests {
             longitude: None,
             author: String::new(),
             license: String::new(),
+            url: String::new(),
         };
         let records: Vec<TrainRecord> = [
             ("a/XC900.ogg", "XC"),

@@ -33,6 +33,10 @@ pub struct TrainRecord {
     pub author: String,
     /// Licence of the recording.
     pub license: String,
+    /// Where the recording came from; rows cut from one source recording share it up to the
+    /// `#` fragment (`#t=5,10`). Empty when the column is absent.
+    #[serde(default)]
+    pub url: String,
 }
 
 /// A row that could not be used, and why.
@@ -206,6 +210,7 @@ pub fn read_train_csv_from<R: std::io::Read>(
             longitude: num("longitude"),
             author: cols.get(&rec, "author").to_string(),
             license: cols.get(&rec, "license").to_string(),
+            url: cols.get(&rec, "url").to_string(),
         });
     }
     Ok((rows, problems))

@@ -46,25 +46,26 @@ fn tree() -> tempfile::TempDir {
     )
     .unwrap();
     let header = "primary_label,secondary_labels,type,filename,collection,rating,url,latitude,longitude,scientific_name,common_name,author,license";
+    // Each row its own source recording (the url groups rows for the splits).
     let rows = [
         // line 2: good, secondary label known
-        "grekis,['bkmtou1'],['song'],grekis/XC1.ogg,XC,4.5,u,4.1,-74.2,P s,GK,A,cc-by",
+        "grekis,['bkmtou1'],['song'],grekis/XC1.ogg,XC,4.5,u2,4.1,-74.2,P s,GK,A,cc-by",
         // line 3: good, unknown secondary label (dropped, row kept)
-        "grekis,\"['bkmtou1', 'nosuch1']\",['call'],grekis/XC2.ogg,XC,7.0,u,,,P s,GK,A,cc-by",
+        "grekis,\"['bkmtou1', 'nosuch1']\",['call'],grekis/XC2.ogg,XC,7.0,u3,,,P s,GK,A,cc-by",
         // line 4: good m4a-in-ogg-name (content decides), no secondaries
-        "bkmtou1,[],[],bkmtou1/iNat3.ogg,iNat,0,u,,,P a,BA,B,cc0",
+        "bkmtou1,[],[],bkmtou1/iNat3.ogg,iNat,0,u4,,,P a,BA,B,cc0",
         // line 5: too short
-        "41970,[],[],41970/CSA4.ogg,CSA,3,u,,,D m,YT,C,cc0",
+        "41970,[],[],41970/CSA4.ogg,CSA,3,u5,,,D m,YT,C,cc0",
         // line 6: corrupt
-        "bkmtou1,[],[],bkmtou1/XC5.ogg,XC,2,u,,,P a,BA,B,cc0",
+        "bkmtou1,[],[],bkmtou1/XC5.ogg,XC,2,u6,,,P a,BA,B,cc0",
         // line 7: missing file
-        "grekis,[],[],grekis/XC9.ogg,XC,2,u,,,P s,GK,A,cc0",
+        "grekis,[],[],grekis/XC9.ogg,XC,2,u7,,,P s,GK,A,cc0",
         // line 8: unknown primary label
-        "zzzzzz,[],[],zzzzzz/XC10.ogg,XC,2,u,,,?,?,A,cc0",
+        "zzzzzz,[],[],zzzzzz/XC10.ogg,XC,2,u8,,,?,?,A,cc0",
         // line 9: duplicate of line 2
-        "grekis,[],[],grekis/XC1.ogg,XC,4,u,,,P s,GK,A,cc0",
+        "grekis,[],[],grekis/XC1.ogg,XC,4,u9,,,P s,GK,A,cc0",
         // line 10: malformed secondary list
-        "grekis,bkmtou1,[],grekis/XC11.ogg,XC,4,u,,,P s,GK,A,cc0",
+        "grekis,bkmtou1,[],grekis/XC11.ogg,XC,4,u10,,,P s,GK,A,cc0",
     ];
     std::fs::write(
         root.join("train.csv"),
