@@ -283,7 +283,10 @@ fn the_2025_recipe_teaches_then_runs_two_noisy_student_rounds_and_resumes() {
     .unwrap();
     let again = run_ok(trainer(t, &exp).arg("--resume"));
     assert!(out.contains("round 2 (Own family"), "{out}");
-    assert!(!again.contains("round 2 (Own family"), "trained again:\n{again}");
+    assert!(
+        !again.contains("round 2 (Own family"),
+        "trained again:\n{again}"
+    );
     let resumed = state(&dir);
     assert_eq!(resumed.rounds, st.rounds);
     assert_eq!(resumed.status, trainer::pipeline::RunPhase::Finished);
