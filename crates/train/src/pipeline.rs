@@ -816,6 +816,8 @@ pub(crate) fn finish(
     let report_json = dir.join("report.json");
     let report_html = dir.join("report.html");
     evaluate::write(&report, &report_json, &report_html)?;
+    let window_scores =
+        predict::write_window_scores(dir, c.species, &c.valid, mixed.as_ref(), &suites)?;
     let metrics = evaluate::headline(&report);
     for (k, v) in &metrics {
         tracker.log_metric(k, *v, c.epochs)?;
@@ -828,6 +830,9 @@ pub(crate) fn finish(
     tracker.log_artifact(&dir.join("experiment.toml"), "")?;
     tracker.log_artifact(&report_json, "report")?;
     tracker.log_artifact(&report_html, "report")?;
+    for (f, folder) in &window_scores {
+        tracker.log_artifact(f, folder)?;
+    }
     // Every file of the bundle (a model bundle or a probe bundle).
     let mut files: Vec<PathBuf> = std::fs::read_dir(&c.bundle_dir)
         .map_err(|e| Error::io(&c.bundle_dir, e))?

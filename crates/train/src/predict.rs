@@ -26,6 +26,32 @@ pub struct Scored {
     pub labels: Vec<Vec<f32>>,
     /// Slicing attributes per row (collection, rating, SNR bin, overlap, background, …).
     pub meta: Vec<BTreeMap<String, String>>,
+    /// The cluster of each row (its source recording, or its soundscape), for the paired
+    /// bootstrap of `silencio eval compare`.
+    pub clusters: Vec<String>,
+}
+
+impl Scored {
+    /// Writes the rows as `silencio.window_scores.v1` JSON to `path` (atomically, creating
+    /// its folder), species in score order.
+    pub fn write_window_scores(&self, species: &[String], path: &Path) -> Result<()> {
+        let eval_err = |e: silencio_eval::Error| Error::Data {
+            message: format!("window scores {}: {e}", path.display()),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        silencio_eval::effect::WindowScores {
+            schema: silencio_eval::effect::WindowScores::SCHEMA.into(),
+            species: species.to_vec(),
+            row_ids: self.rows.clone(),
+            clusters: self.clusters.clone(),
+            labels: self.labels.clone(),
+            scores: self.scores.clone(),
+        }
+        .write_json(path)
+        .map_err(eval_err)
+    }
 }
 
 fn forward(
@@ -47,15 +73,33 @@ fn forward(
         })
 }
 
-/// `train.csv` facts used for slicing, by filename: (collection, rating).
-pub type ClipFacts = BTreeMap<String, (String, Option<f64>)>;
+/// What `train.csv` says of one clip: slicing facts and its source recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipFact {
+    /// XC, iNat, CSA, …
+    pub collection: String,
+    /// Quality rating, when parsable.
+    pub rating: Option<f64>,
+    /// Its source recording ([`silencio_data::recording_group`]): the cluster of its windows.
+    pub recording: String,
+}
+
+/// [`ClipFact`]s by filename.
+pub type ClipFacts = BTreeMap<String, ClipFact>;
 
 /// Reads [`ClipFacts`] from `root/train.csv` (rows it cannot parse are simply absent).
 pub fn clip_facts(root: &Path) -> Result<ClipFacts> {
     let (records, _) = silencio_data::read_train_csv(&root.join("train.csv"))?;
     Ok(records
-        .into_iter()
-        .map(|r| (r.filename, (r.collection, r.rating)))
+        .iter()
+        .map(|r| {
+            let fact = ClipFact {
+                collection: r.collection.clone(),
+                rating: r.rating,
+                recording: silencio_data::recording_group(r).to_string(),
+            };
+            (r.filename.clone(), fact)
+        })
         .collect())
 }
 
@@ -104,14 +148,17 @@ pub fn windows(
                 .collect(),
         );
         let mut meta = BTreeMap::new();
-        if let Some((collection, rating)) = facts.get(&clip.filename) {
-            meta.insert("collection".into(), collection.clone());
+        let fact = facts.get(&clip.filename);
+        if let Some(f) = fact {
+            meta.insert("collection".into(), f.collection.clone());
             meta.insert(
                 "rating".into(),
-                silencio_eval::slices::rating_bin(rating.unwrap_or(0.0) as f32),
+                silencio_eval::slices::rating_bin(f.rating.unwrap_or(0.0) as f32),
             );
         }
         out.meta.push(meta);
+        out.clusters
+            .push(fact.map_or_else(|| clip.filename.clone(), |f| f.recording.clone()));
     }
     out
 }
@@ -176,7 +223,32 @@ pub fn mixed(
                 meta.insert("time_of_day".into(), tod);
             }
             scored.meta.push(meta);
+            scored.clusters.push(stem.clone());
         }
     }
     Ok(scored)
+}
+
+/// Writes `dir/eval-<set>/window_scores.json` for the validation windows (`valid`), the mixed
+/// soundscapes (`mixed`) and each suite, so that `silencio eval compare` can pair two runs.
+/// Returns each file with its MLflow artefact folder (`eval-<set>`).
+pub fn write_window_scores(
+    dir: &Path,
+    species: &[silencio_infer::Species],
+    valid: &Scored,
+    mixed: Option<&Scored>,
+    suites: &[(String, Scored)],
+) -> Result<Vec<(std::path::PathBuf, String)>> {
+    let codes: Vec<String> = species.iter().map(|s| s.code.clone()).collect();
+    let sets = std::iter::once(("valid", valid))
+        .chain(mixed.map(|m| ("mixed", m)))
+        .chain(suites.iter().map(|(n, s)| (n.as_str(), s)));
+    let mut out = Vec::new();
+    for (name, scored) in sets {
+        let folder = format!("eval-{name}");
+        let path = dir.join(&folder).join("window_scores.json");
+        scored.write_window_scores(&codes, &path)?;
+        out.push((path, folder));
+    }
+    Ok(out)
 }

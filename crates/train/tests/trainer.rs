@@ -195,6 +195,40 @@ fn demo_trains_evaluates_registers_and_mlflow_reads_it() {
         );
         assert!(run_dir.join(format!("suite-{suite}.html")).exists());
     }
+    // Every set's window scores: as many windows as the report scored, the same macro AUC
+    // recomputed from the file, and clusters that are recordings (validation) or soundscapes.
+    for (set, r) in [
+        ("valid", &report["valid"]),
+        ("mixed", &report["mixed"]),
+        ("weak", &report["suites"]["weak"]),
+        ("overlap", &report["suites"]["overlap"]),
+        ("interference", &report["suites"]["interference"]),
+    ] {
+        let path = run_dir.join(format!("eval-{set}/window_scores.json"));
+        let w = silencio_eval::effect::WindowScores::read_json(&path).unwrap();
+        assert_eq!(
+            w.row_ids.len() as u64,
+            r["n_rows"].as_u64().unwrap(),
+            "{set}"
+        );
+        assert_eq!(w.species.len(), 9);
+        let scores = silencio_eval::Matrix::from_rows(&w.scores).unwrap();
+        let labels = silencio_eval::Matrix::from_rows(&w.labels).unwrap();
+        let auc = silencio_eval::evaluate(&scores, &labels).unwrap().macro_auc;
+        let want = r["overall"]["macro_auc"].as_f64().unwrap();
+        assert!(
+            (auc.unwrap() - want).abs() < 1e-12,
+            "{set}: {auc:?} vs {want}"
+        );
+        for (id, cluster) in w.row_ids.iter().zip(&w.clusters) {
+            if set == "valid" {
+                // The demo's urls name the source recordings (pypi:<package>/<path>).
+                assert!(cluster.starts_with("pypi:"), "{id}: {cluster}");
+            } else {
+                assert!(id.starts_with(&format!("{cluster}_")), "{id}: {cluster}");
+            }
+        }
+    }
     let slice_values = |suite: &str, dim: &str| -> Vec<String> {
         report["suites"][suite]["slices"]
             .as_array()
