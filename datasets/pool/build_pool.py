@@ -34,7 +34,8 @@ PKG["yaaat"] = "pypi:yaaat==0.2.1"
 PKG["acoupi-birdnet"] = "pypi:acoupi-birdnet==0.1.1"  # sdist: paths start with acoupi_birdnet-0.1.1/
 
 # Longest piece of a long recording: each piece is its own train.csv row (one more call for the
-# mixer), its source and cut recorded in `url` (#t=) and in groups.csv.
+# mixer). All pieces of a recording share its `url` (the trainer's split keeps rows with one url
+# on one side); the cut of each piece is in groups.csv.
 PIECE_S = 5.0
 
 # The demo's taxonomy plus two species from yaaat. Made-up codes as in the demo (README).
@@ -163,10 +164,12 @@ def assign_ids(all_series):
 
 
 def url(c):
-    u = f"{PKG[c['pkg']]}/{c['path']}"
-    if c["cut"]:
-        u += f"#t={c['cut'][0]:g},{c['cut'][1]:g}"  # W3C media fragment: the cut
-    return u
+    # The source recording only: the split groups rows by url, so pieces never straddle it.
+    return f"{PKG[c['pkg']]}/{c['path']}"
+
+
+def cut(c):
+    return f"{c['cut'][0]:g},{c['cut'][1]:g}" if c["cut"] else ""
 
 
 # Unlabelled soundscapes: real recordings that are in no train.csv row and no background. The
@@ -209,13 +212,13 @@ def main():
         w.writerow(["primary_label", "inat_taxon_id", "scientific_name", "common_name",
                     "class_name"])
         w.writerows(TAXONOMY)
-    # Which rows are pieces of one source recording: the trainer's split cannot group them yet
-    # (crates/data splits by row), so this is what a group-aware split or an audit reads.
+    # Which rows are pieces of one source recording, and where each piece was cut (seconds):
+    # for an audit; the split itself groups by url.
     with open(OUT / "groups.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["filename", "group"])
+        w.writerow(["filename", "group", "cut_s"])
         for c in rows:
-            w.writerow([c["filename"], f"{PKG[c['pkg']]}/{c['path']}"])
+            w.writerow([c["filename"], url(c), cut(c)])
 
     # Backgrounds: the demo's two 10 s pieces (never used as unlabelled soundscapes here, so no
     # test window holds audio a model pseudo-labelled).

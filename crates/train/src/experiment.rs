@@ -392,8 +392,8 @@ pub struct PseudoConfig {
     /// Rounds of teacher → student (default 1); the student of round k teaches round k+1.
     #[serde(default = "one_usize")]
     pub rounds: usize,
-    /// An experiment of another model family that teaches alternate rounds (cross-family
-    /// swap); a path as the other paths of an experiment are.
+    /// An experiment of another model family that trains alternate rounds (cross-family swap),
+    /// relative to this experiment's file.
     #[serde(default)]
     pub swap: Option<PathBuf>,
     /// Windows whose highest teacher probability (covered classes) is below this are dropped.
@@ -459,10 +459,18 @@ impl Experiment {
 
     /// Parses and checks an experiment.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let exp: Self = toml::from_str(text).map_err(|e| Error::Config {
+        let mut exp: Self = toml::from_str(text).map_err(|e| Error::Config {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
+        // The swap experiment is a sibling file: named relative to this one.
+        if let Some(p) = exp.pseudo.as_mut()
+            && let Some(swap) = p.swap.as_mut()
+            && swap.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            *swap = dir.join(&*swap);
+        }
         exp.check().map_err(|message| Error::Config {
             path: path.display().to_string(),
             message,
