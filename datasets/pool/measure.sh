@@ -23,13 +23,17 @@ common=(--tracking-uri "$out/mlruns" --registry "$out/registry")
 
 # experiments/pool.toml with another seed, run directory and extra sections.
 variant() { # name seed extra-toml
-  sed -e "s/^name = \"pool\"/name = \"$1\"/" -e "s/^seed = 0/seed = $2/" experiments/pool.toml \
-    > "$out/$1.toml"
+  # The ETL's split follows the seed: shards per seed.
+  sed -e "s/^name = \"pool\"/name = \"$1\"/" -e "s/^seed = 0/seed = $2/" \
+    -e "s|^shards = .*|shards = \"$out/shards-s$2\"|" experiments/pool.toml > "$out/$1.toml"
   printf '\n[output]\nruns = "%s"\n%b' "$out/runs" "$3" >> "$out/$1.toml"
 }
-run() { # name
-  [ -f "$out/runs/$1/$1/outcome.json" ] && return 0
-  "${trainer[@]}" --experiment "$out/$1.toml" --run-name "$1" "${common[@]}" > "$out/$1.log"
+run() { # name: skipped when finished; an interrupted or failed run continues
+  local dir="$out/runs/$1/$1" resume=()
+  [ -f "$dir/outcome.json" ] && return 0
+  [ -d "$dir" ] && resume=(--resume)
+  "${trainer[@]}" --experiment "$out/$1.toml" --run-name "$1" "${resume[@]}" "${common[@]}" \
+    > "$out/$1.log"
 }
 
 for s in 0 1 2; do variant "base-s$s" "$s" ""; run "base-s$s"; done

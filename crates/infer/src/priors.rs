@@ -107,6 +107,23 @@ impl RecordingContext {
             .unwrap_or_default()
     }
 
+    /// The hour of day of a timestamp as written (`2024-03-01T07:40:00-05:00` → 7; the clock
+    /// time in the text, i.e. local time when the text carries the recorder's offset, as
+    /// BirdCLEF's file names do); no recorder. A date without a time, or anything else, tells
+    /// nothing.
+    pub fn from_timestamp(text: &str) -> Self {
+        let hour = text
+            .split_once(['T', 't', ' '])
+            .map(|(_, time)| time)
+            .filter(|time| time.len() >= 2 && time.as_bytes()[..2].iter().all(u8::is_ascii_digit))
+            .and_then(|time| time[..2].parse::<u8>().ok())
+            .filter(|h| *h < 24);
+        Self {
+            recorder: None,
+            hour,
+        }
+    }
+
     /// Whether the name told anything.
     pub fn is_known(&self) -> bool {
         self.recorder.is_some() || self.hour.is_some()
@@ -548,6 +565,23 @@ impl PostProcess {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_timestamp_gives_its_clock_hour_and_no_recorder() {
+        let h = |t: &str| RecordingContext::from_timestamp(t).hour;
+        assert_eq!(h("2024-03-01T07:40:00-05:00"), Some(7));
+        assert_eq!(h("2024-03-01 23:59:59"), Some(23));
+        assert_eq!(h("2024-03-01"), None);
+        assert_eq!(h("2024-03-01T24:00:00Z"), None);
+        assert_eq!(h("2024-03-01Tx7:00"), None);
+        assert_eq!(h("T"), None);
+        assert!(
+            RecordingContext::from_timestamp("2024-03-01T07:00:00Z")
+                .recorder
+                .is_none()
+        );
+    }
+
     use super::*;
 
     fn ctx(recorder: &str, hour: u8) -> RecordingContext {

@@ -414,11 +414,22 @@ impl Scorer {
     /// ([`RecordingContext::from_path`]: `H02_20230420_074000.ogg` is recorder H02 at 07 h).
     pub fn identify_path(&self, path: impl AsRef<Path>) -> Result<Identification> {
         let p = path.as_ref();
+        self.identify_path_in(p, &RecordingContext::from_path(p))
+    }
+
+    /// [`Scorer::identify_path`] with the recording context given, for a path whose own name
+    /// does not say it (a watched file opened through `/proc/self/fd/N`).
+    pub fn identify_path_in(
+        &self,
+        path: impl AsRef<Path>,
+        ctx: &RecordingContext,
+    ) -> Result<Identification> {
+        let p = path.as_ref();
         let mut id = match &self.kind {
             Kind::Single(c) => c.identify_path(p),
             Kind::Ensemble(e) => e.identify(std::fs::read(p).map_err(|err| Error::io(p, err))?),
         }?;
-        self.apply_post_process(&mut id, &RecordingContext::from_path(p));
+        self.apply_post_process(&mut id, ctx);
         Ok(id)
     }
 }

@@ -220,6 +220,13 @@ async fn identify_inner(
         species: model.species().clone(),
         windows: scored.windows,
     };
+    // The bundle's priors.json: the hour from `recorded_at` (a phone knows no recorder), then
+    // the smoothing; before the location filter, in the facade's order.
+    let ctx = recorded_at
+        .as_deref()
+        .map(silencio_infer::RecordingContext::from_timestamp)
+        .unwrap_or_default();
+    model.post_process(&mut id, &ctx);
     let location = apply_location(
         state,
         &model,

@@ -22,8 +22,8 @@ use silencio_infer::location::LocationFilter;
 use silencio_infer::scorer::SharedFilter;
 use silencio_infer::scorer::{LoadedLeaf, OpenOptions};
 use silencio_infer::{
-    BundleMeta, Deployment, Ensemble, Leaf, Licence, MemberInfo, ModelBundle, ModelSpec, Species,
-    WindowScores, licence,
+    BundleMeta, Deployment, Ensemble, Identification, Leaf, Licence, MemberInfo, ModelBundle,
+    ModelSpec, PostProcess, RecordingContext, Species, WindowScores, licence,
 };
 
 use crate::config::EngineConfig;
@@ -45,6 +45,8 @@ pub struct LoadedModel {
     answered: AtomicU64,
     /// Where its classes are expected (see [`silencio_infer::scorer::location_filter`]).
     location: Option<SharedFilter>,
+    /// Its (first member's) bundle's site/hour priors and smoothing (`priors.json`).
+    post: Option<Arc<PostProcess>>,
     runner: Runner,
 }
 
@@ -140,6 +142,7 @@ impl LoadedModel {
         {
             let bundle = ModelBundle::open(dir)?;
             let location = bundle.location()?.map(|m| Arc::new(m) as SharedFilter);
+            let post = bundle.post_process()?.map(Arc::new);
             let meta = bundle.meta().clone();
             let licences = licence::union([meta.provenance.licences.as_slice()]);
             licence::check(deployment, &meta.model_version(), &licences)?;
@@ -161,6 +164,7 @@ impl LoadedModel {
                 window: meta.features.window.clone(),
                 answered: AtomicU64::new(0),
                 location,
+                post,
                 runner: Runner::Single {
                     meta: Box::new(meta),
                     logmel,
@@ -208,9 +212,12 @@ impl LoadedModel {
         }
         let licences = licence::union([licences.as_slice()]);
         // The answer is in the first member's classes; its bundle says where they live.
-        let ranges = match resolved.members.first() {
-            Some((Leaf::Bundle(dir), _)) => ModelBundle::open(dir)?.location()?.map(Arc::new),
-            _ => None,
+        let (ranges, post) = match resolved.members.first() {
+            Some((Leaf::Bundle(dir), _)) => {
+                let b = ModelBundle::open(dir)?;
+                (b.location()?.map(Arc::new), b.post_process()?.map(Arc::new))
+            }
+            _ => (None, None),
         };
 
         let name = resolved.name.clone().unwrap_or_else(|| {
@@ -277,6 +284,7 @@ impl LoadedModel {
             architecture: format!("ensemble({})", architectures.join(", ")),
             answered: AtomicU64::new(0),
             location,
+            post,
             runner: Runner::Ensemble { ensemble, engines },
         }))
     }
@@ -304,6 +312,14 @@ impl LoadedModel {
     /// Where its classes are expected, when it knows.
     pub fn location(&self) -> Option<&(dyn LocationFilter + Send + Sync)> {
         self.location.as_deref()
+    }
+
+    /// Applies its bundle's site/hour priors (when `ctx` is known to them) and smoothing to
+    /// `id`, as the model facade does for the offline tools.
+    pub fn post_process(&self, id: &mut Identification, ctx: &RecordingContext) {
+        if let Some(p) = &self.post {
+            p.apply(&id.species, ctx, &mut id.windows);
+        }
     }
 
     /// Licences of every member.

@@ -1738,6 +1738,116 @@ fn app_of(state: &AppState) -> Router {
     app(state.clone())
 }
 
+/// A bundle's priors.json applies to served answers as the facade applies it offline: the hour
+/// of `recorded_at` (a phone knows no recorder) shifts the scores, then the smoothing; without a
+/// time only the smoothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundles_priors_apply_with_the_hour_of_recorded_at() {
+    use silencio_infer::{PostProcess, RecordingContext, SitePriors};
+    let tmp = tempfile::tempdir().unwrap();
+    let codes: Vec<String> = common::taxonomy().into_iter().map(|s| s.code).collect();
+    let n = codes.len();
+    // At 07 h the first species is heard far more often than on average; at 13 h far less.
+    let at = |h: u8| RecordingContext {
+        recorder: Some("R1".into()),
+        hour: Some(h),
+    };
+    let mut rows = Vec::new();
+    for _ in 0..120 {
+        let mut dawn = vec![0.1f32; n];
+        dawn[0] = 0.9;
+        rows.push((at(7), dawn));
+        rows.push((at(13), vec![0.1f32; n]));
+    }
+    let priors = SitePriors::learn(codes.clone(), rows).unwrap();
+    let bundle = common::write_bundle_post(
+        &tmp.path().join("b"),
+        "post",
+        PostProcess::new(Some(priors)),
+    );
+    let state = AppState::new(common::config(&tmp.path().join("data"), None)).unwrap();
+    state.load_stable(&bundle).await.unwrap();
+    let app = app(state.clone());
+    let scorer = silencio_infer::open(
+        &silencio_infer::ModelSpec::Bundle(bundle.clone()),
+        &silencio_infer::parse_device("flex").unwrap(),
+        &silencio_infer::OpenOptions::default(),
+    )
+    .unwrap();
+    let scores = |j: &Value, w: usize| -> Vec<f64> {
+        codes
+            .iter()
+            .map(|c| {
+                j["windows"][w]["species"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["code"] == *c)
+                    .map(|s| s["score"].as_f64().unwrap())
+                    .unwrap()
+            })
+            .collect()
+    };
+    for (query, ctx) in [
+        (
+            "&recorded_at=2024-03-01T07:30:00-05:00",
+            RecordingContext::from_timestamp("2024-03-01T07:30:00-05:00"),
+        ),
+        (
+            "&recorded_at=2024-03-01T13:00:00",
+            RecordingContext::from_timestamp("2024-03-01T13:00:00"),
+        ),
+        ("", RecordingContext::default()),
+    ] {
+        let r = send(
+            &app,
+            upload(
+                &format!("/v1/identify?top_k={n}&min_score=0&location_mode=off{query}"),
+                "audio/ogg",
+                ogg_10s(),
+            ),
+        )
+        .await;
+        let served = r.json();
+        let offline = scorer.identify_in(ogg_10s(), &ctx).unwrap();
+        assert_eq!(
+            served["windows"].as_array().unwrap().len(),
+            offline.windows.len()
+        );
+        for (w, ow) in offline.windows.iter().enumerate() {
+            for (a, b) in scores(&served, w).iter().zip(&ow.scores) {
+                assert!(
+                    (a - *b as f64).abs() < 1e-5,
+                    "{query}: window {w}: {a} vs {b}"
+                );
+            }
+        }
+    }
+    // The hour moved the first species' score: up at dawn, down at noon.
+    let first = |q: &str| {
+        let app = app.clone();
+        let q = q.to_string();
+        async move {
+            let r = send(
+                &app,
+                upload(
+                    &format!("/v1/identify?top_k={n}&min_score=0&location_mode=off{q}"),
+                    "audio/ogg",
+                    ogg_10s(),
+                ),
+            )
+            .await;
+            scores(&r.json(), 0)[0]
+        }
+    };
+    let (dawn, noon, none) = (
+        first("&recorded_at=2024-03-01T07:30:00").await,
+        first("&recorded_at=2024-03-01T13:00:00").await,
+        first("").await,
+    );
+    assert!(dawn > none && none > noon, "{dawn} {none} {noon}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn location_changes_answers_only_through_the_documented_filter() {
     let tmp = tempfile::tempdir().unwrap();

@@ -408,3 +408,43 @@ fn a_student_that_fails_its_gate_teaches_no_one() {
     assert!(out.contains("failed its quality gate"), "{out}");
     assert_eq!(st.status, trainer::pipeline::RunPhase::Finished);
 }
+
+/// The 2026 recipe as written — BirdNET the teacher of distillation and of round 1's
+/// pseudo-labels — shrunk to a few steps (a BirdNET build: `SILENCIO_BIRDNET_DIR=… cargo test -p
+/// trainer --features birdnet --test recipes`).
+#[cfg(feature = "birdnet")]
+#[test]
+fn the_2026_recipe_runs_with_birdnet_as_its_teacher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let one_round = |t: &mut Table| {
+        if let Some(Value::Table(p)) = t.get_mut("pseudo") {
+            p.remove("swap");
+            p.insert("rounds".into(), Value::Integer(1));
+        }
+    };
+    let exp = shrink(
+        t,
+        "birdclef2026-distill.toml",
+        Path::new("birdnet"),
+        one_round,
+    );
+    let out = run_ok(&mut trainer(t, &exp));
+    let st = state(&recipe_dir(t, "birdclef2026-distill"));
+    assert_eq!(st.rounds.len(), 1, "{out}");
+    let t0 = TeacherStore::open(&TeacherStore::dir_for(&t.join("shards"), "t0")).unwrap();
+    assert_eq!(t0.info().embedding_dim, Some(1024));
+    assert!(t0.info().covered.iter().any(|&c| c));
+    let b = ModelBundle::open(&st.rounds[0].outcome.bundle_dir).unwrap();
+    // BirdNET's licence travels into the student (it is non-commercial).
+    assert!(
+        b.meta()
+            .provenance
+            .licences
+            .iter()
+            .any(|l| l.id == "CC-BY-NC-SA-4.0"),
+        "{:?}",
+        b.meta().provenance.licences
+    );
+    assert!(b.post_process().unwrap().is_some());
+}

@@ -64,7 +64,10 @@ impl Scorer {
     pub fn score(&self, bytes: Vec<u8>, name: &str) -> Result<Scores> {
         match self {
             Scorer::Local(c) => {
-                let id = c.identify(bytes)?;
+                let id = c.identify_in(
+                    bytes,
+                    &silencio_infer::RecordingContext::from_file_name(name),
+                )?;
                 Ok(Scores {
                     model_version: id.model_version.clone(),
                     species: Arc::new(id.species.iter().map(|s| s.code.clone()).collect()),
@@ -84,7 +87,9 @@ impl Scorer {
     pub fn score_file(&self, file: &std::fs::File, path: &Path, name: &str) -> Result<Scores> {
         match self {
             Scorer::Local(c) => {
-                let id = c.identify_path(open_file_path(file, path))?;
+                // The context (recorder, hour) comes from the real name, not the fd path.
+                let ctx = silencio_infer::RecordingContext::from_path(path);
+                let id = c.identify_path_in(open_file_path(file, path), &ctx)?;
                 Ok(Scores {
                     model_version: id.model_version.clone(),
                     species: Arc::new(id.species.iter().map(|s| s.code.clone()).collect()),

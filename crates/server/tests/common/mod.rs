@@ -83,6 +83,23 @@ pub fn write_bundle_located(dir: &Path, name: &str, points: &[(&str, f64, f64)])
             "weights: random initialisation (server tests)",
         )],
         Some(model),
+        None,
+    )
+}
+
+/// [`write_bundle`] with site/hour priors and smoothing (`priors.json`).
+pub fn write_bundle_post(dir: &Path, name: &str, post: silencio_infer::PostProcess) -> PathBuf {
+    write_bundle_full(
+        dir,
+        name,
+        "1",
+        FeatureConfig::recipe("birdclef").unwrap(),
+        vec![silencio_infer::Licence::new(
+            silencio_infer::licence::OWN,
+            "weights: random initialisation (server tests)",
+        )],
+        None,
+        Some(post),
     )
 }
 
@@ -94,7 +111,7 @@ pub fn write_bundle_with(
     features: FeatureConfig,
     licences: Vec<silencio_infer::Licence>,
 ) -> PathBuf {
-    write_bundle_full(dir, name, version, features, licences, None)
+    write_bundle_full(dir, name, version, features, licences, None, None)
 }
 
 fn write_bundle_full(
@@ -104,6 +121,7 @@ fn write_bundle_full(
     features: FeatureConfig,
     licences: Vec<silencio_infer::Licence>,
     location: Option<silencio_infer::OccurrenceModel>,
+    post_process: Option<silencio_infer::PostProcess>,
 ) -> PathBuf {
     let species = taxonomy();
     let cfg = tiny(species.len());
@@ -122,7 +140,7 @@ fn write_bundle_full(
             ..Provenance::default()
         },
         location,
-        post_process: None,
+        post_process,
     };
     ModelBundle::write(dir, spec, &model).unwrap();
     dir.to_path_buf()
