@@ -160,18 +160,19 @@ def series():
     ]
 
 
-def assign_ids(all_series):
-    """DEMO catalogue numbers: recordings sorted by their relative position within their
-    species' series (rank / n), then taxonomy order, so that 'older 70 % / newer 30 %' by
-    number keeps the early part of every series old and its late part new."""
-    order = {code: i for i, code in enumerate(t[0] for t in TAXONOMY)}
+def assign_ids(all_series, taxonomy=None, prefix="DEMO"):
+    """Catalogue numbers `<prefix>000001…` (the pool passes its own taxonomy and POOL):
+    recordings sorted by their relative position within their species' series (rank / n), then
+    taxonomy order, so that 'older 70 % / newer 30 %' by number keeps the early part of every
+    series old and its late part new."""
+    order = {code: i for i, code in enumerate(t[0] for t in (taxonomy or TAXONOMY))}
     keyed = []
     for s in all_series:
         for rank, c in enumerate(s):
             keyed.append(((rank / len(s), order[c["label"]], rank), c))
     keyed.sort(key=lambda kc: kc[0])
     for n, (_, c) in enumerate(keyed, start=1):
-        c["id"] = f"DEMO{n:06d}"
+        c["id"] = f"{prefix}{n:06d}"
     return [c for _, c in keyed]
 
 

@@ -18,20 +18,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${PYTHON:-python3}"
 
-for tool in ffmpeg ffprobe "$PY"; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "make_demo.sh: '$tool' not found (apt-get install -y ffmpeg python3-pip)" >&2
-        exit 1
-    }
-done
-ffmpeg -hide_banner -buildconf | grep -q -- --enable-libsoxr || {
-    echo "make_demo.sh: this ffmpeg lacks libsoxr (needed for aresample=resampler=soxr)" >&2
-    exit 1
-}
-
-TMP="$(mktemp -d)"
-trap 'rm -rf "$TMP"' EXIT
-mkdir -p "$TMP/pkg" "$TMP/x"
+# shellcheck source=../tools.sh
+. "$HERE/../tools.sh"
+require_tools make_demo.sh "$PY"
 
 # ---------------------------------------------------------------------------
 # 1. Download the pinned packages (sdists where the audio is only in the sdist).

@@ -148,21 +148,6 @@ def series():
     ]
 
 
-def assign_ids(all_series):
-    """POOL catalogue numbers, ordered as the demo orders DEMO numbers (relative position in
-    the species' series, then taxonomy order), so 'older 70 % / newer 30 %' keeps each series'
-    early part old."""
-    order = {code: i for i, code in enumerate(t[0] for t in TAXONOMY)}
-    keyed = []
-    for s in all_series:
-        for rank, c in enumerate(s):
-            keyed.append(((rank / len(s), order[c["label"]], rank), c))
-    keyed.sort(key=lambda kc: kc[0])
-    for n, (_, c) in enumerate(keyed, start=1):
-        c["id"] = f"POOL{n:06d}"
-    return [c for _, c in keyed]
-
-
 def url(c):
     # The source recording only: the split groups rows by url, so pieces never straddle it.
     return f"{PKG[c['pkg']]}/{c['path']}"
@@ -189,7 +174,7 @@ def main():
     (OUT / "train_soundscapes").mkdir(parents=True)
     BG.mkdir(parents=True)
 
-    clips = assign_ids(series())
+    clips = bd.assign_ids(series(), TAXONOMY, "POOL")
     for c in clips:
         c["filename"] = f"{c['label']}/{c['id']}.ogg"
         dest = OUT / "train_audio" / c["filename"]

@@ -16,20 +16,9 @@ DEMO="$HERE/../demo"
 OUT="${1:-$HERE/build}"
 PY="${PYTHON:-python3}"
 
-for tool in ffmpeg ffprobe "$PY"; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "make_pool.sh: '$tool' not found (apt-get install -y ffmpeg python3-pip)" >&2
-        exit 1
-    }
-done
-ffmpeg -hide_banner -buildconf | grep -q -- --enable-libsoxr || {
-    echo "make_pool.sh: this ffmpeg lacks libsoxr (needed for aresample=resampler=soxr)" >&2
-    exit 1
-}
-
-TMP="$(mktemp -d)"
-trap 'rm -rf "$TMP"' EXIT
-mkdir -p "$TMP/pkg" "$TMP/x"
+# shellcheck source=../tools.sh
+. "$HERE/../tools.sh"
+require_tools make_pool.sh "$PY"
 
 # ---------------------------------------------------------------------------
 # 1. The demo's packages, plus yaaat (Java sparrow songs, kiwi calls) and the acoupi-birdnet

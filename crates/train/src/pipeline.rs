@@ -170,6 +170,29 @@ fn write_state(dir: &Path, s: &RunState) -> Result<()> {
     write_atomic(&dir.join("run.json"), &bytes)
 }
 
+/// A new directory `<base>/<name>` for a `what` ("run", "recipe"): `name` as given, or
+/// `<prefix>-<unix time>`; one that exists is refused (a name is never reused).
+pub(crate) fn new_run_dir(
+    base: &Path,
+    name: Option<&str>,
+    prefix: &str,
+    what: &str,
+) -> Result<(PathBuf, String)> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = name.map_or_else(|| format!("{prefix}-{secs}"), str::to_string);
+    let dir = base.join(&name);
+    if dir.exists() {
+        return Err(Error::Config {
+            path: dir.display().to_string(),
+            message: format!("{what} directory exists (pick another --run-name, or --resume it)"),
+        });
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok((dir, name))
+}
+
 /// The run directory: a new one, or for `--resume` the named / latest unfinished one.
 fn run_dir(opts: &RunOptions) -> Result<(PathBuf, RunState, bool)> {
     let exp = &opts.experiment;
@@ -203,21 +226,7 @@ fn run_dir(opts: &RunOptions) -> Result<(PathBuf, RunState, bool)> {
             message: "--resume: no unfinished run to continue".into(),
         });
     }
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let name = opts
-        .run_name
-        .clone()
-        .unwrap_or_else(|| format!("{}-{secs}", exp.name));
-    let dir = base.join(&name);
-    if dir.exists() {
-        return Err(Error::Config {
-            path: dir.display().to_string(),
-            message: "run directory exists (pick another --run-name, or --resume it)".into(),
-        });
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let (dir, name) = new_run_dir(&base, opts.run_name.as_deref(), &exp.name, "run")?;
     Ok((
         dir,
         RunState {

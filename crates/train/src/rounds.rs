@@ -10,7 +10,7 @@
 //! helped and re-feeding one backbone its own labels made it worse.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -209,21 +209,8 @@ fn recipe_dir(opts: &RunOptions) -> Result<(PathBuf, RecipeState)> {
                 message: "--resume: no unfinished recipe to continue".into(),
             });
     }
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let name = opts
-        .run_name
-        .clone()
-        .unwrap_or_else(|| format!("{}-recipe-{secs}", exp.name));
-    let dir = base.join(&name);
-    if dir.exists() {
-        return Err(Error::Config {
-            path: dir.display().to_string(),
-            message: "recipe directory exists (pick another --run-name, or --resume it)".into(),
-        });
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let prefix = format!("{}-recipe", exp.name);
+    let (dir, name) = pipeline::new_run_dir(&base, opts.run_name.as_deref(), &prefix, "recipe")?;
     Ok((
         dir,
         RecipeState {

@@ -10,6 +10,8 @@
 //! `SILENCIO_MLFLOW_PYTHON` (scripts/test.sh sets it) unless `SILENCIO_SKIP_MLFLOW=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod harness;
+use harness::{repo, run_ok, trainer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,13 +22,6 @@ use trainer::rounds::{Family, RecipeState};
 use trainer::teacher::{RecordingSet, TeacherStore};
 
 const TEACHER_LICENCE: &str = "LicenseRef-test-teacher";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn table(pairs: &[(&str, Value)]) -> Value {
     Value::Table(
@@ -121,29 +116,6 @@ fn random_teacher(tmp: &Path, exp_file: &Path) -> PathBuf {
     )
     .unwrap();
     dir
-}
-
-fn trainer(tmp: &Path, exp: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_trainer"));
-    c.current_dir(repo())
-        .arg("--experiment")
-        .arg(exp)
-        .arg("--tracking-uri")
-        .arg(tmp.join("mlruns"))
-        .arg("--registry")
-        .arg(tmp.join("registry"));
-    c
-}
-
-fn run_ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "trainer failed\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 /// The one recipe directory under `<runs>/<name>/`.

@@ -6,16 +6,11 @@
 //! unless `SILENCIO_SKIP_MLFLOW=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod harness;
+use harness::{repo, run_ok, trainer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// An experiment on the demo set with its shards, runs, MLflow store and registry in `tmp`.
 fn experiment(tmp: &Path, name: &str, epochs: usize, extra: &str) -> PathBuf {
@@ -48,29 +43,6 @@ runs = "{runs}"
     let p = tmp.join(format!("{name}.toml"));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn trainer(tmp: &Path, exp: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_trainer"));
-    c.current_dir(repo())
-        .arg("--experiment")
-        .arg(exp)
-        .arg("--tracking-uri")
-        .arg(tmp.join("mlruns"))
-        .arg("--registry")
-        .arg(tmp.join("registry"));
-    c
-}
-
-fn run_ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "trainer failed\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 fn run_json(dir: &Path) -> serde_json::Value {
