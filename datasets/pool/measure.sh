@@ -18,7 +18,7 @@ out="${1:-datasets/pool/build/measure}"
 [ -f datasets/pool/build/birdclef/train.csv ] || bash datasets/pool/make_pool.sh
 mkdir -p "$out"
 trainer=(cargo run -q -p trainer --)
-silencio=(cargo run -q -p silencio --)
+silencio=(cargo run -q -p silencio --bin silencio --)
 common=(--tracking-uri "$out/mlruns" --registry "$out/registry")
 
 # experiments/pool.toml with another seed, run directory and extra sections.
@@ -35,6 +35,7 @@ run() { # name: skipped when finished; an interrupted or failed run continues
   "${trainer[@]}" --experiment "$out/$1.toml" --run-name "$1" "${resume[@]}" "${common[@]}" \
     > "$out/$1.log"
 }
+techniques=(pseudo distill)
 
 for s in 0 1 2; do variant "base-s$s" "$s" ""; run "base-s$s"; done
 # The seed-0 baseline scores the unlabelled soundscapes and the labelled clips.
@@ -45,8 +46,19 @@ run pseudo-s0
 variant distill-s0 0 '[distill]\nteacher = "base-s0"\nweight = 1.0\ntemperature = 2.0\n'
 run distill-s0
 
+# With BirdNET converted (SILENCIO_BIRDNET_DIR), the 2026 teacher too: distillation of its
+# probabilities and 1024-d embeddings (a BirdNET build of the trainer; CC BY-NC-SA outputs).
+if [ -n "${SILENCIO_BIRDNET_DIR:-}" ]; then
+  trainer=(cargo run -q -p trainer --features birdnet --)
+  "${trainer[@]}" teach --teacher birdnet --experiment "$out/base-s0.toml" --name birdnet \
+    --train-audio --registry "$out/registry" > "$out/teach-birdnet.log"
+  variant birdnet-s0 0 '[distill]\nteacher = "birdnet"\nweight = 1.0\ntemperature = 2.0\nembedding_weight = 1.0\n'
+  run birdnet-s0
+  techniques+=(birdnet)
+fi
+
 seeds=$(printf '%s,' "$out"/runs/base-s{0,1,2}/base-s*/report.json | sed 's/,$//')
-for t in pseudo distill; do
+for t in "${techniques[@]}"; do
   for set in valid mixed; do
     "${silencio[@]}" eval compare \
       --a "$out/runs/base-s0/base-s0/eval-$set/window_scores.json" \
