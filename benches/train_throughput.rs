@@ -210,13 +210,13 @@ fn main() {
                 .init(&device)
                 .expect("model");
             let params = model.num_params();
-            let mut trainee = Trainee {
-                model: model.fork(&ad).train(),
-                loss: LossSpec {
+            let mut trainee = Trainee::new(
+                model.fork(&ad).train(),
+                LossSpec {
                     kind: LossKind::Bce,
                     smoothing: 0.0,
                 },
-            };
+            );
             // The trainer's optimiser, as `trainer::fit` builds it.
             let mut optim = trainer::fit::optimizer(&TrainConfig {
                 weight_decay: WEIGHT_DECAY as f32,
@@ -234,6 +234,7 @@ fn main() {
                 let batch = WindowBatch {
                     features: features.clone(),
                     targets: targets.clone(),
+                    distill: None,
                 };
                 // Forward, loss, backward, gradients per parameter (the Learner's train step).
                 let out = TrainStep::step(&trainee, batch);
@@ -268,6 +269,7 @@ fn main() {
             let out = trainee.forward_loss(WindowBatch {
                 features: features.clone(),
                 targets: targets.clone(),
+                distill: None,
             });
             let _: f32 = out.loss.clone().into_scalar();
             ad.sync().expect("sync");

@@ -121,13 +121,13 @@ fn trainee(
     device: &Device,
     t: &trainer::experiment::TrainConfig,
 ) -> Trainee {
-    Trainee {
-        model: model.clone().fork(device).train(),
-        loss: LossSpec {
+    Trainee::new(
+        model.clone().fork(device).train(),
+        LossSpec {
             kind: t.loss,
             smoothing: t.label_smoothing,
         },
-    }
+    )
 }
 
 /// Relative tolerance of the losses of steps 2 and 3 (step 1: 1e-5, a forward pass). A
