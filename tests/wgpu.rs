@@ -159,6 +159,7 @@ fn nudge_input(b: trainer::dataset::WindowBatch, k: u64) -> trainer::dataset::Wi
     trainer::dataset::WindowBatch {
         features: b.features + Tensor::from_data(noise.into_data(), &d),
         targets: b.targets,
+        distill: None,
     }
 }
 
@@ -402,7 +403,7 @@ fn single_layer_gradients_match_flex() {
         let [b, c, h, w] = y.dims();
         let r = on(&r0, d).slice([0..b, 0..c, 0..h, 0..w]);
         let g = (y * r).sum().backward();
-        x.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap()
+        x.grad(&g).unwrap().into_data().try_to_vec::<f32>().unwrap()
     };
     let check = |what: &str, a: &[f32], b: &[f32]| {
         let rel = max_diff(a, b) / max_abs(a);
@@ -430,12 +431,12 @@ fn single_layer_gradients_match_flex() {
                 let [b, ch, h, w] = y.dims();
                 let r = on(&r0, d).slice([0..b, 0..ch, 0..h, 0..w]);
                 let g = (y * r).sum().backward();
-                let gx = x.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
+                let gx = x.grad(&g).unwrap().into_data().try_to_vec::<f32>().unwrap();
                 let gw = GradientsParams::from_grads(g, &c)
                     .get::<4>(c.weight.id)
                     .unwrap()
                     .into_data()
-                    .to_vec::<f32>()
+                    .try_to_vec::<f32>()
                     .unwrap();
                 (gw, gx)
             })
