@@ -548,6 +548,30 @@ impl Experiment {
         if (self.distill.is_some() || self.pseudo.is_some()) && self.model.probe.is_some() {
             return Err("[distill] and [pseudo] train a network, not a model.probe".into());
         }
+        // A store the recipe writes goes under <shards>/teachers/<name>: a name, not a path.
+        let plain = |t: &Path| t.components().count() == 1 && t.is_relative();
+        for (section, teacher, model) in [
+            (
+                "distill",
+                self.distill.as_ref().map(|d| &d.teacher),
+                self.distill.as_ref().and_then(|d| d.teacher_model.as_ref()),
+            ),
+            (
+                "pseudo",
+                self.pseudo.as_ref().map(|p| &p.teacher),
+                self.pseudo.as_ref().and_then(|p| p.teacher_model.as_ref()),
+            ),
+        ] {
+            if let (Some(t), Some(_)) = (teacher, model)
+                && !plain(t)
+            {
+                return Err(format!(
+                    "{section}.teacher must be a plain name when {section}.teacher_model is set \
+                     (the store is written to <data.shards>/teachers/<name>), not {}",
+                    t.display()
+                ));
+            }
+        }
         if let Some(d) = &self.distill {
             if !(d.temperature.is_finite() && d.temperature > 0.0) {
                 return Err("distill.temperature must be > 0".into());
@@ -696,6 +720,10 @@ mod tests {
             "name = \"x\"\n[pseudo]\nteacher = \"t\"\nlabels = \"hard\"\n",
             "name = \"x\"\n[pseudo]\nteacher = \"t\"\nmin_confidence = 2\n",
             "name = \"x\"\n[pseudo]\nteacher = \"t\"\nswap = \"/nonexistent/x.toml\"\n",
+            "name = \"x\"\n[pseudo]\nteacher = \"a/t\"\nteacher_model = \"birdnet\"\n",
+            "name = \"x\"\n[distill]\nteacher = \"/t\"\nteacher_model = \"birdnet\"\n",
+            "name = \"x\"\n[priors]\nstrength = 1\n",
+            "name = \"x\"\n[pseudo]\nteacher = \"t\"\n[priors]\nstrength = -1\n",
         ];
         for text in bad {
             let e = Experiment::parse(text, Path::new("t.toml")).unwrap_err();

@@ -304,21 +304,13 @@ fn teach_once(
     if state.teachers.contains(&store) {
         return Ok(None);
     }
+    // `name` is a plain name (the experiment's checks): the store is <shards>/teachers/<name>.
     let summary = teach::teach(
         &TeachOptions {
             teacher: spec.to_string(),
-            name: Some(
-                store
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default(),
-            ),
+            name: Some(name.to_string_lossy().to_string()),
             data: exp.data.root.clone(),
-            shards: store
-                .parent()
-                .and_then(Path::parent)
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| exp.data.shards.clone()),
+            shards: exp.data.shards.clone(),
             sets,
             registry: PathBuf::from(&opts.registry),
             device: device.to_string(),
