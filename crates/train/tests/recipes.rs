@@ -15,7 +15,7 @@ use harness::{repo, run_ok, trainer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use silencio_infer::{BundleSpec, Licence, ModelBundle, Provenance};
+use silencio_infer::{Licence, ModelBundle};
 use toml::{Table, Value};
 use trainer::Experiment;
 use trainer::rounds::{Family, RecipeState};
@@ -88,33 +88,17 @@ fn shrink(tmp: &Path, file: &str, teacher: &Path, edit: impl FnOnce(&mut Table))
 /// A bundle with random weights in the demo's classes and feature recipe (runs the ETL).
 fn random_teacher(tmp: &Path, exp_file: &Path) -> PathBuf {
     let exp = Experiment::load(exp_file).unwrap();
-    let store = trainer::prepare::shards(&exp, &mut |_| {}).unwrap();
-    let features = store.manifest().options.features.clone();
+    // The ETL first: the bundle takes the shards' feature recipe.
+    trainer::prepare::shards(&exp, &mut |_| {}).unwrap();
     let species = trainer::pipeline::task_species(&exp.data.root).unwrap();
-    let cfg = trainer::prepare::model_config(&exp, species.len(), features.n_mels).unwrap();
-    let device = silencio_infer::parse_device("flex").unwrap();
-    let model = cfg.init(&device).unwrap();
     let dir = tmp.join("teacher-bundle");
-    ModelBundle::write(
+    harness::random_bundle(
         &dir,
-        BundleSpec {
-            name: "teacher".into(),
-            version: "1".into(),
-            model: cfg,
-            features,
-            species,
-            provenance: Provenance {
-                trained: false,
-                source: "random weights (test)".into(),
-                licences: vec![Licence::new(TEACHER_LICENCE, "test teacher")],
-                ..Provenance::default()
-            },
-            location: None,
-            post_process: None,
-        },
-        &model,
-    )
-    .unwrap();
+        &exp,
+        &exp.data.shards,
+        species,
+        Licence::new(TEACHER_LICENCE, "test teacher"),
+    );
     dir
 }
 

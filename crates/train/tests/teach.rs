@@ -3,21 +3,18 @@
 //! accuracy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod harness;
+use harness::repo;
+
+use std::path::Path;
 use std::process::Command;
 
-use silencio_infer::{
-    BundleSpec, Licence, ModelBundle, ModelSpec, OpenOptions, Provenance, Species,
-};
+use silencio_infer::{Licence, ModelBundle, ModelSpec, OpenOptions, Species};
 use trainer::Experiment;
 use trainer::teach::{TeachOptions, teach};
 use trainer::teacher::{RecordingSet, TeacherStore};
 
 const SOUNDSCAPES: [&str; 2] = ["DEMO1_20240101_060000.ogg", "DEMO2_20240101_120000.ogg"];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -32,50 +29,19 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn task_species(root: &Path) -> Vec<Species> {
-    silencio_data::Taxonomy::from_csv(&root.join("taxonomy.csv"))
-        .unwrap()
-        .species()
-        .iter()
-        .map(|s| Species {
-            code: s.primary_label.clone(),
-            scientific_name: s.scientific_name.clone(),
-            common_name: s.common_name.clone(),
-            class_name: s.class_name.clone(),
-        })
-        .collect()
-}
-
 fn device() -> burn::tensor::Device {
     silencio_infer::parse_device("flex").unwrap()
 }
 
 /// An untrained demo-architecture bundle over `species`, on the student's recipe.
 fn write_bundle(dir: &Path, exp: &Experiment, shards: &Path, species: Vec<Species>) {
-    let store = trainer::dataset::WindowStore::open(shards).unwrap();
-    let features = store.manifest().options.features.clone();
-    let cfg = trainer::prepare::model_config(exp, species.len(), features.n_mels).unwrap();
-    let model = cfg.init(&device()).unwrap();
-    ModelBundle::write(
+    harness::random_bundle(
         dir,
-        BundleSpec {
-            name: dir.file_name().unwrap().to_string_lossy().into(),
-            version: "1".into(),
-            model: cfg,
-            features,
-            species,
-            provenance: Provenance {
-                trained: false,
-                source: "random weights (test)".into(),
-                licences: vec![Licence::new("CC-BY-4.0", "test data")],
-                ..Provenance::default()
-            },
-            location: None,
-            post_process: None,
-        },
-        &model,
-    )
-    .unwrap();
+        exp,
+        shards,
+        species,
+        Licence::new("CC-BY-4.0", "test data"),
+    );
 }
 
 fn options(teacher: &Path, data: &Path, shards: &Path, name: &str) -> TeachOptions {
@@ -111,7 +77,7 @@ fn a_bundle_teacher_scores_every_soundscape_window_and_resumes() {
     std::fs::write(sc.join("BROKEN_20240101_000000.ogg"), b"not audio at all").unwrap();
 
     // The first run makes the shards (the student's recipe) through the experiment's ETL.
-    let task = task_species(&data);
+    let task = trainer::pipeline::task_species(&data).unwrap();
     let full = tmp.path().join("full");
     let mut opts = options(&full, &data, &shards, "full");
     opts.etl = Some(exp.clone());

@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use silencio_infer::{BundleSpec, Licence, ModelBundle, Provenance, Species};
+use trainer::Experiment;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,4 +40,41 @@ pub fn run_ok(c: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// A bundle with random weights at `dir` (named after it): the experiment's architecture over
+/// `species`, on the feature recipe of the shards at `shards`, recording `licence`.
+pub fn random_bundle(
+    dir: &Path,
+    exp: &Experiment,
+    shards: &Path,
+    species: Vec<Species>,
+    licence: Licence,
+) {
+    let store = trainer::dataset::WindowStore::open(shards).unwrap();
+    let features = store.manifest().options.features.clone();
+    let cfg = trainer::prepare::model_config(exp, species.len(), features.n_mels).unwrap();
+    let model = cfg
+        .init(&silencio_infer::parse_device("flex").unwrap())
+        .unwrap();
+    ModelBundle::write(
+        dir,
+        BundleSpec {
+            name: dir.file_name().unwrap().to_string_lossy().into(),
+            version: "1".into(),
+            model: cfg,
+            features,
+            species,
+            provenance: Provenance {
+                trained: false,
+                source: "random weights (test)".into(),
+                licences: vec![licence],
+                ..Provenance::default()
+            },
+            location: None,
+            post_process: None,
+        },
+        &model,
+    )
+    .unwrap();
 }
