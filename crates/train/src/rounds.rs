@@ -109,7 +109,7 @@ pub struct RecipeState {
     pub run_name: String,
     /// Its MLflow run (the parent of the rounds' runs).
     pub mlflow_run_id: Option<String>,
-    /// Teacher stores finished (directory → recordings scored in total).
+    /// Teacher stores this recipe finished writing (their directories).
     pub teachers: Vec<PathBuf>,
     /// Rounds finished.
     pub rounds: Vec<RoundRecord>,
