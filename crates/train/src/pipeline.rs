@@ -590,13 +590,7 @@ fn teach(
     let mut licences = Vec::new();
     let mut params = Vec::new();
     let mut add_licences = |t: &TeacherStore| {
-        let info = t.info();
-        for id in &info.licences {
-            licences.push(silencio_infer::licence::Licence::new(
-                id.clone(),
-                format!("teacher {} (labels the student learnt from)", info.model),
-            ));
-        }
+        licences.extend(t.info().derived_licences("labels the student learnt from"));
     };
     let labelled = train.labelled_len();
     let mut spec = DistillSpec::hard_only();
@@ -706,17 +700,7 @@ fn post_process(
         priors.recorders().len(),
         priors.hours().len()
     ));
-    let info = store.info();
-    let licences = info
-        .licences
-        .iter()
-        .map(|id| {
-            silencio_infer::licence::Licence::new(
-                id.clone(),
-                format!("teacher {} (site and hour priors)", info.model),
-            )
-        })
-        .collect();
+    let licences = store.info().derived_licences("site and hour priors");
     Ok((
         Some(silencio_infer::PostProcess {
             priors: Some(priors),

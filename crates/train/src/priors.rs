@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use silencio_infer::licence::{self, Licence};
+use silencio_infer::licence;
 use silencio_infer::{BundleSpec, ModelBundle, PostProcess, RecordingContext, SitePriors};
 
 use crate::teacher::{RecordingSet, TeacherStore};
@@ -60,19 +60,7 @@ pub fn bundle_with_priors(
     let classes: Vec<String> = meta.species.iter().map(|s| s.code.clone()).collect();
     let priors = learn_from_teacher(store, &classes)?;
     let info = store.info();
-    let teacher: Vec<Licence> = info
-        .licences
-        .iter()
-        .map(|id| {
-            Licence::new(
-                id.clone(),
-                format!(
-                    "teacher {} (its scores gave the site/hour priors)",
-                    info.model
-                ),
-            )
-        })
-        .collect();
+    let teacher = info.derived_licences("its scores gave the site/hour priors");
     let mut provenance = meta.provenance.clone();
     provenance.created_unix_s = 0;
     provenance.licences = licence::union([provenance.licences.as_slice(), teacher.as_slice()]);

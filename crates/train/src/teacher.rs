@@ -76,6 +76,22 @@ pub struct TeacherInfo {
     pub licences: Vec<String>,
 }
 
+impl TeacherInfo {
+    /// The teacher's licences as they travel into what was derived from it (`use`: what it
+    /// gave, e.g. "labels the student learnt from").
+    pub fn derived_licences(&self, r#use: &str) -> Vec<silencio_infer::licence::Licence> {
+        self.licences
+            .iter()
+            .map(|id| {
+                silencio_infer::licence::Licence::new(
+                    id.clone(),
+                    format!("teacher {} ({use})", self.model),
+                )
+            })
+            .collect()
+    }
+}
+
 /// One scored recording.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TeacherRecording {
