@@ -24,12 +24,7 @@ use trainer::teacher::{RecordingSet, TEACHER_FORMAT, TeacherInfo, TeacherRecordi
 const TEACHER_LICENCE: &str = "LicenseRef-test-teacher";
 const EMB: usize = 4;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use crate::harness::repo;
 
 /// The demo experiment, short: 2 epochs of at most 2 steps, no failure suites.
 fn experiment(tmp: &Path) -> Experiment {

@@ -6,7 +6,7 @@
 //! unless `SILENCIO_SKIP_MLFLOW=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+use crate::harness;
 use harness::{repo, run_ok, trainer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -417,8 +417,7 @@ fn ctrl_c_stops_a_submitted_ray_job() {
 
 // The mlops crate's harness for a real `mlflow server` (free port, /health wait, process-group
 // kill on drop), shared rather than copied.
-#[path = "../../mlops/tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 #[test]
 fn demo_tracks_and_registers_on_an_mlflow_server() {

@@ -3,7 +3,7 @@
 //! `silencio identify` runs it, the gate and the registry.
 //!
 //! Only with `--features birdnet` (BirdNET's weights are CC BY-NC-SA and never in the repo):
-//! `SILENCIO_BIRDNET_DIR=OUT_DIR cargo test --release -p trainer --features birdnet --test probe`.
+//! `SILENCIO_BIRDNET_DIR=OUT_DIR cargo test --release -p trainer --features birdnet --test e2e probe`.
 #![cfg(feature = "birdnet")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,12 +15,7 @@ use silencio_onnx::BirdNet;
 use silencio_onnx::labels::{CHUNK_SAMPLES, SAMPLE_RATE};
 use silencio_onnx::probe::{EMBEDDING_DIM, ProbeBundle};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use crate::harness::repo;
 
 fn device() -> burn::tensor::Device {
     silencio_infer::default_device().unwrap()

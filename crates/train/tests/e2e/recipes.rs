@@ -10,7 +10,7 @@
 //! `SILENCIO_MLFLOW_PYTHON` (scripts/test.sh sets it) unless `SILENCIO_SKIP_MLFLOW=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+use crate::harness;
 use harness::{repo, run_ok, trainer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -367,7 +367,7 @@ fn a_student_that_fails_its_gate_teaches_no_one() {
 
 /// The 2026 recipe as written — BirdNET the teacher of distillation and of round 1's
 /// pseudo-labels — shrunk to a few steps (a BirdNET build: `SILENCIO_BIRDNET_DIR=… cargo test -p
-/// trainer --features birdnet --test recipes`).
+/// trainer --features birdnet --test e2e recipes`).
 #[cfg(feature = "birdnet")]
 #[test]
 fn the_2026_recipe_runs_with_birdnet_as_its_teacher() {

@@ -3,7 +3,7 @@
 //! accuracy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod harness;
+use crate::harness;
 use harness::repo;
 
 use std::path::Path;
@@ -15,19 +15,6 @@ use trainer::teach::{TeachOptions, teach};
 use trainer::teacher::{RecordingSet, TeacherStore};
 
 const SOUNDSCAPES: [&str; 2] = ["DEMO1_20240101_060000.ogg", "DEMO2_20240101_120000.ogg"];
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
-}
 
 fn device() -> burn::tensor::Device {
     silencio_infer::parse_device("flex").unwrap()
@@ -66,7 +53,7 @@ fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
 fn a_bundle_teacher_scores_every_soundscape_window_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    copy_dir(&repo().join("datasets/demo/birdclef"), &data);
+    silencio_common::fs::copy_tree(&repo().join("datasets/demo/birdclef"), &data).unwrap();
     let shards = tmp.path().join("shards");
     let mut exp = Experiment::demo().unwrap();
     exp.data.root = data.clone();
