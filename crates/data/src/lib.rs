@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod etl;
+pub mod feedback_rows;
 pub mod labelling;
 pub mod mix;
 pub mod splits;

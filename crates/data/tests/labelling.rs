@@ -293,3 +293,111 @@ fn the_log_reader_skips_a_torn_tail_and_refuses_a_corrupt_line() {
     let err = export(&samples, Some(&dir), &tmp.path().join("set")).unwrap_err();
     assert_eq!(err.kind(), "corrupt");
 }
+
+/// One window's identify answer with `code` on top.
+fn window_top(i: usize, code: &str) -> serde_json::Value {
+    serde_json::json!({
+        "start_s": 5.0 * i as f64,
+        "end_s": 5.0 * (i + 1) as f64,
+        "species": [{"code": code, "score": 0.9}],
+    })
+}
+
+#[test]
+fn feedback_becomes_training_rows_beside_the_base_data() {
+    use silencio_data::feedback_rows::{FEEDBACK_DIR, NEGATIVES_FILE, build_root};
+    use silencio_data::train_csv::read_train_csv;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("serve-data");
+    let (samples_dir, feedback_dir) = (data.join("samples"), data.join("feedback"));
+    let wav = fixture("crowsetta_forest.wav");
+    let pred = |codes: &[&str]| {
+        let w: Vec<_> = codes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| window_top(i, c))
+            .collect();
+        serde_json::json!({"model_version": "demo@1", "windows": w})
+    };
+    save(
+        &samples_dir,
+        "req1",
+        "wav",
+        &wav,
+        &pred(&["comyel", "norcar"]),
+        1,
+    );
+    save(
+        &samples_dir,
+        "req2",
+        "wav",
+        &wav,
+        &pred(&["woothr", "eastow"]),
+        2,
+    );
+    save(&samples_dir, "req3", "wav", &wav, &pred(&["gretit1"]), 3);
+    write_log(
+        &feedback_dir,
+        &[
+            fb("req1", 0, Verdict::Right, None),
+            fb("req1", 1, Verdict::Wrong, Some("bkcchi")),
+            fb("req2", 0, Verdict::Wrong, None),
+            fb("req2", 1, Verdict::Wrong, Some("not-a-species")),
+        ],
+    );
+    let exported = tmp.path().join("labelling");
+    export(&samples_dir, Some(&feedback_dir), &exported).unwrap();
+
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/demo/birdclef");
+    let root = tmp.path().join("root");
+    let s = build_root(&base, &exported, &root).unwrap();
+    assert_eq!((s.confirmed, s.corrected, s.negatives), (1, 1, 1));
+    assert_eq!(s.rows_added, 2);
+    assert_eq!(s.unlabelled, 1, "req3 has no feedback");
+    assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
+    assert!(s.skipped[0].contains("not-a-species"), "{:?}", s.skipped);
+
+    let (base_rows, _) = read_train_csv(&base.join("train.csv")).unwrap();
+    let (rows, problems) = read_train_csv(&root.join("train.csv")).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(rows.len(), base_rows.len() + 2);
+    assert_eq!(
+        rows[..base_rows.len()],
+        base_rows[..],
+        "base rows unchanged"
+    );
+    let added = &rows[base_rows.len()..];
+    let labels: Vec<(&str, &str)> = added
+        .iter()
+        .map(|r| (r.primary_label.as_str(), r.filename.as_str()))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            ("comyel", "feedback/req1_w0.ogg"),
+            ("bkcchi", "feedback/req1_w1.ogg")
+        ]
+    );
+    // One request, one split group.
+    assert!(added.iter().all(|r| r.url == "feedback:req1"));
+    // Each clip is its window: 5 s at 32 kHz.
+    for r in added {
+        let d = silencio_audio::decode_path(
+            root.join("train_audio").join(&r.filename),
+            &Default::default(),
+        )
+        .unwrap();
+        let secs = d.samples.len() as f64 / f64::from(d.sample_rate);
+        assert!((secs - 5.0).abs() < 0.05, "{} lasts {secs} s", r.filename);
+    }
+    let neg = std::fs::read_to_string(root.join(NEGATIVES_FILE)).unwrap();
+    assert_eq!(neg, "filename,primary_label\nfeedback/req2_w0.ogg,woothr\n");
+    // The base's recordings are there through links; the base itself is untouched.
+    assert!(root.join("train_audio/comyel").is_dir());
+    assert!(root.join("taxonomy.csv").is_file());
+    assert!(root.join("train_soundscapes").is_dir());
+    assert!(!base.join("train_audio").join(FEEDBACK_DIR).exists());
+    // Built once.
+    assert!(build_root(&base, &exported, &root).is_err());
+}
