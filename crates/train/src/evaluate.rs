@@ -49,6 +49,11 @@ fn one(title: &str, s: &Scored, species: &[Species]) -> Result<EvalReport> {
     .map_err(eval_err)
 }
 
+/// The macro ROC-AUC of `s` (the report's overall figure); None without any positive label.
+pub fn macro_auc(s: &Scored, species: &[Species]) -> Result<Option<f64>> {
+    Ok(one("", s, species)?.overall.macro_auc)
+}
+
 /// Builds the run's reports.
 pub fn report(
     exp: &Experiment,

@@ -741,6 +741,7 @@ pub fn run(opts: &CheckOptions, log: &mut dyn FnMut(&str)) -> Result<Report> {
                 registry: opts.work.join("registry").display().to_string(),
                 teacher_override: None,
                 parent_run: None,
+                baseline: None,
             },
             &kind,
             &scaling_devices,

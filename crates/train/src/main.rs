@@ -43,6 +43,14 @@ struct RunArgs {
     /// Override the number of epochs.
     #[arg(long)]
     epochs: Option<usize>,
+    /// Compare with this model on the same mixed soundscapes and suites, and fail the gate
+    /// when the candidate's macro ROC-AUC is more than --max-drop below its (e.g.
+    /// `registry:production`).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Largest accepted drop below --baseline, per set.
+    #[arg(long, default_value_t = 0.0)]
+    max_drop: f64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,6 +200,17 @@ fn options(a: &RunArgs) -> Result<trainer::pipeline::RunOptions> {
         registry: a.registry.clone(),
         teacher_override: None,
         parent_run: None,
+        baseline: a
+            .baseline
+            .as_deref()
+            .map(|b| -> Result<_> {
+                Ok(trainer::pipeline::Baseline {
+                    spec: silencio_infer::ModelSpec::parse(b, std::path::Path::new(&a.registry))?,
+                    label: b.to_string(),
+                    max_drop: a.max_drop,
+                })
+            })
+            .transpose()?,
     })
 }
 

@@ -37,6 +37,21 @@ pub struct RunOptions {
     /// MLflow run id of a parent run: this run is tagged `mlflow.parentRunId` and shows as its
     /// child (one child per pseudo-label round).
     pub parent_run: Option<String>,
+    /// A model the candidate must not be worse than (the production model, when a pipeline
+    /// retrains it): scored on the same mixed soundscapes and suites, and a gate reason when
+    /// the candidate's macro ROC-AUC falls more than `max_drop` below its on any of them.
+    pub baseline: Option<Baseline>,
+}
+
+/// The model a candidate is compared with on the same evaluation sets.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// The model (the production model: `registry:production`, a bundle, an ensemble).
+    pub spec: silencio_infer::ModelSpec,
+    /// How the user named it (for logs and gate reasons).
+    pub label: String,
+    /// Largest accepted drop of macro ROC-AUC below the baseline's, per set.
+    pub max_drop: f64,
 }
 
 /// What a finished run decided (`<run dir>/outcome.json`), so a recipe that was killed after a
@@ -760,6 +775,21 @@ pub(crate) fn finish(
     // bundle as serving scores them.
     let mut mixed = None;
     let mut suites = Vec::new();
+    let baseline = match &opts.baseline {
+        Some(b) => {
+            let device = burn::tensor::Device::default();
+            let scorer = silencio_infer::open(&b.spec, &device, &Default::default())?;
+            Some((b, scorer))
+        }
+        None => None,
+    };
+    let mut baseline_reasons = Vec::new();
+    if baseline.is_some() && (exp.data.backgrounds.is_none() || exp.eval.mix_minutes == 0) {
+        baseline_reasons.push(
+            "baseline: no mixed soundscapes to compare on (set data.backgrounds and eval.mix_minutes)"
+                .to_string(),
+        );
+    }
     if let Some(bg_dir) = &exp.data.backgrounds {
         let bgs = silencio_data::mix::load_backgrounds(bg_dir)?;
         let base = silencio_data::mix::MixOptions {
@@ -798,6 +828,40 @@ pub(crate) fn finish(
                 std::fs::remove_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
             }
             let scored = predict::mixed(&exp.data.root, &bgs, &o, &out_dir, c.score, c.classes)?;
+            if let Some((b, scorer)) = &baseline {
+                // The same soundscapes (mixing is deterministic in its options), scored by the
+                // baseline on the candidate's classes.
+                let b_dir = dir.join(format!("eval-{name}-baseline"));
+                if b_dir.exists() {
+                    std::fs::remove_dir_all(&b_dir).map_err(|e| Error::io(&b_dir, e))?;
+                }
+                let score = |p: &Path| scorer.identify_path(p);
+                let theirs = predict::mixed(&exp.data.root, &bgs, &o, &b_dir, &score, c.classes)?;
+                let ours = evaluate::macro_auc(&scored, c.species)?;
+                let base = evaluate::macro_auc(&theirs, c.species)?;
+                match (ours, base) {
+                    (Some(ours), Some(base)) => {
+                        tracker.log_metric(
+                            &format!("baseline_{name}_macro_auc"),
+                            base,
+                            c.epochs,
+                        )?;
+                        log(&format!(
+                            "{name}: macro ROC-AUC {ours:.4}, baseline {} {base:.4}",
+                            b.label
+                        ));
+                        if ours < base - b.max_drop {
+                            baseline_reasons.push(format!(
+                                "{name}: macro ROC-AUC {ours:.4} is more than {} below the baseline's {base:.4} ({})",
+                                b.max_drop, b.label
+                            ));
+                        }
+                    }
+                    _ => baseline_reasons.push(format!(
+                        "{name}: no positive labels, nothing to compare with the baseline"
+                    )),
+                }
+            }
             if name == "mixed" {
                 mixed = Some(scored);
             } else {
@@ -818,7 +882,11 @@ pub(crate) fn finish(
     tracker.log_metric("train_seconds", c.train_s, c.epochs)?;
 
     // Gate and registry.
-    let decision = evaluate::gate(exp, &report);
+    let mut decision = evaluate::gate(exp, &report);
+    if !baseline_reasons.is_empty() {
+        decision.0 = false;
+        decision.1.extend(baseline_reasons);
+    }
     tracker.set_tag("quality_gate", if decision.0 { "passed" } else { "failed" })?;
     tracker.log_artifact(&dir.join("experiment.toml"), "")?;
     tracker.log_artifact(&report_json, "report")?;

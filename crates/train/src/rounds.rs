@@ -464,6 +464,7 @@ fn round(
                     registry: opts.registry.clone(),
                     teacher_override: pseudo_teacher.clone(),
                     parent_run: state.mlflow_run_id.clone(),
+                    baseline: None,
                 },
                 log,
             )?;

@@ -171,6 +171,7 @@ fn options(tmp: &Path, exp: Experiment) -> RunOptions {
         registry: tmp.join("registry").display().to_string(),
         teacher_override: None,
         parent_run: None,
+        baseline: None,
     }
 }
 

@@ -132,6 +132,7 @@ fn scaling_table_runs_one_and_two_devices() {
         registry: tmp.path().join("registry").display().to_string(),
         teacher_override: None,
         parent_run: None,
+        baseline: None,
     };
     let (rows, table) =
         trainer::scaling::run(opts, "flex", &devices, &[1, 2], 2, &out, &mut |_| {}).unwrap();

@@ -246,7 +246,15 @@ fn demo_trains_evaluates_registers_and_mlflow_reads_it() {
         .replacen("lr = 3e-3\n", "", 1)
         .replace("[data]", "[data]\nperiod = \"retrain\"");
     std::fs::write(&retrain, text).unwrap();
-    let stdout = run_ok(&mut trainer(t, &retrain));
+    // Compared with the model it retrains (the pipeline's "not worse than production"), with
+    // room to drop: the same mixed soundscapes are scored by both and the gate passes.
+    let reg_arg = t.join("registry");
+    let stdout =
+        run_ok(trainer(t, &retrain).args(["--baseline", "registry:staging", "--max-drop", "1.0"]));
+    assert!(
+        stdout.contains("mixed: macro ROC-AUC") && stdout.contains("baseline registry:staging"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("(registered model el-silencio@"),
         "{stdout}"
@@ -256,6 +264,21 @@ fn demo_trains_evaluates_registers_and_mlflow_reads_it() {
     let v2 = silencio_infer::ModelBundle::open(&dir2).unwrap();
     assert_ne!(v2.meta().weights.sha256, b.meta().weights.sha256);
     assert_eq!(v2.meta().model, b.meta().model);
+    // A candidate that must beat the model it retrains by a whole unit of ROC-AUC cannot: the
+    // gate refuses it with the baseline's reason and version 3 is never registered.
+    let stdout = run_ok(trainer(t, &retrain).args([
+        "--baseline",
+        "registry:2",
+        "--max-drop=-1.0",
+        "--run-name",
+        "worse",
+    ]));
+    assert!(
+        stdout.contains("quality gate: FAILED, not registered"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("below the baseline's"), "{stdout}");
+    assert!(reg_arg.join("versions/3").symlink_metadata().is_err());
 }
 
 #[test]
