@@ -12,6 +12,7 @@ mod compare;
 mod dashboard;
 mod eval;
 mod feedback;
+mod health;
 mod loadgen;
 mod models;
 mod progress;
@@ -157,6 +158,9 @@ enum Command {
     /// Watch a folder and write one BirdCLEF submission CSV per new recording, exactly once
     /// across restarts (ledger), quarantining unreadable files.
     Watch(watch::WatchArgs),
+    /// GET a URL (default: a local server's /readyz) and exit 0 on a 2xx answer, 1 otherwise,
+    /// with one line saying why: the container image's health check (it has no curl).
+    Healthcheck(health::HealthcheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -287,6 +291,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Feedback(c) => feedback::feedback(c)?,
         Command::Simulate(a) => watch::simulate(a)?,
         Command::Watch(a) => watch::watch(a)?,
+        Command::Healthcheck(a) => health::healthcheck(&a)?,
         Command::Bundle(BundleCommand::Check { dir }) => {
             let b = silencio_infer::ModelBundle::open(&dir)?;
             let m = b.meta();
