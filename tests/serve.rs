@@ -8,6 +8,10 @@
 
 #[path = "../crates/server/tests/common/mod.rs"]
 mod common;
+// The deploy/ files (Prometheus rules and config, the real prometheus against a real server):
+// here rather than in a test binary of their own, which would link all of Burn again.
+#[path = "deploy.rs"]
+mod deploy;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -906,7 +906,7 @@ fn run_promtool(bin: &str, args: &[&str]) -> (bool, String) {
 #[test]
 fn promtool_accepts_the_prometheus_config() {
     let Some(bin) = promtool() else { return };
-    let cfg = repo().join("deploy/prometheus.yml");
+    let cfg = repo().join("deploy/prometheus/prometheus.yml");
     let (ok, text) = run_promtool(&bin, &["check", "config", cfg.to_str().unwrap()]);
     assert!(
         ok && text.contains("SUCCESS"),
@@ -917,6 +917,12 @@ fn promtool_accepts_the_prometheus_config() {
     // The check is meaningful: a broken copy is refused.
     let tmp = tempfile::tempdir().unwrap();
     let broken = tmp.path().join("prometheus.yml");
+    // With the rules it names beside it, so that the interval is all that is wrong.
+    std::fs::copy(
+        repo().join("deploy/prometheus/alerts.yml"),
+        tmp.path().join("alerts.yml"),
+    )
+    .unwrap();
     std::fs::write(
         &broken,
         yaml.replace("scrape_interval: 5s", "scrape_interval: 5 parsecs"),
