@@ -173,6 +173,9 @@ enum BundleCommand {
         /// Bundle directory.
         dir: PathBuf,
     },
+    /// Write a bundle's weights again in f16 or int8 for serving, as a new bundle, and print
+    /// the sizes and how far the scores moved.
+    Optimise(models::BundleOptimiseArgs),
 }
 
 #[derive(clap::Args)]
@@ -275,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Identify(a) => models::identify(a)?,
         Command::Bundle(BundleCommand::Create(a)) => models::bundle_create(a)?,
+        Command::Bundle(BundleCommand::Optimise(a)) => models::bundle_optimise(a)?,
         Command::Ensemble(a) => models::ensemble(a)?,
         Command::Eval(a) => match a.command {
             Some(compare::EvalCommand::Compare(c)) => compare::compare(c)?,
@@ -304,6 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "recipe": m.features.recipe,
                     "trained": m.provenance.trained,
                     "weights_sha256": m.weights.sha256,
+                    "weights_dtype": m.weights_dtype,
                 }))?
             );
         }

@@ -319,3 +319,89 @@ impl Classifier {
         Ok(v.chunks(k).map(|c| c.to_vec()).collect())
     }
 }
+
+/// How far one model's probabilities are from another's on the same windows: what
+/// [`crate::bundle::optimise`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OutputDiff {
+    /// Windows compared.
+    pub windows: usize,
+    /// Largest |p_a − p_b| over every window and species (NaN if either gave a NaN).
+    pub max_abs: f32,
+    /// Mean |p_a − p_b|.
+    pub mean_abs: f64,
+    /// Fraction of windows whose highest-scoring species is the same.
+    pub top1_agreement: f64,
+}
+
+impl OutputDiff {
+    /// Compares rows of probabilities `[windows][species]` of the same shape.
+    pub fn between(a: &[Vec<f32>], b: &[Vec<f32>]) -> Result<Self> {
+        if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| x.len() != y.len()) {
+            return Err(Error::Shape(format!(
+                "cannot compare {} windows with {} (or their species differ)",
+                a.len(),
+                b.len()
+            )));
+        }
+        let (mut max_abs, mut sum, mut n, mut same) = (0f32, 0f64, 0usize, 0usize);
+        for (x, y) in a.iter().zip(b) {
+            for (p, q) in x.iter().zip(y) {
+                let d = (p - q).abs();
+                // `f32::max` would drop a NaN, and a NaN is the worst difference there is.
+                max_abs = if d.is_nan() || max_abs.is_nan() {
+                    f32::NAN
+                } else {
+                    max_abs.max(d)
+                };
+                sum += f64::from(d);
+                n += 1;
+            }
+            let best = |r: &[f32]| top_k(r, 1, f32::NEG_INFINITY).first().map(|t| t.0);
+            same += usize::from(best(x) == best(y));
+        }
+        Ok(Self {
+            windows: a.len(),
+            max_abs,
+            mean_abs: if n == 0 { 0.0 } else { sum / n as f64 },
+            top1_agreement: if a.is_empty() {
+                1.0
+            } else {
+                same as f64 / a.len() as f64
+            },
+        })
+    }
+
+    /// Both classifiers on every window of each recording.
+    pub fn on_audio(a: &Classifier, b: &Classifier, files: &[impl AsRef<Path>]) -> Result<Self> {
+        let (mut pa, mut pb) = (Vec::new(), Vec::new());
+        for f in files {
+            pa.extend(a.identify_path(f)?.windows.into_iter().map(|w| w.scores));
+            pb.extend(b.identify_path(f)?.windows.into_iter().map(|w| w.scores));
+        }
+        Self::between(&pa, &pb)
+    }
+
+    /// Both classifiers on raw windows (see [`Classifier::predict_windows`]).
+    pub fn on_windows(a: &Classifier, b: &Classifier, windows: &[&[f32]]) -> Result<Self> {
+        Self::between(&a.predict_windows(windows)?, &b.predict_windows(windows)?)
+    }
+
+    /// Both classifiers on `n` windows of uniform noise (±0.1 full scale) from `seed`, at
+    /// `a`'s window length: a check that nothing broke when no recordings are at hand (noise
+    /// exercises a model far less than real audio does).
+    pub fn on_noise(a: &Classifier, b: &Classifier, n: usize, seed: u64) -> Result<Self> {
+        let f = &a.meta().features;
+        let len = f.window.length_samples(f.sample_rate);
+        let mut rng = silencio_common::rand::SplitMix64::new(seed);
+        let noise: Vec<Vec<f32>> = (0..n)
+            .map(|_| {
+                (0..len)
+                    .map(|_| (rng.uniform() as f32 - 0.5) * 0.2)
+                    .collect()
+            })
+            .collect();
+        let windows: Vec<&[f32]> = noise.iter().map(Vec::as_slice).collect();
+        Self::on_windows(a, b, &windows)
+    }
+}

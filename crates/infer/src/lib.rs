@@ -31,8 +31,10 @@ pub mod spec;
 use burn::tensor::{Device, Tensor, TensorData};
 use silencio_audio::Features;
 
-pub use bundle::{BundleMeta, BundleSpec, ModelBundle, Provenance, Species};
-pub use classifier::{Classifier, Identification, SpeciesScore, WindowScores, top_k};
+pub use bundle::{
+    BundleMeta, BundleSpec, ModelBundle, Provenance, Species, WeightsDtype, optimise,
+};
+pub use classifier::{Classifier, Identification, OutputDiff, SpeciesScore, WindowScores, top_k};
 pub use ensemble::{Ensemble, Member, MemberInfo};
 pub use licence::{Deployment, Licence, LicenceStatus};
 pub use location::{

@@ -23,11 +23,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use burn::nn::BatchNorm;
 use burn::tensor::{Device, Tensor};
 use silencio_audio::FeatureConfig;
-use silencio_models::{Backbone, BackboneConfig, Model, ModelConfig};
+use silencio_models::{BackboneConfig, Model, ModelConfig};
+
+mod common;
+use common::recalibrate;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,55 +42,6 @@ fn windows(device: &Device) -> Tensor<4> {
     let (_, f) =
         silencio_audio::features_from_path(fixture("soundscape_1min.ogg"), &cfg, 120.0).unwrap();
     silencio_infer::features_to_tensor(&f, device)
-}
-
-/// Every batch norm of an EfficientNet or ResNet backbone, to set its momentum.
-fn batch_norms(model: &mut Model) -> Vec<&mut BatchNorm> {
-    match &mut model.backbone {
-        Backbone::Efficientnet(e) => {
-            let mut v = vec![&mut e.stem.bn, &mut e.head.bn];
-            for block in e.stages.iter_mut().flatten() {
-                if let Some(x) = &mut block.expand {
-                    v.push(&mut x.bn);
-                }
-                v.push(&mut block.dw.bn);
-                v.push(&mut block.project.bn);
-            }
-            v
-        }
-        Backbone::Resnet(r) => {
-            let mut v = vec![&mut r.bn1];
-            let blocks = r
-                .layer1
-                .iter_mut()
-                .chain(&mut r.layer2)
-                .chain(&mut r.layer3);
-            for b in blocks.chain(&mut r.layer4) {
-                v.extend([&mut b.bn1, &mut b.bn2, &mut b.bn3]);
-                if let Some(d) = &mut b.downsample {
-                    v.push(&mut d.bn);
-                }
-            }
-            v
-        }
-        Backbone::Cnn14(_) => Vec::new(),
-    }
-}
-
-/// One training-mode pass over `x` with every batch norm's momentum at 1: the running
-/// statistics become those of real audio, layer after layer, so that every layer sees
-/// unit-scale activations as in a trained network.
-fn recalibrate(mut model: Model, x: &Tensor<4>) -> Model {
-    for bn in batch_norms(&mut model) {
-        bn.momentum = 1.0;
-    }
-    let ad = Device::flex().autodiff();
-    let m = model.fork(&ad).train();
-    let _ = m
-        .forward(Tensor::<4>::from_data(x.to_data(), &ad))
-        .logits
-        .into_data();
-    m.valid()
 }
 
 fn flat<const D: usize>(t: Tensor<D>) -> Vec<f32> {
