@@ -32,7 +32,7 @@ if [ "${#debs[@]}" -gt 0 ]; then
 fi
 export SILENCIO_CHROMIUM="${SILENCIO_CHROMIUM:-$(command -v chromium)}"
 export SILENCIO_PROMTOOL="${SILENCIO_PROMTOOL:-$(command -v promtool)}"
-# The same package's server: tests/deploy.rs runs it against a real `silencio serve`.
+# The same package's server: tests/e2e/deploy.rs runs it against a real `silencio serve`.
 export SILENCIO_PROMETHEUS="${SILENCIO_PROMETHEUS:-$(command -v prometheus)}"
 # Screenshots and other files the tests keep for people to look at (CI uploads this folder).
 export SILENCIO_ARTIFACTS_DIR="${SILENCIO_ARTIFACTS_DIR:-$PWD/target/test-artifacts}"

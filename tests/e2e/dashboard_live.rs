@@ -5,8 +5,7 @@
 //! panel reports it down, a state and not an error.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../crates/server/tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

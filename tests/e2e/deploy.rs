@@ -2,7 +2,7 @@
 //! and the Prometheus config under `promtool check`, and the real `prometheus` binary scraping a
 //! real `silencio serve` with those rules loaded.
 //!
-//! Part of the `e2e_serve` binary (tests/serve.rs) rather than a binary of its own: each test
+//! Part of the `e2e` binary (tests/e2e/serve.rs) rather than a binary of its own: each test
 //! binary links all of Burn. Both tools come from Debian's `prometheus` package:
 //! `$SILENCIO_PROMTOOL` (default `promtool`) and `$SILENCIO_PROMETHEUS` (default: `prometheus`
 //! beside that promtool); `SILENCIO_SKIP_PROMTOOL=1` skips these tests.

@@ -6,8 +6,7 @@
 //! (default `promtool`), and `SILENCIO_SKIP_PROMTOOL=1` skips that one check.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../crates/server/tests/common/mod.rs"]
-mod common;
+use crate::common;
 // The deploy/ files (Prometheus rules and config, the real prometheus against a real server):
 // here rather than in a test binary of their own, which would link all of Burn again.
 #[path = "deploy.rs"]

@@ -5,8 +5,7 @@
 //! joins the feedback with the sampled predictions.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../crates/server/tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -10,8 +10,7 @@
 //! file, which shows that the consumer runs the offline features and model.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../crates/server/tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

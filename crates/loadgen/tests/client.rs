@@ -2,7 +2,7 @@
 //! connection midway, the WAV it sends decodes as the server decodes it, `--clips` reads real
 //! files, and a whole run counts every answer of a scripted HTTP peer correctly (statuses the
 //! real server cannot be made to give on demand: 5xx, 429 at chosen requests). The real
-//! server is exercised by tests/loadgen.rs at the workspace root.
+//! server is exercised by tests/e2e/loadgen.rs at the workspace root.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

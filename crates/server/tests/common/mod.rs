@@ -1,5 +1,5 @@
 //! Shared by the server's tests (crates/server/tests) and the end-to-end serve tests
-//! (tests/serve.rs): a small random-weight bundle over the demo taxonomy, server configs,
+//! (tests/e2e/serve.rs): a small random-weight bundle over the demo taxonomy, server configs,
 //! and real audio from datasets/.
 #![allow(clippy::unwrap_used, dead_code)]
 
