@@ -1,6 +1,8 @@
 //! `silencio feedback export`: turn what `silencio serve` kept (sampled requests in
 //! `<data-dir>/samples/`, the feedback log in `<data-dir>/feedback/`) into a labelling set.
-//! Flags only; the work is `silencio_data::labelling::export`.
+//! `silencio feedback training-root`: that set's labelled windows as training rows beside the
+//! base data. Flags only; the work is `silencio_data::labelling::export` and
+//! `silencio_data::feedback_rows::build_root`.
 
 use std::path::PathBuf;
 
@@ -12,6 +14,25 @@ pub enum FeedbackCommand {
     /// feedback on that window). Built beside `<out>` and renamed into place; an earlier export
     /// there is replaced, any other non-empty directory is refused.
     Export(ExportArgs),
+    /// Build a BirdCLEF-layout training root: the base data (linked) plus one 5 s clip and
+    /// `train.csv` row per window a listener confirmed or corrected in a labelling set;
+    /// windows marked wrong without the right species are listed in
+    /// `feedback_negatives.csv`.
+    TrainingRoot(TrainingRootArgs),
+}
+
+/// Flags of `silencio feedback training-root`.
+#[derive(clap::Args)]
+pub struct TrainingRootArgs {
+    /// The BirdCLEF-layout data the model trained on.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// A labelling set written by `silencio feedback export`.
+    #[arg(long)]
+    pub export: PathBuf,
+    /// The training root to create (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Flags of `silencio feedback export`.
@@ -33,6 +54,10 @@ pub fn feedback(cmd: FeedbackCommand) -> anyhow::Result<()> {
                 Some(&a.data_dir.join("feedback")),
                 &a.out,
             )?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        FeedbackCommand::TrainingRoot(a) => {
+            let summary = silencio_data::feedback_rows::build_root(&a.base, &a.export, &a.out)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
     }

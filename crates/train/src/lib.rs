@@ -22,6 +22,7 @@ pub mod priors;
 #[cfg(feature = "birdnet")]
 pub mod probe;
 pub mod registry;
+pub mod release;
 pub mod rounds;
 pub mod scaling;
 pub mod teach;

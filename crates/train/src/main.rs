@@ -95,6 +95,40 @@ enum Command {
     /// with a teacher model into `<shards>/teachers/<name>/` (probabilities on the task's
     /// classes, embeddings, student features); resumable: finished recordings are skipped.
     Teach(TeachArgs),
+    /// The continuous pipeline: retrain from production on new data and feedback, gate (not
+    /// worse than production), optimise, test a staging server, register, canary on the
+    /// production server, promote or roll back — one MLflow run, resumable after a kill.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PipelineCommand {
+    /// One run to its outcome (promoted, rolled back or rejected); exit status 0 unless a
+    /// stage failed.
+    Run(PipelineArgs),
+    /// Start a run whenever enough feedback labels or recordings have arrived (thresholds in
+    /// the config's `[watch]`).
+    Watch {
+        #[command(flatten)]
+        args: PipelineArgs,
+        /// Stop after this many runs (default: never).
+        #[arg(long)]
+        max_runs: Option<usize>,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct PipelineArgs {
+    /// The pipeline configuration (see deploy/pipeline.toml).
+    #[arg(long, default_value = "deploy/pipeline.toml")]
+    config: PathBuf,
+    /// Continue the latest unfinished run (or --run-name) at its first unfinished stage.
+    #[arg(long)]
+    resume: bool,
+    /// Run name.
+    #[arg(long)]
+    run_name: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -279,6 +313,20 @@ fn real_main() -> Result<()> {
                 eprintln!("failed: {}/{}: {}", f.set.source_dir(), f.file, f.error);
             }
             println!("{}", s.line());
+        }
+        Some(Command::Pipeline(PipelineCommand::Run(a))) => {
+            let opts = trainer::release::PipelineOptions {
+                config: trainer::release::PipelineConfig::load(&a.config)?,
+                resume: a.resume,
+                run_name: a.run_name,
+            };
+            let (dir, outcome) = trainer::release::run(&opts, &mut |m| println!("{m}"))?;
+            println!("{}", serde_json::to_string(&outcome)?);
+            println!("pipeline run: {}", dir.display());
+        }
+        Some(Command::Pipeline(PipelineCommand::Watch { args, max_runs })) => {
+            let config = trainer::release::PipelineConfig::load(&args.config)?;
+            trainer::release::watch(&config, max_runs, &mut |m| println!("{m}"))?;
         }
     }
     Ok(())

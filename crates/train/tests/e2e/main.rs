@@ -13,5 +13,6 @@ mod location;
 mod multi_device;
 mod probe;
 mod recipes;
+mod release;
 mod teach;
 mod trainer;

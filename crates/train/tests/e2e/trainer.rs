@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// An experiment on the demo set with its shards, runs, MLflow store and registry in `tmp`.
-fn experiment(tmp: &Path, name: &str, epochs: usize, extra: &str) -> PathBuf {
+pub(crate) fn experiment(tmp: &Path, name: &str, epochs: usize, extra: &str) -> PathBuf {
     let r = repo();
     let text = format!(
         r#"name = "{name}"
