@@ -73,6 +73,25 @@ for lib in $libs; do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
+# The libraries are redistributed (glibc: LGPL-2.1+, libgcc_s: GPL-3+ with the GCC runtime
+# exception): their Debian copyright files travel with them.
+if command -v dpkg >/dev/null; then
+  for lib in $libs; do
+    # With merged /usr, dpkg knows a library by one of its two names.
+    pkg=""
+    for name in "$lib" "$(readlink -f "$lib")"; do
+      [ -n "$pkg" ] || pkg=$(dpkg -S "$name" 2>/dev/null | head -1 | cut -d: -f1 || true)
+    done
+    if [ -n "$pkg" ] && [ -f "/usr/share/doc/$pkg/copyright" ]; then
+      mkdir -p "$root/usr/share/doc/$pkg"
+      cp "/usr/share/doc/$pkg/copyright" "$root/usr/share/doc/$pkg/copyright"
+    else
+      die "no Debian copyright file found for $lib: its licence must ship with the image"
+    fi
+  done
+else
+  die "dpkg is needed to find the licences of $libs"
+fi
 
 # A non-root user for the server; root only owns the files.
 cat >"$root/etc/passwd" <<'EOF'

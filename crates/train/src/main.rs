@@ -110,8 +110,9 @@ enum PipelineCommand {
     /// Start a run whenever enough feedback labels or recordings have arrived (thresholds in
     /// the config's `[watch]`).
     Watch {
-        #[command(flatten)]
-        args: PipelineArgs,
+        /// The pipeline configuration (see deploy/pipeline.toml).
+        #[arg(long, default_value = "deploy/pipeline.toml")]
+        config: PathBuf,
         /// Stop after this many runs (default: never).
         #[arg(long)]
         max_runs: Option<usize>,
@@ -324,8 +325,8 @@ fn real_main() -> Result<()> {
             println!("{}", serde_json::to_string(&outcome)?);
             println!("pipeline run: {}", dir.display());
         }
-        Some(Command::Pipeline(PipelineCommand::Watch { args, max_runs })) => {
-            let config = trainer::release::PipelineConfig::load(&args.config)?;
+        Some(Command::Pipeline(PipelineCommand::Watch { config, max_runs })) => {
+            let config = trainer::release::PipelineConfig::load(&config)?;
             trainer::release::watch(&config, max_runs, &mut |m| println!("{m}"))?;
         }
     }

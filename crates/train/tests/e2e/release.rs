@@ -2,7 +2,8 @@
 //! production `silencio serve` taking traffic and guides' feedback, and the staging server the
 //! pipeline starts itself: a retrained candidate is promoted (after a SIGKILL between stages
 //! and `--resume`, without training or registering twice); a candidate made slower on purpose
-//! (a full-size ResNet-50 behind a half-width Lite0) is rolled back by its canary.
+//! (a full-size ResNet-50 behind a half-width Lite0) is rolled back by its canary; `pipeline
+//! watch` starts a run when a new feedback label arrives.
 //!
 //! Needs the `silencio` binary beside the trainer's (`cargo test --workspace` builds it) and
 //! `SILENCIO_MLFLOW_BIN` unless `SILENCIO_SKIP_MLFLOW=1`.
@@ -426,6 +427,71 @@ fn the_pipeline_promotes_a_retrained_model_resumes_after_a_kill_and_rolls_back_a
             .version,
         3
     );
+
+    // `pipeline watch`: its first look marks what is there as trained on; one new feedback
+    // label (this config's threshold) starts a run, which promotes the next version.
+    let watch = pipeline_config(t, "watch", &exp, &url, &server.base, "");
+    let mut text = std::fs::read_to_string(&watch).unwrap();
+    text.push_str("[watch]\nfeedback_labels = 1\nrecordings = 1000\npoll_s = 0.2\n");
+    std::fs::write(&watch, text).unwrap();
+    let watch_log = t.join("watch.log");
+    let out = std::fs::File::create(&watch_log).unwrap();
+    let mut watcher = Kill(
+        Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .current_dir(repo())
+            .env("SILENCIO_PIPELINE_KEY", KEY)
+            .args(["pipeline", "watch", "--max-runs", "1", "--config"])
+            .arg(&watch)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
+    let marks = t.join("pipeline-runs/pipeline/watch.json");
+    let t0 = Instant::now();
+    while !marks.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the watcher never looked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing new yet: no run starts.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(watcher.0.try_wait().unwrap().is_none());
+    assert_eq!(versions(t), 5);
+    let body = json!({"request_id": request_id, "window": 3, "verdict": "right"});
+    let (s, a) = post(
+        &format!("{url}/v1/feedback"),
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    assert!(s == 200 || s == 201, "{s} {a}");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = watcher.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "the watched run never ended"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = std::fs::read_to_string(&watch_log).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("starting a run: 4 feedback entries (+1)"),
+        "{log}"
+    );
+    assert!(log.contains("\"outcome\":\"promoted\""), "{log}");
+    assert_eq!(
+        reg.get_by_alias("el-silencio", "production")
+            .unwrap()
+            .version,
+        7
+    );
+    assert_eq!(stable(&url), served_as(7));
 
     stop.store(true, Ordering::Relaxed);
     assert!(traffic.join().unwrap() > 0);
