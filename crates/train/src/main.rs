@@ -95,6 +95,23 @@ enum Command {
     /// with a teacher model into `<shards>/teachers/<name>/` (probabilities on the task's
     /// classes, embeddings, student features); resumable: finished recordings are skipped.
     Teach(TeachArgs),
+    /// Writes a new bundle: `--bundle`'s model with site and hour priors learnt from a
+    /// teacher's scores on the soundscapes (`trainer teach` output), applied wherever the
+    /// bundle answers (identify, serve, watch).
+    Priors {
+        /// The model bundle (its classes must be the teacher store's).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// A teacher directory (`<shards>/teachers/<name>`).
+        #[arg(long)]
+        teacher: PathBuf,
+        /// The new bundle (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Its version (default: the source's with `+priors`).
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// The continuous pipeline: retrain from production on new data and feedback, gate (not
     /// worse than production), optimise, test a staging server, register, canary on the
     /// production server, promote or roll back — one MLflow run, resumable after a kill.
@@ -314,6 +331,28 @@ fn real_main() -> Result<()> {
                 eprintln!("failed: {}/{}: {}", f.set.source_dir(), f.file, f.error);
             }
             println!("{}", s.line());
+        }
+        Some(Command::Priors {
+            bundle,
+            teacher,
+            out,
+            version,
+        }) => {
+            let store = trainer::teacher::TeacherStore::open(&teacher)?;
+            let version = match version {
+                Some(v) => v,
+                None => format!(
+                    "{}+priors",
+                    silencio_infer::ModelBundle::open(&bundle)?.meta().version
+                ),
+            };
+            let device = burn::tensor::Device::default();
+            let b = trainer::priors::bundle_with_priors(&bundle, &store, &out, &version, &device)?;
+            println!(
+                "{} with site and hour priors: {}",
+                b.meta().model_version(),
+                out.display()
+            );
         }
         Some(Command::Pipeline(PipelineCommand::Run(a))) => {
             let opts = trainer::release::PipelineOptions {

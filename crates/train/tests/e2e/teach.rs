@@ -244,6 +244,39 @@ fn a_bundle_teacher_scores_every_soundscape_window_and_resumes() {
             .len(),
         1
     );
+
+    // `trainer priors`: the same model with site and hour priors learnt from that store's
+    // soundscape (recorder DEMO1 at 06 h), carrying the teacher's licence.
+    let with_priors = tmp.path().join("with-priors");
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("priors")
+        .arg("--bundle")
+        .arg(&full)
+        .arg("--teacher")
+        .arg(shards.join("teachers/cli"))
+        .arg("--out")
+        .arg(&with_priors)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = ModelBundle::open(&with_priors).unwrap();
+    let src = ModelBundle::open(&full).unwrap();
+    assert_eq!(b.meta().version, format!("{}+priors", src.meta().version));
+    assert_eq!(b.meta().model, src.meta().model);
+    assert_eq!(b.meta().species, src.meta().species);
+    assert!(src.post_process().unwrap().is_none());
+    let post = b.post_process().unwrap().unwrap();
+    let priors = post.priors.unwrap();
+    assert_eq!(priors.global().windows, 12);
+    assert!(
+        priors.recorders().contains_key("DEMO1"),
+        "{:?}",
+        priors.recorders().keys()
+    );
 }
 
 /// BirdNET as the teacher (BirdNET builds only): its classes matched by scientific name, its
