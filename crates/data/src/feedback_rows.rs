@@ -5,8 +5,9 @@
 //! - `right`: the model's top species was there: a clip labelled with it;
 //! - `wrong` with a `correct_code`: a clip labelled with the correct species;
 //! - `wrong` without one: the top species was *not* there. That says nothing about the other
-//!   species, so the window is no positive example of anything; it is listed in
-//!   [`NEGATIVES_FILE`] (clip, species) and its clip kept, but it adds no `train.csv` row.
+//!   species, so the window is no positive example of anything: it adds no `train.csv` row but
+//!   is listed in [`NEGATIVES_FILE`] (clip, species), which the ETL reads as a training window
+//!   whose one known target is that species' 0 (the trainer masks the others out of the loss).
 //!
 //! One clip per labelled window, cut from the sample at 32 kHz and stored as OGG Vorbis under
 //! `train_audio/feedback/`. The windows of one request share a `url` (`feedback:<request_id>`),

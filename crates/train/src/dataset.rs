@@ -147,11 +147,29 @@ impl WindowStore {
     pub fn targets(&self, i: usize, secondary_weight: f32) -> Vec<f32> {
         let mut y = vec![0.0; self.classes()];
         for &(c, w) in &self.manifest.windows[i].labels {
-            if c < y.len() {
+            // A negative weight: known absent, target 0.
+            if c < y.len() && w > 0.0 {
                 y[c] = if w >= 1.0 { 1.0 } else { secondary_weight };
             }
         }
         y
+    }
+
+    /// Which targets of window `i` are known: None when all are (a labelled clip); for a window
+    /// with a species known to be absent (feedback: "wrong" without the right species), 1 at
+    /// its labelled species and 0 elsewhere, so the loss says nothing about the others.
+    pub fn target_mask(&self, i: usize) -> Option<Vec<f32>> {
+        let labels = &self.manifest.windows[i].labels;
+        if !labels.iter().any(|&(_, w)| w < 0.0) {
+            return None;
+        }
+        let mut m = vec![0.0; self.classes()];
+        for &(c, _) in labels {
+            if c < m.len() {
+                m[c] = 1.0;
+            }
+        }
+        Some(m)
     }
 
     /// Mean and standard deviation of the features of up to `max` windows of `indices`
@@ -561,8 +579,9 @@ impl WindowDataset {
         let c = self.store.classes();
         let mut counts = vec![0usize; c];
         for &i in &self.indices {
-            for &(k, _) in &self.store.window(i).labels {
-                if k < c {
+            // Species present; an absent one (negative weight) is no example of it.
+            for &(k, w) in &self.store.window(i).labels {
+                if k < c && w > 0.0 {
                     counts[k] += 1;
                 }
             }
@@ -576,7 +595,7 @@ impl WindowDataset {
                     .window(i)
                     .labels
                     .iter()
-                    .filter(|(k, _)| *k < c)
+                    .filter(|&&(k, w)| k < c && w > 0.0)
                     .map(|&(k, _)| counts[k])
                     .min()
                     .unwrap_or(1)
@@ -645,7 +664,7 @@ impl Dataset<WindowItem> for WindowDataset {
             features,
             next,
             targets: self.store.targets(i, self.secondary_weight),
-            target_mask: None,
+            target_mask: self.store.target_mask(i).map(Arc::new),
             teacher: self.teacher.as_ref().and_then(|t| t.get(&i).cloned()),
         })
     }
@@ -804,9 +823,15 @@ impl Batcher<WindowItem, WindowBatch> for WindowBatcher {
         let b = items.len();
         let mut x = Vec::with_capacity(b * m * t);
         let mut y = Vec::with_capacity(b * self.classes);
-        let mut rows = self
-            .teacher
-            .map(|dim| TeacherRows::new(&items, self.classes, dim));
+        let mut rows = match self.teacher {
+            Some(dim) => Some(TeacherRows::new(&items, self.classes, dim)),
+            // Windows that know only some targets (feedback negatives) need the masked hard
+            // loss, teacher or not; without a teacher the soft terms have nothing to add.
+            None if items.iter().any(|i| i.target_mask.is_some()) => {
+                Some(TeacherRows::new(&items, self.classes, None))
+            }
+            None => None,
+        };
         match &self.augment {
             Some(cfg) => {
                 // A poisoned lock only means another batch panicked; its RNG state is still valid.
@@ -847,5 +872,51 @@ impl Batcher<WindowItem, WindowBatch> for WindowBatcher {
             targets: Tensor::from_data(TensorData::new(y, [b, self.classes]), device),
             distill: rows.map(|r| r.into_batch(self.classes, self.teacher.flatten(), device)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn item(targets: Vec<f32>, mask: Option<Vec<f32>>) -> WindowItem {
+        WindowItem {
+            features: vec![0.0; 4 * 6],
+            next: None,
+            targets,
+            target_mask: mask.map(Arc::new),
+            teacher: None,
+        }
+    }
+
+    fn rows(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn a_window_knowing_one_absent_species_masks_the_loss_without_a_teacher() {
+        let device = Device::flex();
+        let b = WindowBatcher::new([4, 6], 3, None, Arc::new(Vec::new()), 0);
+        // Labelled clips only: the plain loss, no mask.
+        let plain = b.batch(
+            vec![item(vec![1., 0., 0.], None), item(vec![0., 1., 0.], None)],
+            &device,
+        );
+        assert!(plain.distill.is_none());
+        // With a feedback negative ("not class 1"): the hard loss counts the labelled clip's
+        // every class and the negative's one class; no teacher term has anything to add.
+        let mixed = b.batch(
+            vec![
+                item(vec![1., 0., 0.], None),
+                item(vec![0., 0., 0.], Some(vec![0., 1., 0.])),
+            ],
+            &device,
+        );
+        let d = mixed.distill.unwrap();
+        assert_eq!(rows(d.target_mask), [1., 1., 1., 0., 1., 0.]);
+        assert_eq!(rows(d.teacher_mask), [0.; 6]);
+        assert!(d.teacher_embedding.is_none());
+        assert_eq!(rows(mixed.targets), [1., 0., 0., 0., 0., 0.]);
     }
 }

@@ -2,7 +2,8 @@
 //! a promoted model, one MLflow run with one step per stage.
 //!
 //! 1. **data**: the serving data dir's feedback is exported and its labelled windows join the
-//!    base data as training rows ([`silencio_data::feedback_rows`]);
+//!    base data as training rows, its "wrong" windows as negatives for their species
+//!    ([`silencio_data::feedback_rows`]);
 //! 2. **train**: the experiment retrains from the registry's production model on that data,
 //!    evaluated and gated as every run is, plus "not worse than production" on the same mixed
 //!    soundscapes ([`crate::pipeline::Baseline`]); it is registered under the `candidate` alias;
@@ -612,7 +613,7 @@ fn data(ctx: &mut Ctx<'_>, log: &mut dyn FnMut(&str)) -> Result<Value> {
     let exported = silencio_data::labelling::export(&samples, Some(&fb.join("feedback")), &export)?;
     let summary = silencio_data::feedback_rows::build_root(&exp.data.root, &export, &root)?;
     log(&format!(
-        "feedback: {} samples, {} confirmed, {} corrected, {} negatives (not used yet), {} skipped",
+        "feedback: {} samples, {} confirmed, {} corrected, {} negatives, {} skipped",
         exported.samples,
         summary.confirmed,
         summary.corrected,

@@ -146,7 +146,9 @@ pub struct WindowRecord {
     pub end_s: f64,
     /// Seconds of real audio (the rest is zero padding).
     pub valid_s: f64,
-    /// Non-zero targets as `[class, weight]`, classes in taxonomy order.
+    /// Non-zero targets as `[class, weight]`, classes in taxonomy order. A negative weight marks
+    /// a species known to be absent (feedback: "wrong", no correction); such a window knows
+    /// nothing about the other species.
     pub labels: Vec<(usize, f32)>,
     /// Train or validation (the clip's).
     pub split: Split,
@@ -539,6 +541,36 @@ mod tests {
         // 16 mels × 41 frames × 2 bytes: three windows per shard.
         o.shard_bytes = 3 * 16 * 41 * 2;
         o
+    }
+
+    #[test]
+    fn feedback_negatives_become_training_windows_that_know_one_absent_species() {
+        let data = dataset();
+        // The 3 s clip heard again, marked "not bbb"; a species outside the taxonomy is skipped.
+        data.put(
+            crate::feedback_rows::NEGATIVES_FILE,
+            b"filename,primary_label\nbbb/XC101.wav,aaa\nbbb/XC101.wav,nope\n".to_vec(),
+        )
+        .unwrap();
+        let out = Store::open("memory://").unwrap();
+        let plain = Store::open("memory://").unwrap();
+        let with = run(&data, &out, &small_opts(), 2, &mut |_| {}).unwrap();
+        let without = run(&dataset(), &plain, &small_opts(), 2, &mut |_| {}).unwrap();
+        assert_eq!(
+            with.manifest.totals.windows,
+            without.manifest.totals.windows + 1
+        );
+        assert_ne!(with.manifest.fingerprint, without.manifest.fingerprint);
+        let m: Manifest = serde_json::from_slice(&out.get(MANIFEST).unwrap().unwrap()).unwrap();
+        let neg: Vec<_> = m
+            .windows
+            .iter()
+            .filter(|w| w.labels.iter().any(|&(_, v)| v < 0.0))
+            .collect();
+        assert_eq!(neg.len(), 1);
+        assert_eq!(neg[0].labels, vec![(0, -1.0)]);
+        assert_eq!(neg[0].split, Split::Train);
+        assert_eq!(neg[0].period, crate::splits::Period::Retrain);
     }
 
     #[test]

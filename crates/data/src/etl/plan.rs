@@ -14,6 +14,8 @@ use crate::taxonomy::Taxonomy;
 use crate::train_csv::{TrainRecord, read_train_csv_from};
 use crate::validate::screen_rows;
 
+use crate::feedback_rows::NEGATIVES_FILE;
+
 /// A usable clip with everything fixed before decoding.
 pub(super) struct Planned {
     pub record: TrainRecord,
@@ -54,7 +56,7 @@ pub(super) fn plan(data: &Store, opts: &EtlOptions) -> Result<Plan> {
     };
     let splits = train_valid_split(&usable, &taxonomy, opts.valid_fraction, opts.seed);
     let periods = temporal_split(&usable, opts.initial_fraction);
-    let clips: Vec<Planned> = usable
+    let mut clips: Vec<Planned> = usable
         .into_iter()
         .zip(splits)
         .zip(periods)
@@ -65,6 +67,9 @@ pub(super) fn plan(data: &Store, opts: &EtlOptions) -> Result<Plan> {
             period,
         })
         .collect();
+    if let Some(bytes) = data.get(NEGATIVES_FILE)? {
+        clips.extend(negatives(&bytes, &taxonomy)?);
+    }
     let fingerprint = fingerprint(opts, &taxonomy, &clips);
     Ok(Plan {
         rows_total: records.len() + rows.malformed_rows.len(),
@@ -78,6 +83,51 @@ pub(super) fn plan(data: &Store, opts: &EtlOptions) -> Result<Plan> {
 fn fetch_required(data: &Store, name: &str) -> Result<bytes::Bytes> {
     data.get(name)?
         .ok_or_else(|| Error::Missing(format!("{}/{name}", data.url().trim_end_matches('/'))))
+}
+
+/// The clips of [`NEGATIVES_FILE`] (`filename,primary_label`: a listener said that species was
+/// not there), each with the one label `(species, -1.0)`: known absent, nothing else known.
+/// They train only (a window without positive labels cannot be scored), in the newer period
+/// (feedback is the newest data). Species not in the taxonomy are skipped.
+fn negatives(bytes: &[u8], taxonomy: &Taxonomy) -> Result<Vec<Planned>> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        filename: String,
+        primary_label: String,
+    }
+    let mut out = Vec::new();
+    for (i, row) in csv::Reader::from_reader(bytes)
+        .deserialize::<Row>()
+        .enumerate()
+    {
+        let row = row.map_err(|e| Error::Csv {
+            path: NEGATIVES_FILE.into(),
+            message: e.to_string(),
+        })?;
+        let Some(c) = taxonomy.index_of(&row.primary_label) else {
+            continue;
+        };
+        out.push(Planned {
+            record: TrainRecord {
+                line: i as u64 + 2,
+                primary_label: row.primary_label,
+                secondary_labels: Vec::new(),
+                call_types: Vec::new(),
+                filename: row.filename,
+                collection: crate::feedback_rows::FEEDBACK_DIR.into(),
+                rating: None,
+                latitude: None,
+                longitude: None,
+                author: String::new(),
+                license: crate::feedback_rows::FEEDBACK_LICENCE.into(),
+                url: String::new(),
+            },
+            split: Split::Train,
+            period: Period::Retrain,
+            labels: vec![(c, -1.0)],
+        });
+    }
+    Ok(out)
 }
 
 /// Multi-hot targets: primary 1.0, each known secondary label `secondary_weight`.

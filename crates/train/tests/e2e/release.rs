@@ -344,6 +344,23 @@ fn the_pipeline_promotes_a_retrained_model_resumes_after_a_kill_and_rolls_back_a
         (Some(1), Some(1), Some(1)),
         "{fb}"
     );
+    // The negative trained: the run's shards hold one window whose only label is "absent".
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("shards/manifest.json")).unwrap())
+            .unwrap();
+    let negatives = manifest["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| {
+            w["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l[1].as_f64().unwrap() < 0.0)
+        })
+        .count();
+    assert_eq!(negatives, 1);
     // Version 3 (the f16 bundle) serves all traffic and is the registry's production model.
     assert_eq!(versions(t), 3);
     assert_eq!(stable(&url), served_as(3));
