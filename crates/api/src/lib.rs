@@ -13,6 +13,23 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The `Content-Type` a client sends a recording under, from its file name's extension
+/// (case-insensitive); OGG for anything else, the BirdCLEF format.
+pub fn audio_content_type(file_name: &str) -> &'static str {
+    let ext = std::path::Path::new(file_name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "wav" => "audio/wav",
+        "flac" => "audio/flac",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        _ => "audio/ogg",
+    }
+}
+
 /// Query of `POST /v1/identify`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]

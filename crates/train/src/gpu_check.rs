@@ -611,10 +611,7 @@ pub fn run(opts: &CheckOptions, log: &mut dyn FnMut(&str)) -> Result<Report> {
             serde_json::to_string_pretty(&p.result).unwrap_or_default()
         ));
         report.phases.push(p);
-        let json = serde_json::to_vec_pretty(report).map_err(|e| Error::Data {
-            message: e.to_string(),
-        })?;
-        write_atomic(&opts.out, &json)
+        crate::pipeline::write_json(&opts.out, report)
     };
 
     // Device.

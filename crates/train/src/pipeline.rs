@@ -92,7 +92,7 @@ pub fn read_outcome(dir: &Path) -> Option<OutcomeRecord> {
     if state.status != RunPhase::Finished {
         return None;
     }
-    serde_json::from_slice(&std::fs::read(dir.join("outcome.json")).ok()?).ok()
+    read_json(&dir.join("outcome.json"))
 }
 
 /// A run's state file (`<run dir>/run.json`), so `--resume` continues the same MLflow run.
@@ -174,15 +174,48 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     silencio_common::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
+/// `value` as pretty JSON at `path`, atomically (state files, records).
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Data {
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// The JSON file at `path`; None when it is absent or does not parse (a run never started).
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The run directory under `base` that `--resume` continues: `name`'s, or else the most
+/// recently modified one; in either case only one whose state (`read`) is `unfinished`.
+pub(crate) fn resume_dir<S>(
+    base: &Path,
+    name: Option<&str>,
+    read: impl Fn(&Path) -> Option<S>,
+    unfinished: impl Fn(&S) -> bool,
+) -> Result<Option<(PathBuf, S)>> {
+    let mut dirs: Vec<(SystemTime, PathBuf)> = match name {
+        Some(n) => vec![(UNIX_EPOCH, base.join(n))],
+        None => std::fs::read_dir(base)
+            .map_err(|e| Error::io(base, e))?
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect(),
+    };
+    dirs.sort();
+    Ok(dirs
+        .into_iter()
+        .rev()
+        .find_map(|(_, d)| read(&d).filter(|s| unfinished(s)).map(|s| (d, s))))
+}
+
 fn read_state(dir: &Path) -> Option<RunState> {
-    serde_json::from_slice(&std::fs::read(dir.join("run.json")).ok()?).ok()
+    read_json(&dir.join("run.json"))
 }
 
 fn write_state(dir: &Path, s: &RunState) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(s).map_err(|e| Error::Data {
-        message: e.to_string(),
-    })?;
-    write_atomic(&dir.join("run.json"), &bytes)
+    write_json(&dir.join("run.json"), s)
 }
 
 /// A new directory `<base>/<name>` for a `what` ("run", "recipe"): `name` as given, or
@@ -214,27 +247,10 @@ fn run_dir(opts: &RunOptions) -> Result<(PathBuf, RunState, bool)> {
     let base = exp.output.runs.join(&exp.name);
     std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
     if opts.resume {
-        let candidates: Vec<PathBuf> = match &opts.run_name {
-            Some(n) => vec![base.join(n)],
-            None => {
-                let mut v: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(&base)
-                    .map_err(|e| Error::io(&base, e))?
-                    .flatten()
-                    .filter_map(|e| {
-                        let m = e.metadata().ok()?.modified().ok()?;
-                        Some((m, e.path()))
-                    })
-                    .collect();
-                v.sort();
-                v.into_iter().rev().map(|(_, p)| p).collect()
-            }
-        };
-        for dir in candidates {
-            if let Some(state) = read_state(&dir)
-                && state.status != RunPhase::Finished
-            {
-                return Ok((dir, state, true));
-            }
+        if let Some((dir, state)) = resume_dir(&base, opts.run_name.as_deref(), read_state, |s| {
+            s.status != RunPhase::Finished
+        })? {
+            return Ok((dir, state, true));
         }
         return Err(Error::Config {
             path: base.display().to_string(),
@@ -274,11 +290,7 @@ pub fn run(opts: RunOptions, log: &mut dyn FnMut(&str)) -> Result<RunOutcome> {
     }
     let result = run_inner(&opts, &exp, &dir, resumed, &mut tracker, log).and_then(|out| {
         // Written before run.json says finished: a finished run always has its outcome.
-        let bytes =
-            serde_json::to_vec_pretty(&OutcomeRecord::of(&out)).map_err(|e| Error::Data {
-                message: e.to_string(),
-            })?;
-        write_atomic(&dir.join("outcome.json"), &bytes)?;
+        write_json(&dir.join("outcome.json"), &OutcomeRecord::of(&out))?;
         Ok(out)
     });
     let tracking = tracker.describe();

@@ -368,14 +368,11 @@ impl PipelineState {
 
 /// Reads a run directory's state.
 pub fn read_state(dir: &Path) -> Option<PipelineState> {
-    serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
+    pipeline::read_json(&dir.join(STATE_FILE))
 }
 
 fn write_state(dir: &Path, s: &PipelineState) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(s).map_err(|e| Error::Data {
-        message: e.to_string(),
-    })?;
-    silencio_common::write_atomic(&dir.join(STATE_FILE), &bytes).map_err(|e| Error::io(dir, e))
+    pipeline::write_json(&dir.join(STATE_FILE), s)
 }
 
 /// What to run.
@@ -394,21 +391,12 @@ fn open_run(opts: &PipelineOptions) -> Result<(PathBuf, PipelineState)> {
     let base = opts.config.runs.join(&opts.config.name);
     std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
     if opts.resume {
-        let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = match &opts.run_name {
-            Some(n) => vec![(std::time::SystemTime::UNIX_EPOCH, base.join(n))],
-            None => std::fs::read_dir(&base)
-                .map_err(|e| Error::io(&base, e))?
-                .flatten()
-                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-                .collect(),
-        };
-        dirs.sort();
-        for (_, d) in dirs.into_iter().rev() {
-            if let Some(s) = read_state(&d)
-                && s.outcome.is_none()
-            {
-                return Ok((d, s));
-            }
+        if let Some(found) =
+            pipeline::resume_dir(&base, opts.run_name.as_deref(), read_state, |s| {
+                s.outcome.is_none()
+            })?
+        {
+            return Ok(found);
         }
         return Err(cfg_err(
             &base.display().to_string(),
@@ -530,10 +518,7 @@ fn drive(
         ctx.tracker
             .set_tag(&format!("stage.{}", stage.as_str()), "done")?;
         let path = ctx.dir.join(format!("stage-{}.json", stage.as_str()));
-        let bytes = serde_json::to_vec_pretty(&detail).map_err(|e| Error::Data {
-            message: e.to_string(),
-        })?;
-        silencio_common::write_atomic(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+        pipeline::write_json(&path, &detail)?;
         ctx.tracker.log_artifact(&path, "pipeline")?;
         state.done.push(StageRecord {
             stage,
@@ -762,28 +747,15 @@ fn evaluation_soundscapes(run_dir: &Path) -> Result<Vec<PathBuf>> {
         if !name.starts_with("eval-") || name.ends_with("-baseline") || !e.path().is_dir() {
             continue;
         }
-        collect_audio(&e.path(), &mut out)?;
+        let dir = e.path();
+        out.extend(
+            crate::teach::recordings(&dir)?
+                .into_iter()
+                .map(|r| dir.join(r)),
+        );
     }
     out.sort();
     Ok(out)
-}
-
-fn collect_audio(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-    {
-        let p = e.path();
-        if p.is_dir() {
-            collect_audio(&p, out)?;
-        } else if matches!(
-            p.extension().and_then(|x| x.to_str()),
-            Some("ogg" | "wav" | "flac")
-        ) {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// The `silencio` binary.
@@ -810,12 +782,6 @@ struct Http {
 struct Answer {
     status: u16,
     body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
 }
 
 fn http_err(url: &str, e: impl std::fmt::Display) -> Error {
@@ -942,15 +908,6 @@ fn start_staging(ctx: &Ctx<'_>, bundle: &Path, http: &Http) -> Result<Server> {
     }
 }
 
-fn content_type(p: &Path) -> &'static str {
-    match p.extension().and_then(|x| x.to_str()) {
-        Some("wav") => "audio/wav",
-        Some("flac") => "audio/flac",
-        Some("mp3") => "audio/mpeg",
-        _ => "audio/ogg",
-    }
-}
-
 fn integration(
     ctx: &mut Ctx<'_>,
     state: &PipelineState,
@@ -959,12 +916,12 @@ fn integration(
     let o = state.record(Stage::Optimise).cloned().unwrap_or_default();
     let bundle = PathBuf::from(detail_str(&o, "bundle")?);
     let clips = if ctx.cfg.staging.clips.is_empty() {
-        let exp = experiment(ctx)?;
-        let mut v = Vec::new();
-        collect_audio(&exp.data.root.join("train_soundscapes"), &mut v)?;
-        v.sort();
-        v.truncate(4);
-        v
+        let soundscapes = experiment(ctx)?.data.root.join("train_soundscapes");
+        crate::teach::recordings(&soundscapes)?
+            .into_iter()
+            .take(4)
+            .map(|r| soundscapes.join(r))
+            .collect()
     } else {
         ctx.cfg.staging.clips.clone()
     };
@@ -979,26 +936,25 @@ fn integration(
         let bytes = std::fs::read(c).map_err(|e| Error::io(c, e))?;
         let a = http.post(
             &format!("{}/v1/identify", server.url),
-            content_type(c),
+            silencio_api::audio_content_type(&c.to_string_lossy()),
             &bytes,
         )?;
-        let j = a.json();
-        let windows = j["windows"].as_array().map_or(0, Vec::len);
-        if a.status != 200 || windows == 0 {
-            problems.push(format!(
-                "{}: HTTP {} with {windows} windows: {}",
+        let answer = serde_json::from_str::<silencio_api::IdentifyResponse>(&a.body)
+            .ok()
+            .filter(|r| a.status == 200 && !r.windows.is_empty());
+        match answer {
+            None => problems.push(format!(
+                "{}: HTTP {} without windows: {}",
                 c.display(),
                 a.status,
                 a.body
-            ));
-        } else if j["model_version"].as_str() != Some(expected_version.as_str()) {
-            problems.push(format!(
+            )),
+            Some(r) if r.model_version != expected_version => problems.push(format!(
                 "{}: answered by {:?}, not {expected_version}",
                 c.display(),
-                j["model_version"]
-            ));
-        } else {
-            answered += 1;
+                r.model_version
+            )),
+            Some(_) => answered += 1,
         }
     }
     // Bad uploads: typed client errors, and the server still answers afterwards.
@@ -1008,7 +964,7 @@ fn integration(
     ];
     for (what, body, ct) in bad {
         let a = http.post(&format!("{}/v1/identify", server.url), ct, body)?;
-        let typed = a.json()["error_type"].as_str().is_some();
+        let typed = serde_json::from_str::<silencio_api::ErrorBody>(&a.body).is_ok();
         if !(400..500).contains(&a.status) || !typed {
             problems.push(format!("{what} upload: HTTP {} {}", a.status, a.body));
         }
@@ -1071,14 +1027,10 @@ struct Snapshot {
 }
 
 fn snapshot(http: &Http, url: &str, canary: &str, stable: &str) -> Result<Snapshot> {
-    let models = http.get(&format!("{url}/v1/models"))?.json();
-    let canary_requests = models["models"]
-        .as_array()
+    let canary_requests = models(http, url)?
         .into_iter()
-        .flatten()
-        .find(|m| m["model_version"].as_str() == Some(canary))
-        .and_then(|m| m["requests_served"].as_u64())
-        .unwrap_or(0);
+        .find(|m| m.model_version == canary)
+        .map_or(0, |m| m.requests_served);
     let text = http.get(&format!("{url}/metrics"))?.body;
     let m = silencio_prom::parse(&text).map_err(|e| http_err("/metrics", e))?;
     let by_status = m.sum_by("silencio_http_requests_total", "status");
@@ -1155,13 +1107,12 @@ fn judge(p: &ProductionConfig, a: &Snapshot, b: &Snapshot) -> (Value, Vec<String
     )
 }
 
-fn production_http(cfg: &PipelineConfig) -> Result<Http> {
-    let key = std::env::var(&cfg.production.api_key_env).ok();
-    Ok(Http::new(key))
+fn production_http(cfg: &PipelineConfig) -> Http {
+    Http::new(std::env::var(&cfg.production.api_key_env).ok())
 }
 
-/// The stable model's `model_version` on the production server.
-fn stable_on(http: &Http, url: &str) -> Result<Option<String>> {
+/// The models a server has loaded (`GET /v1/models`, read as the API's own types).
+fn models(http: &Http, url: &str) -> Result<Vec<silencio_api::ModelInfo>> {
     let a = http.get(&format!("{url}/v1/models"))?;
     if a.status != 200 {
         return Err(http_err(
@@ -1169,12 +1120,17 @@ fn stable_on(http: &Http, url: &str) -> Result<Option<String>> {
             format!("/v1/models answered {}: {}", a.status, a.body),
         ));
     }
-    Ok(a.json()["models"]
-        .as_array()
+    let list: silencio_api::ModelsList =
+        serde_json::from_str(&a.body).map_err(|e| http_err(url, format!("/v1/models: {e}")))?;
+    Ok(list.models)
+}
+
+/// The stable model's `model_version` on the production server.
+fn stable_on(http: &Http, url: &str) -> Result<Option<String>> {
+    Ok(models(http, url)?
         .into_iter()
-        .flatten()
-        .find(|m| m["role"].as_str() == Some("stable"))
-        .and_then(|m| m["model_version"].as_str().map(str::to_string)))
+        .find(|m| m.role == "stable")
+        .map(|m| m.model_version))
 }
 
 fn canary(ctx: &mut Ctx<'_>, state: &PipelineState, log: &mut dyn FnMut(&str)) -> Result<Value> {
@@ -1183,7 +1139,7 @@ fn canary(ctx: &mut Ctx<'_>, state: &PipelineState, log: &mut dyn FnMut(&str)) -
     let canary_v = detail_str(&r, "model_version")?;
     let p = &ctx.cfg.production;
     let url = p.url.trim_end_matches('/');
-    let http = production_http(ctx.cfg)?;
+    let http = production_http(ctx.cfg);
     let stable = stable_on(&http, url)?.ok_or_else(|| Error::Data {
         message: format!("{url} serves no stable model"),
     })?;
@@ -1248,7 +1204,7 @@ fn release(ctx: &mut Ctx<'_>, state: &PipelineState, log: &mut dyn FnMut(&str)) 
     let canary_v = detail_str(&c, "model_version")?;
     let verdict = detail_str(&c, "verdict")?;
     let url = ctx.cfg.production.url.trim_end_matches('/').to_string();
-    let http = production_http(ctx.cfg)?;
+    let http = production_http(ctx.cfg);
     let reg = silencio_mlops::Registry::open(&ctx.cfg.registry.display().to_string())
         .map_err(|e| http_err("registry", e))?;
     let r = state.record(Stage::Register).cloned().unwrap_or_default();
@@ -1281,11 +1237,9 @@ fn release(ctx: &mut Ctx<'_>, state: &PipelineState, log: &mut dyn FnMut(&str)) 
         .flatten()
         .filter_map(|r| r.as_str().map(str::to_string))
         .collect();
-    let models = http.get(&format!("{url}/v1/models"))?.json();
-    let canary_loaded = models["models"].as_array().into_iter().flatten().any(|m| {
-        m["role"].as_str() == Some("canary")
-            && m["model_version"].as_str() == Some(canary_v.as_str())
-    });
+    let canary_loaded = models(&http, &url)?
+        .iter()
+        .any(|m| m.role == "canary" && m.model_version == canary_v);
     if canary_loaded {
         let a = http.post_json(&format!("{url}/v1/admin/rollback"), &json!({}))?;
         if a.status != 200 {
@@ -1315,14 +1269,9 @@ pub fn arrivals(cfg: &PipelineConfig) -> Result<Arrivals> {
         Some(d) => silencio_data::labelling::read_feedback_log(&d.join("feedback"))?.len(),
         None => 0,
     };
-    let mut files = Vec::new();
-    let audio = exp.data.root.join("train_audio");
-    if audio.is_dir() {
-        collect_audio(&audio, &mut files)?;
-    }
     Ok(Arrivals {
         feedback,
-        recordings: files.len(),
+        recordings: crate::teach::recordings(&exp.data.root.join("train_audio"))?.len(),
     })
 }
 
@@ -1343,27 +1292,20 @@ pub fn watch(
     let base = cfg.runs.join(&cfg.name);
     std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
     let marks = base.join("watch.json");
-    let read_marks =
-        || -> Option<Arrivals> { serde_json::from_slice(&std::fs::read(&marks).ok()?).ok() };
     let mut runs = 0;
-    let mut last = match read_marks() {
+    let mut last = match pipeline::read_json::<Arrivals>(&marks) {
         Some(a) => a,
         None => {
             // The first look sets the baseline: what is there now was trained on already.
             let now = arrivals(cfg)?;
-            let bytes = serde_json::to_vec(&now).map_err(|e| Error::Data {
-                message: e.to_string(),
-            })?;
-            silencio_common::write_atomic(&marks, &bytes).map_err(|e| Error::io(&marks, e))?;
+            pipeline::write_json(&marks, &now)?;
             now
         }
     };
     loop {
         let now = arrivals(cfg)?;
-        let unfinished = std::fs::read_dir(&base)
-            .map_err(|e| Error::io(&base, e))?
-            .flatten()
-            .any(|e| read_state(&e.path()).is_some_and(|s| s.outcome.is_none()));
+        let unfinished =
+            pipeline::resume_dir(&base, None, read_state, |s| s.outcome.is_none())?.is_some();
         if unfinished || due(&cfg.watch, last, now) {
             log(&format!(
                 "{}: {} feedback entries (+{}), {} recordings (+{})",
@@ -1389,10 +1331,7 @@ pub fn watch(
                 serde_json::to_string(&outcome).unwrap_or_default()
             ));
             last = now;
-            let bytes = serde_json::to_vec(&last).map_err(|e| Error::Data {
-                message: e.to_string(),
-            })?;
-            silencio_common::write_atomic(&marks, &bytes).map_err(|e| Error::io(&marks, e))?;
+            pipeline::write_json(&marks, &last)?;
             runs += 1;
             if max_runs.is_some_and(|m| runs >= m) {
                 return Ok(());

@@ -10,7 +10,6 @@
 //! helped and re-feeding one backbone its own labels made it worse.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -170,14 +169,11 @@ impl RecipeOutcome {
 }
 
 fn read_state(dir: &Path) -> Option<RecipeState> {
-    serde_json::from_slice(&std::fs::read(dir.join("recipe.json")).ok()?).ok()
+    pipeline::read_json(&dir.join("recipe.json"))
 }
 
 fn write_state(dir: &Path, s: &RecipeState) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(s).map_err(|e| Error::Data {
-        message: e.to_string(),
-    })?;
-    pipeline::write_atomic(&dir.join("recipe.json"), &bytes)
+    pipeline::write_json(&dir.join("recipe.json"), s)
 }
 
 /// The recipe's directory: `<runs>/<name>/<run name>` (new), or for `--resume` the named or
@@ -187,27 +183,13 @@ fn recipe_dir(opts: &RunOptions) -> Result<(PathBuf, RecipeState)> {
     let base = exp.output.runs.join(&exp.name);
     std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
     if opts.resume {
-        let mut found: Vec<(SystemTime, PathBuf, RecipeState)> = std::fs::read_dir(&base)
-            .map_err(|e| Error::io(&base, e))?
-            .flatten()
-            .filter_map(|e| {
-                let state = read_state(&e.path())?;
-                let modified = e.metadata().ok()?.modified().ok()?;
-                Some((modified, e.path(), state))
-            })
-            .filter(|(_, _, s)| {
-                s.status != RunPhase::Finished
-                    && opts.run_name.as_ref().is_none_or(|n| *n == s.run_name)
-            })
-            .collect();
-        found.sort_by_key(|f| f.0);
-        return found
-            .pop()
-            .map(|(_, dir, state)| (dir, state))
-            .ok_or_else(|| Error::Config {
-                path: base.display().to_string(),
-                message: "--resume: no unfinished recipe to continue".into(),
-            });
+        return pipeline::resume_dir(&base, opts.run_name.as_deref(), read_state, |s| {
+            s.status != RunPhase::Finished
+        })?
+        .ok_or_else(|| Error::Config {
+            path: base.display().to_string(),
+            message: "--resume: no unfinished recipe to continue".into(),
+        });
     }
     let prefix = format!("{}-recipe", exp.name);
     let (dir, name) = pipeline::new_run_dir(&base, opts.run_name.as_deref(), &prefix, "recipe")?;

@@ -177,10 +177,7 @@ impl TeacherStore {
             return Ok(old);
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let bytes = serde_json::to_vec_pretty(&info).map_err(|e| Error::Data {
-            message: e.to_string(),
-        })?;
-        crate::pipeline::write_atomic(&path, &bytes)?;
+        crate::pipeline::write_json(&path, &info)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             info,

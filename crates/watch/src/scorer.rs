@@ -211,18 +211,7 @@ impl ServerClient {
             url: self.url.clone(),
             message,
         };
-        let ext = Path::new(name)
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .unwrap_or_default();
-        let content_type = match ext.as_str() {
-            "wav" => "audio/wav",
-            "flac" => "audio/flac",
-            "mp3" => "audio/mpeg",
-            "m4a" => "audio/mp4",
-            _ => "audio/ogg",
-        };
+        let content_type = silencio_api::audio_content_type(name);
         let columns = self.columns()?;
         // Every species with its score: a submission row needs them all.
         let query = IdentifyQuery {
