@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
 # The effect of each technique of the winners' playbook on the evaluation pool, side by side in
-# one run (issue 19): the tiny model of experiments/pool.toml at seeds 0, 1, 2 (the spread over
-# seeds), then at seed 0 — the same split, the same held-out calls, the same mixed test
-# soundscapes — a noisy-student round on the pool's unlabelled soundscapes and a distillation run,
-# both taught by the seed-0 baseline; each compared with the seed-0 baseline by
-# `silencio eval compare` (paired cluster bootstrap, minimum detectable effect, verdict).
+# one run (issue 19), cross-validated so that every recording that can be held out is scored:
+#   - the pool's recordings are stratified into FOLDS folds (split seed 0, `data.folds`); for
+#     each fold f the tiny model of experiments/pool.toml is trained without fold f's recordings
+#     (base-f<f>), scores the unlabelled soundscapes and the labelled clips (trainer teach), and
+#     teaches a noisy-student round (pseudo-f<f>) and a distillation run (distill-f<f>) on the
+#     same split, tested on the same windows: fold f's held-out clips and soundscapes mixed
+#     from its held-out calls;
+#   - the training noise is measured at one split: fold 0's baseline again with training seeds
+#     1 and 2 (`data.split_seed` 0 keeps the held-out recordings);
+#   - `silencio eval compare` pairs the folds (Δ = mean of the folds' Δ, a bootstrap within
+#     each fold, the seed term divided by the folds) and gives the verdict.
 #
 #   bash datasets/pool/measure.sh [OUT]      (default OUT: datasets/pool/build/measure)
+#   FOLDS=5 (default) · SILENCIO_BIRDNET_DIR=… adds distillation from BirdNET (a BirdNET build)
 #
 # Builds the pool first when it is missing. Writes OUT/<technique>-<set>.json (compare's output)
-# and prints one verdict line per comparison. Nothing is scored on windows a model trained on:
-# the test sets are the validation split's windows and soundscapes mixed from its held-out calls;
-# the pseudo-labelled windows come from the unlabelled soundscapes, which no test set uses.
+# and prints one verdict line per comparison. Finished runs are skipped, so a killed measure
+# continues where it stopped. Nothing is scored on windows a model trained on: the test sets
+# are each fold's held-out clips and soundscapes mixed from its held-out calls; pseudo-labels
+# come from the unlabelled soundscapes, which no test set uses.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-datasets/pool/build/measure}"
+folds="${FOLDS:-5}"
 [ -f datasets/pool/build/birdclef/train.csv ] || bash datasets/pool/make_pool.sh
 mkdir -p "$out"
 trainer=(cargo run -q -p trainer --)
 silencio=(cargo run -q -p silencio --bin silencio --)
 common=(--tracking-uri "$out/mlruns" --registry "$out/registry")
 
-# experiments/pool.toml with another seed, run directory and extra sections.
-variant() { # name seed extra-toml
-  # The ETL's split follows the seed: shards per seed.
-  sed -e "s/^name = \"pool\"/name = \"$1\"/" -e "s/^seed = 0/seed = $2/" \
-    -e "s|^shards = .*|shards = \"$out/shards-s$2\"|" experiments/pool.toml > "$out/$1.toml"
-  printf '\n[output]\nruns = "%s"\n%b' "$out/runs" "$3" >> "$out/$1.toml"
+# experiments/pool.toml holding out fold $2, trained with seed $3, plus extra sections. The
+# failure suites are left out: they are not compared here.
+variant() { # name fold seed extra-toml
+  sed -e "s/^name = \"pool\"/name = \"$1\"/" -e "s/^seed = 0/seed = $3/" \
+    -e "s|^shards = .*|shards = \"$out/shards-f$2\"\nfolds = $folds\nfold = $2\nsplit_seed = 0|" \
+    -e "s|^\[eval\]|[eval]\nsuites = []|" experiments/pool.toml > "$out/$1.toml"
+  printf '\n[output]\nruns = "%s"\n%b' "$out/runs" "$4" >> "$out/$1.toml"
 }
 run() { # name: skipped when finished; an interrupted or failed run continues
   local dir="$out/runs/$1/$1" resume=()
@@ -35,35 +45,47 @@ run() { # name: skipped when finished; an interrupted or failed run continues
   "${trainer[@]}" --experiment "$out/$1.toml" --run-name "$1" "${resume[@]}" "${common[@]}" \
     > "$out/$1.log"
 }
+teach() { # teacher-spec experiment name
+  [ -f "$out/teach-$3.done" ] && return 0
+  "${trainer[@]}" teach --teacher "$1" --experiment "$2" --name "$3" --train-audio \
+    --registry "$out/registry" > "$out/teach-$3.log"
+  touch "$out/teach-$3.done"
+}
 techniques=(pseudo distill)
+[ -n "${SILENCIO_BIRDNET_DIR:-}" ] && techniques+=(birdnet)
 
-for s in 0 1 2; do variant "base-s$s" "$s" ""; run "base-s$s"; done
-# The seed-0 baseline scores the unlabelled soundscapes and the labelled clips.
-"${trainer[@]}" teach --teacher "$out/runs/base-s0/base-s0/bundle" --experiment "$out/base-s0.toml" \
-  --name base-s0 --train-audio --registry "$out/registry" > "$out/teach.log"
-variant pseudo-s0 0 '[pseudo]\nteacher = "base-s0"\nlabels = "soft"\nratio = 1.0\n'
-run pseudo-s0
-variant distill-s0 0 '[distill]\nteacher = "base-s0"\nweight = 1.0\ntemperature = 2.0\n'
-run distill-s0
+for ((f = 0; f < folds; f++)); do
+  variant "base-f$f" "$f" 0 ""
+  run "base-f$f"
+  # The fold's baseline scores the unlabelled soundscapes and the labelled clips.
+  teach "$out/runs/base-f$f/base-f$f/bundle" "$out/base-f$f.toml" "base-f$f"
+  variant "pseudo-f$f" "$f" 0 "[pseudo]\nteacher = \"base-f$f\"\nlabels = \"soft\"\nratio = 1.0\n"
+  run "pseudo-f$f"
+  variant "distill-f$f" "$f" 0 "[distill]\nteacher = \"base-f$f\"\nweight = 1.0\ntemperature = 2.0\n"
+  run "distill-f$f"
+  # The 2026 teacher: distillation of BirdNET's probabilities and 1024-d embeddings (a BirdNET
+  # build of the trainer; its outputs are CC BY-NC-SA).
+  if [ -n "${SILENCIO_BIRDNET_DIR:-}" ]; then
+    trainer=(cargo run -q -p trainer --features birdnet --)
+    teach birdnet "$out/base-f$f.toml" "birdnet-f$f"
+    variant "birdnet-f$f" "$f" 0 "[distill]\nteacher = \"birdnet-f$f\"\nweight = 1.0\ntemperature = 2.0\nembedding_weight = 1.0\n"
+    run "birdnet-f$f"
+    trainer=(cargo run -q -p trainer --)
+  fi
+done
+# Training noise at one split: fold 0's baseline with two more training seeds.
+for s in 1 2; do variant "base-f0-s$s" 0 "$s" ""; run "base-f0-s$s"; done
 
-# With BirdNET converted (SILENCIO_BIRDNET_DIR), the 2026 teacher too: distillation of its
-# probabilities and 1024-d embeddings (a BirdNET build of the trainer; CC BY-NC-SA outputs).
-if [ -n "${SILENCIO_BIRDNET_DIR:-}" ]; then
-  trainer=(cargo run -q -p trainer --features birdnet --)
-  "${trainer[@]}" teach --teacher birdnet --experiment "$out/base-s0.toml" --name birdnet \
-    --train-audio --registry "$out/registry" > "$out/teach-birdnet.log"
-  variant birdnet-s0 0 '[distill]\nteacher = "birdnet"\nweight = 1.0\ntemperature = 2.0\nembedding_weight = 1.0\n'
-  run birdnet-s0
-  techniques+=(birdnet)
-fi
-
-seeds=$(printf '%s,' "$out"/runs/base-s{0,1,2}/base-s*/report.json | sed 's/,$//')
+list() { # technique set: its window scores over the folds, comma-separated
+  for ((f = 0; f < folds; f++)); do printf '%s,' "$out/runs/$1-f$f/$1-f$f/eval-$2/window_scores.json"; done |
+    sed 's/,$//'
+}
+seeds=$(printf '%s,' "$out"/runs/base-f0/base-f0/report.json "$out"/runs/base-f0-s{1,2}/base-f0-s*/report.json |
+  sed 's/,$//')
 for t in "${techniques[@]}"; do
   for set in valid mixed; do
-    "${silencio[@]}" eval compare \
-      --a "$out/runs/base-s0/base-s0/eval-$set/window_scores.json" \
-      --b "$out/runs/$t-s0/$t-s0/eval-$set/window_scores.json" \
+    "${silencio[@]}" eval compare --a "$(list base "$set")" --b "$(list "$t" "$set")" \
       --seeds-a "$seeds" --set "$set" --n-seeds 1 --bootstrap 1000 \
-      --out "$out/$t-$set.json" | tail -n 3 | sed "s/^/$t $set: /"
+      --out "$out/$t-$set.json" | tail -n 4 | sed "s/^/$t $set: /"
   done
 done

@@ -66,16 +66,18 @@ pub enum EvalCommand {
 #[derive(clap::Args)]
 pub struct CompareArgs {
     /// Scores of A (the baseline): a window-scores JSON (silencio.window_scores.v1: species,
-    /// row_ids, clusters, labels, scores) or a Kaggle submission CSV (then --solution).
-    #[arg(long)]
-    pub a: PathBuf,
-    /// Scores of B (the technique), on the same windows.
-    #[arg(long)]
-    pub b: PathBuf,
+    /// row_ids, clusters, labels, scores) or a Kaggle submission CSV (then --solution). With
+    /// cross-validation, one file per fold, comma-separated: fold k's A and B are paired, Δ is
+    /// the mean over folds and the bootstrap draws within each fold.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub a: Vec<PathBuf>,
+    /// Scores of B (the technique), on the same windows (as many files as --a, same order).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub b: Vec<PathBuf>,
     /// The set's BirdCLEF solution.csv: the labels of submission CSVs (clusters are their
-    /// soundscape stems).
-    #[arg(long)]
-    pub solution: Option<PathBuf>,
+    /// soundscape stems); one per fold with several folds.
+    #[arg(long, value_delimiter = ',')]
+    pub solution: Vec<PathBuf>,
     /// Run reports (report.json) of the baseline trained with different seeds, comma-separated
     /// (at least 2): their spread is the training noise.
     #[arg(long, value_delimiter = ',')]
@@ -86,7 +88,7 @@ pub struct CompareArgs {
     /// Which set of the run reports the seed values come from: valid, mixed, or a suite name.
     #[arg(long, default_value = "mixed")]
     pub set: String,
-    /// Seeds per arm behind Δ (1 when A and B are single runs).
+    /// Seeds per arm behind each fold's Δ (1 when A and B are single runs).
     #[arg(long, default_value_t = 1)]
     pub n_seeds: usize,
     /// Bootstrap resamples.
@@ -102,10 +104,31 @@ pub struct CompareArgs {
 
 /// Runs `silencio eval compare`.
 pub fn compare(a: CompareArgs) -> anyhow::Result<()> {
-    let sol = a.solution.as_deref();
-    let wa = WindowScores::load(&a.a, sol)?;
-    let wb = WindowScores::load(&a.b, sol)?;
-    let paired = effect::pair(&wa, &wb)?;
+    if a.a.len() != a.b.len() {
+        anyhow::bail!(
+            "--a names {} file(s) and --b {}: one pair per fold",
+            a.a.len(),
+            a.b.len()
+        );
+    }
+    if !a.solution.is_empty() && a.solution.len() != a.a.len() {
+        anyhow::bail!(
+            "--solution names {} file(s) for {} fold(s): one per fold",
+            a.solution.len(),
+            a.a.len()
+        );
+    }
+    let folds =
+        a.a.iter()
+            .zip(&a.b)
+            .enumerate()
+            .map(|(k, (pa, pb))| {
+                let sol = a.solution.get(k).map(PathBuf::as_path);
+                let wa = WindowScores::load(pa, sol)?;
+                let wb = WindowScores::load(pb, sol)?;
+                effect::pair(&wa, &wb)
+            })
+            .collect::<silencio_eval::Result<Vec<_>>>()?;
     let mut seed_values = Vec::new();
     for files in [&a.seeds_a, &a.seeds_b] {
         if files.is_empty() {
@@ -117,8 +140,8 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<()> {
             .collect::<silencio_eval::Result<Vec<f64>>>()?;
         seed_values.push(values);
     }
-    let c = effect::compare(
-        &paired,
+    let c = effect::compare_folds(
+        &folds,
         &CompareOptions {
             bootstrap: BootstrapOptions {
                 n_resamples: a.bootstrap,
@@ -128,8 +151,15 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<()> {
             n_seeds: a.n_seeds,
         },
     )?;
-    println!("A: {}", a.a.display());
-    println!("B: {}", a.b.display());
+    for (k, (pa, pb)) in a.a.iter().zip(&a.b).enumerate() {
+        let fold = if a.a.len() > 1 {
+            format!(" (fold {k})")
+        } else {
+            String::new()
+        };
+        println!("A{fold}: {}", pa.display());
+        println!("B{fold}: {}", pb.display());
+    }
     for line in c.lines() {
         println!("{line}");
     }
@@ -231,6 +261,61 @@ mod tests {
         let mde = v["mde"].as_f64().unwrap();
         assert!((mde - 2.801_585_218_112_968_3 * (2.0f64 * 0.0009).sqrt()).abs() < 1e-9);
         assert_eq!(v["verdict"], "detected");
+    }
+
+    #[test]
+    fn folds_pair_file_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_set(d);
+        let p = |f: &str| d.join(f).display().to_string();
+        let two = |f: &str| format!("{},{}", p(f), p(f));
+        let seeds = format!("{},{}", p("seed0.json"), p("seed1.json"));
+        let out = p("folds.json");
+        let (a, b, sol) = (two("a.csv"), two("b.csv"), two("solution.csv"));
+        let argv = [
+            "silencio",
+            "eval",
+            "compare",
+            "--a",
+            &a,
+            "--b",
+            &b,
+            "--solution",
+            &sol,
+            "--seeds-a",
+            &seeds,
+            "--bootstrap",
+            "50",
+            "--out",
+            &out,
+        ];
+        run(Cli::try_parse_from(argv).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("folds.json")).unwrap()).unwrap();
+        assert_eq!(v["n_folds"], 2);
+        assert_eq!(v["folds"].as_array().unwrap().len(), 2);
+        assert_eq!(v["bootstrap"]["delta"], 1.0);
+        assert_eq!(v["bootstrap"]["n_clusters"], 4);
+        // Seeds 0.61, 0.64: sd 0.03/sqrt(2); two folds count as two trainings per arm.
+        let sd = 0.03 / 2f64.sqrt();
+        let want = 2.801_585_218_112_968_3 * (2.0 * sd * sd / 2.0).sqrt();
+        assert!((v["mde"].as_f64().unwrap() - want).abs() < 1e-9);
+
+        let b1 = p("b.csv");
+        let argv = [
+            "silencio",
+            "eval",
+            "compare",
+            "--a",
+            &a,
+            "--b",
+            &b1,
+            "--solution",
+            &sol,
+        ];
+        let e = run(Cli::try_parse_from(argv).unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("one pair per fold"), "{e:#}");
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub mod validate;
 pub use error::{Error, Result};
 pub use etl::{Dtype, EtlEvent, EtlOptions, EtlOutcome, Manifest, ManifestHead};
 pub use splits::{
-    Period, PeriodFilter, Split, recording_group, split_table, temporal_split, train_valid_split,
+    CvFold, Holdout, Period, PeriodFilter, Split, holdout_split, recording_group, split_table,
+    temporal_split, train_valid_split,
 };
 pub use store::Store;
 pub use taxonomy::{Species, Taxonomy};

@@ -19,7 +19,7 @@ use silencio_audio::{DecodeOptions, decode_path};
 use silencio_common::SplitMix64;
 
 use crate::error::{Error, Result};
-use crate::splits::{Split, train_valid_split};
+use crate::splits::{CvFold, Holdout, Split, holdout_split};
 use crate::taxonomy::Taxonomy;
 use crate::train_csv::read_train_csv;
 use crate::validate::usable_records;
@@ -82,6 +82,9 @@ pub struct MixOptions {
     /// A split table (`silencio split`'s CSV: `filename`, `split`) to take the split from
     /// instead of recomputing it; recordings it does not list lend no call.
     pub split_table: Option<PathBuf>,
+    /// Cross-validation: the held-out fold instead of `valid_fraction` (as the ETL's `cv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<CvFold>,
 }
 
 fn one() -> usize {
@@ -105,6 +108,7 @@ impl Default for MixOptions {
             valid_fraction: 0.2,
             split_seed: 0,
             split_table: None,
+            cv: None,
         }
     }
 }
@@ -135,6 +139,9 @@ impl MixOptions {
         }
         if !(-1.0..=1.0).contains(&self.vorbis_quality) {
             return bad("vorbis quality must lie in [-0.2, 1]");
+        }
+        if let Some(cv) = self.cv {
+            cv.check().map_err(Error::InvalidOptions)?;
         }
         Ok(())
     }
@@ -265,10 +272,16 @@ pub fn load_calls(calls: &Path, opts: &MixOptions) -> Result<CallSet> {
                 .map(|r| table.get(&r.filename).copied())
                 .collect()
         }
-        None => train_valid_split(&usable, &taxonomy, opts.valid_fraction, opts.split_seed)
-            .into_iter()
-            .map(Some)
-            .collect(),
+        None => holdout_split(
+            &usable,
+            &taxonomy,
+            opts.cv
+                .map_or(Holdout::Fraction(opts.valid_fraction), Holdout::Fold),
+            opts.split_seed,
+        )
+        .into_iter()
+        .map(Some)
+        .collect(),
     };
     let chosen: Vec<_> = usable
         .iter()

@@ -137,6 +137,52 @@ pub fn train_valid_split(
     valid_fraction: f64,
     seed: u64,
 ) -> Vec<Split> {
+    holdout_split(records, taxonomy, Holdout::Fraction(valid_fraction), seed)
+}
+
+/// One fold of a `folds`-fold cross-validation: fold `fold` (in `0..folds`) is held out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CvFold {
+    /// The fold held out for validation.
+    pub fold: usize,
+    /// Number of folds (at least 2).
+    pub folds: usize,
+}
+
+impl CvFold {
+    /// Checks `folds ≥ 2` and `fold < folds`.
+    pub fn check(self) -> std::result::Result<(), String> {
+        if self.folds < 2 || self.fold >= self.folds {
+            return Err(format!(
+                "fold {} of {} folds: need at least 2 folds and a fold in 0..{}",
+                self.fold, self.folds, self.folds
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which recordings a split holds out for validation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Holdout {
+    /// A share of the recordings, in (0, 1).
+    Fraction(f64),
+    /// One fold of a cross-validation: the recordings are stratified into `folds` equal folds
+    /// (the assignment depends on the seed, never on `fold`), so the `folds` splits of one seed
+    /// hold out disjoint sets of recordings whose union is every recording that can be held
+    /// out. A recording can be held out only when every species it carries is also carried by
+    /// another recording: the model then trains on every species it is tested on, and a species
+    /// known from one recording is always trained on, never scored.
+    Fold(CvFold),
+}
+
+/// Stratified split of recordings (see [`train_valid_split`] and [`Holdout`]).
+pub fn holdout_split(
+    records: &[TrainRecord],
+    taxonomy: &Taxonomy,
+    holdout: Holdout,
+    seed: u64,
+) -> Vec<Split> {
     let (group_of, n_groups) = groups_of(records);
     let mut labels: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
     for (r, &g) in records.iter().zip(&group_of) {
@@ -150,17 +196,40 @@ pub fn train_valid_split(
         ls.sort_unstable();
         ls.dedup();
     }
-    let f = valid_fraction.clamp(0.0, 1.0);
-    let folds = iterative_stratification(&labels, taxonomy.len(), &[1.0 - f, f], seed);
+    let valid: Vec<bool> = match holdout {
+        Holdout::Fraction(f) => {
+            let f = f.clamp(0.0, 1.0);
+            iterative_stratification(&labels, taxonomy.len(), &[1.0 - f, f], seed)
+                .into_iter()
+                .map(|fold| fold == 1)
+                .collect()
+        }
+        Holdout::Fold(cv) => {
+            let mut groups_with = vec![0usize; taxonomy.len()];
+            for ls in &labels {
+                for &l in ls {
+                    groups_with[l] += 1;
+                }
+            }
+            let eligible: Vec<usize> = (0..n_groups)
+                .filter(|&g| {
+                    !labels[g].is_empty() && labels[g].iter().all(|&l| groups_with[l] >= 2)
+                })
+                .collect();
+            let sub: Vec<Vec<usize>> = eligible.iter().map(|&g| labels[g].clone()).collect();
+            let k = cv.folds.max(1);
+            let folds =
+                iterative_stratification(&sub, taxonomy.len(), &vec![1.0 / k as f64; k], seed);
+            let mut valid = vec![false; n_groups];
+            for (&g, f) in eligible.iter().zip(folds) {
+                valid[g] = f == cv.fold;
+            }
+            valid
+        }
+    };
     group_of
         .into_iter()
-        .map(|g| {
-            if folds[g] == 1 {
-                Split::Valid
-            } else {
-                Split::Train
-            }
-        })
+        .map(|g| if valid[g] { Split::Valid } else { Split::Train })
         .collect()
 }
 

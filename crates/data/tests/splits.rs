@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use silencio_data::splits::iterative_stratification;
 use silencio_data::{
-    Period, Split, Taxonomy, TrainRecord, read_train_csv, recording_group, temporal_split,
-    train_valid_split, usable_records,
+    CvFold, Holdout, Period, Split, Taxonomy, TrainRecord, holdout_split, read_train_csv,
+    recording_group, temporal_split, train_valid_split, usable_records,
 };
 
 fn demo() -> PathBuf {
@@ -131,4 +131,90 @@ fn temporal_split_counts_a_recording_once_at_its_oldest_row() {
         })
         .collect();
     assert_eq!(p, want);
+}
+
+#[test]
+fn folds_hold_out_every_eligible_recording_exactly_once() {
+    let (mut rows, taxonomy) = demo_rows();
+    // Pieces: pairs of rows share a recording, and the first species keeps one recording only.
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for r in &mut rows {
+        let n = count.entry(r.primary_label.clone()).or_default();
+        r.url = format!("src:{}/{}", r.primary_label, *n / 2);
+        *n += 1;
+    }
+    let lonely = rows[0].primary_label.clone();
+    for r in rows.iter_mut().filter(|r| r.primary_label == lonely) {
+        r.url = "src:only-one".into();
+        r.secondary_labels.clear();
+    }
+    for r in &mut rows {
+        r.secondary_labels.retain(|l| *l != lonely);
+    }
+    // Species carried by at least two recordings.
+    let mut recordings_of: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+    for r in &rows {
+        for l in std::iter::once(&r.primary_label).chain(&r.secondary_labels) {
+            recordings_of
+                .entry(l)
+                .or_default()
+                .insert(recording_group(r));
+        }
+    }
+    let eligible = |r: &TrainRecord| {
+        std::iter::once(&r.primary_label)
+            .chain(&r.secondary_labels)
+            .all(|l| recordings_of[l.as_str()].len() >= 2)
+    };
+    for seed in [0, 5] {
+        let k = 4;
+        let splits: Vec<Vec<Split>> = (0..k)
+            .map(|fold| {
+                holdout_split(
+                    &rows,
+                    &taxonomy,
+                    Holdout::Fold(CvFold { fold, folds: k }),
+                    seed,
+                )
+            })
+            .collect();
+        for (i, r) in rows.iter().enumerate() {
+            let held: Vec<usize> = (0..k).filter(|&f| splits[f][i] == Split::Valid).collect();
+            if eligible(r) {
+                assert_eq!(
+                    held.len(),
+                    1,
+                    "seed {seed}: {} held out in folds {held:?}",
+                    r.filename
+                );
+            } else {
+                assert!(
+                    held.is_empty(),
+                    "seed {seed}: {} (one recording) held out",
+                    r.filename
+                );
+            }
+        }
+        for s in &splits {
+            assert!(!straddles(&rows, s), "a recording straddles");
+            // Stratified: every fold holds out some recordings, none holds out most.
+            let n = s.iter().filter(|&&x| x == Split::Valid).count();
+            assert!(
+                n > 0 && n < rows.len() / 2,
+                "fold holds out {n} of {}",
+                rows.len()
+            );
+        }
+        let again = holdout_split(
+            &rows,
+            &taxonomy,
+            Holdout::Fold(CvFold { fold: 1, folds: k }),
+            seed,
+        );
+        assert_eq!(again, splits[1], "deterministic");
+    }
+    assert!(rows.iter().any(|r| !eligible(r)));
+    assert!(CvFold { fold: 2, folds: 2 }.check().is_err());
+    assert!(CvFold { fold: 0, folds: 1 }.check().is_err());
+    assert!(CvFold { fold: 1, folds: 2 }.check().is_ok());
 }

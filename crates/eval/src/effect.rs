@@ -36,6 +36,15 @@
 //! sampling noise. `z₀.₉₇₅ + z₀.₈ ≈ 1.960 + 0.842 = 2.802`: an effect of this size is found
 //! significant four times in five.
 //!
+//! **Cross-validation** ([`stratified_bootstrap`], [`compare_folds`]). A small pool holds out
+//! few recordings per split; running every fold of a K-fold split (each fold's models trained
+//! without its recordings) scores every recording once. The effect is the mean of the folds' Δ;
+//! the bootstrap draws clusters within each fold; the seed term becomes `2σ²/(n·K)`, each fold
+//! being trained apart. With three folds or more, the folds' own Δ give a second estimate of the
+//! noise of their mean, `sd(Δ_k)/√K`, which holds every source at once (also dependence the
+//! bootstrap cannot see, such as one held-out call mixed into several soundscapes); the MDE
+//! takes the larger of the two.
+//!
 //! **Verdict** ([`verdict`]): a measured Δ is [`Verdict::Detected`] only when |Δ| is at least the
 //! MDE *and* the bootstrap interval excludes 0; anything else is [`Verdict::InsideNoise`], to be
 //! said plainly as "no effect this pool can see", never as "B is better".
@@ -74,9 +83,24 @@ pub fn cluster_index<S: AsRef<str>>(ids: &[S]) -> (Vec<usize>, usize) {
 /// `b` is `n_clusters` values in `0..n_clusters`, drawn with [`SplitMix64::below`] from one
 /// generator seeded with `seed`, resample after resample.
 pub fn resample_plan(n_clusters: usize, n_resamples: usize, seed: u64) -> Vec<Vec<usize>> {
+    stratified_plan(&[n_clusters], n_resamples, seed)
+        .into_iter()
+        .map(|mut strata| strata.swap_remove(0))
+        .collect()
+}
+
+/// The cluster draws of a stratified bootstrap (one stratum per cross-validation fold):
+/// resample `b` is, stratum after stratum, `sizes[k]` values in `0..sizes[k]`, all drawn from
+/// one [`SplitMix64`] seeded with `seed`. With one stratum this is [`resample_plan`].
+pub fn stratified_plan(sizes: &[usize], n_resamples: usize, seed: u64) -> Vec<Vec<Vec<usize>>> {
     let mut rng = SplitMix64::new(seed);
     (0..n_resamples)
-        .map(|_| (0..n_clusters).map(|_| rng.below(n_clusters)).collect())
+        .map(|_| {
+            sizes
+                .iter()
+                .map(|&n| (0..n).map(|_| rng.below(n)).collect())
+                .collect()
+        })
         .collect()
 }
 
@@ -174,47 +198,135 @@ pub fn paired_bootstrap(
     clusters: &[usize],
     opts: &BootstrapOptions,
 ) -> Result<PairedBootstrap> {
-    let n_rows = labels.n_rows();
-    for (what, m) in [("scores of A", scores_a), ("scores of B", scores_b)] {
-        if m.n_rows() != n_rows || m.n_cols() != labels.n_cols() {
+    let stratum = Stratum::new(labels, scores_a, scores_b, clusters)?;
+    Ok(bootstrap_strata(&[stratum], opts)?.0)
+}
+
+/// One cross-validation fold's own figures in a [`stratified_bootstrap`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldDelta {
+    /// Rows (windows) of the fold.
+    pub n_rows: usize,
+    /// Their clusters.
+    pub n_clusters: usize,
+    /// Macro ROC-AUC of the fold's A.
+    pub auc_a: f64,
+    /// Macro ROC-AUC of the fold's B.
+    pub auc_b: f64,
+    /// `auc_b − auc_a`.
+    pub delta: f64,
+    /// Species with a positive and a negative among the fold's rows.
+    pub n_species_scored: usize,
+}
+
+/// Paired cluster bootstrap over cross-validation folds: each fold has its own models A and B
+/// scored on its own held-out windows. The effect is the mean over folds of each fold's
+/// Δ = AUC(B) − AUC(A) (`auc_a`, `auc_b`: the means of the folds' AUCs; `n_rows`, `n_clusters`:
+/// totals); each resample draws clusters within every fold ([`stratified_plan`]), so a fold
+/// keeps its size, and its Δ is that mean on the draws. A resample on which some fold has no
+/// scorable species is skipped. With one fold this is [`paired_bootstrap`].
+pub fn stratified_bootstrap(
+    folds: &[Paired],
+    opts: &BootstrapOptions,
+) -> Result<(PairedBootstrap, Vec<FoldDelta>)> {
+    if folds.is_empty() {
+        return Err(Error::Empty("no folds to compare".into()));
+    }
+    let strata = folds
+        .iter()
+        .map(|p| Stratum::new(&p.labels, &p.a, &p.b, &p.clusters))
+        .collect::<Result<Vec<_>>>()?;
+    bootstrap_strata(&strata, opts)
+}
+
+/// One stratum's rows, checked, with the rows of each cluster.
+struct Stratum<'a> {
+    labels: &'a Labels,
+    a: &'a Scores,
+    b: &'a Scores,
+    members: Vec<Vec<usize>>,
+}
+
+impl<'a> Stratum<'a> {
+    fn new(labels: &'a Labels, a: &'a Scores, b: &'a Scores, clusters: &[usize]) -> Result<Self> {
+        let n_rows = labels.n_rows();
+        for (what, m) in [("scores of A", a), ("scores of B", b)] {
+            if m.n_rows() != n_rows || m.n_cols() != labels.n_cols() {
+                return Err(Error::ShapeMismatch {
+                    what: what.into(),
+                    expected: format!("{n_rows} × {} (as the labels)", labels.n_cols()),
+                    got: format!("{} × {}", m.n_rows(), m.n_cols()),
+                });
+            }
+        }
+        if clusters.len() != n_rows {
             return Err(Error::ShapeMismatch {
-                what: what.into(),
-                expected: format!("{n_rows} × {} (as the labels)", labels.n_cols()),
-                got: format!("{} × {}", m.n_rows(), m.n_cols()),
+                what: "cluster ids".into(),
+                expected: format!("{n_rows} (one per row)"),
+                got: clusters.len().to_string(),
             });
         }
+        if n_rows == 0 {
+            return Err(Error::Empty("no rows to compare".into()));
+        }
+        let n_clusters = clusters.iter().max().map_or(0, |&m| m + 1);
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_clusters];
+        for (r, &c) in clusters.iter().enumerate() {
+            members[c].push(r);
+        }
+        if let Some(c) = members.iter().position(Vec::is_empty) {
+            return Err(Error::InvalidArgument(format!(
+                "cluster {c} has no row: clusters must be numbered 0..{n_clusters} without gaps"
+            )));
+        }
+        Ok(Self {
+            labels,
+            a,
+            b,
+            members,
+        })
     }
-    if clusters.len() != n_rows {
-        return Err(Error::ShapeMismatch {
-            what: "cluster ids".into(),
-            expected: format!("{n_rows} (one per row)"),
-            got: clusters.len().to_string(),
-        });
-    }
-    if n_rows == 0 {
-        return Err(Error::Empty("no rows to compare".into()));
-    }
+}
+
+fn bootstrap_strata(
+    strata: &[Stratum<'_>],
+    opts: &BootstrapOptions,
+) -> Result<(PairedBootstrap, Vec<FoldDelta>)> {
     if opts.n_resamples < 2 {
         return Err(Error::InvalidArgument(format!(
             "a bootstrap needs at least 2 resamples, got {}",
             opts.n_resamples
         )));
     }
-    let n_clusters = clusters.iter().max().map_or(0, |&m| m + 1);
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_clusters];
-    for (r, &c) in clusters.iter().enumerate() {
-        members[c].push(r);
+    let folds = strata
+        .iter()
+        .map(|s| {
+            let auc_a = metrics::macro_roc_auc(s.a, s.labels)?;
+            let auc_b = metrics::macro_roc_auc(s.b, s.labels)?;
+            Ok(FoldDelta {
+                n_rows: s.labels.n_rows(),
+                n_clusters: s.members.len(),
+                auc_a,
+                auc_b,
+                delta: auc_b - auc_a,
+                n_species_scored: metrics::evaluate(s.a, s.labels)?.n_auc_scored,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let sizes: Vec<usize> = strata.iter().map(|s| s.members.len()).collect();
+    let plan = stratified_plan(&sizes, opts.n_resamples, opts.seed);
+    let mut deltas = Vec::with_capacity(plan.len());
+    let mut rows = Vec::new();
+    'resample: for draws in &plan {
+        let mut sum = 0.0;
+        for (s, draw) in strata.iter().zip(draws) {
+            match draw_delta(s.labels, s.a, s.b, &s.members, draw, &mut rows)? {
+                Some(d) => sum += d,
+                None => continue 'resample,
+            }
+        }
+        deltas.push(sum / strata.len() as f64);
     }
-    if let Some(c) = members.iter().position(Vec::is_empty) {
-        return Err(Error::InvalidArgument(format!(
-            "cluster {c} has no row: clusters must be numbered 0..{n_clusters} without gaps"
-        )));
-    }
-
-    let auc_a = metrics::macro_roc_auc(scores_a, labels)?;
-    let auc_b = metrics::macro_roc_auc(scores_b, labels)?;
-    let plan = resample_plan(n_clusters, opts.n_resamples, opts.seed);
-    let deltas = resampled_deltas(labels, scores_a, scores_b, &members, &plan)?;
     let n_skipped = opts.n_resamples - deltas.len();
     if deltas.len() < 2 {
         return Err(Error::InvalidArgument(format!(
@@ -223,16 +335,18 @@ pub fn paired_bootstrap(
             opts.n_resamples
         )));
     }
+    let k = folds.len() as f64;
+    let mean_of = |f: fn(&FoldDelta) -> f64| folds.iter().map(f).sum::<f64>() / k;
     let mean_delta = deltas.iter().sum::<f64>() / deltas.len() as f64;
     let se = sample_sd(&deltas)?;
     let mut sorted = deltas;
     sorted.sort_by(f64::total_cmp);
-    Ok(PairedBootstrap {
-        n_rows,
-        n_clusters,
-        auc_a,
-        auc_b,
-        delta: auc_b - auc_a,
+    let boot = PairedBootstrap {
+        n_rows: folds.iter().map(|f| f.n_rows).sum(),
+        n_clusters: folds.iter().map(|f| f.n_clusters).sum(),
+        auc_a: mean_of(|f| f.auc_a),
+        auc_b: mean_of(|f| f.auc_b),
+        delta: mean_of(|f| f.delta),
         mean_delta,
         se,
         ci_low: percentile(&sorted, 2.5)?,
@@ -240,7 +354,36 @@ pub fn paired_bootstrap(
         n_resamples: opts.n_resamples,
         n_skipped,
         seed: opts.seed,
-    })
+    };
+    Ok((boot, folds))
+}
+
+/// Δ on the rows of the clusters drawn (`rows` is scratch space); `None` when no species is
+/// scorable on them.
+fn draw_delta(
+    labels: &Labels,
+    scores_a: &Scores,
+    scores_b: &Scores,
+    members: &[Vec<usize>],
+    draw: &[usize],
+    rows: &mut Vec<usize>,
+) -> Result<Option<f64>> {
+    rows.clear();
+    for &c in draw {
+        let m = members.get(c).ok_or_else(|| {
+            Error::InvalidArgument(format!("resample draws cluster {c} of {}", members.len()))
+        })?;
+        rows.extend_from_slice(m);
+    }
+    let y = labels.select_rows(rows)?;
+    let a = metrics::macro_roc_auc(&scores_a.select_rows(rows)?, &y);
+    let b = metrics::macro_roc_auc(&scores_b.select_rows(rows)?, &y);
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(Some(b - a)),
+        // Same labels, so both fail together: nothing to compare on this resample.
+        (Err(Error::NoScoredColumns), _) | (_, Err(Error::NoScoredColumns)) => Ok(None),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }
 
 /// Δ = AUC(B) − AUC(A) on each resample of `plan` (cluster draws), skipping resamples on
@@ -252,24 +395,11 @@ pub fn resampled_deltas(
     members: &[Vec<usize>],
     plan: &[Vec<usize>],
 ) -> Result<Vec<f64>> {
-    let mut deltas = Vec::with_capacity(plan.len());
     let mut rows = Vec::new();
+    let mut deltas = Vec::with_capacity(plan.len());
     for draw in plan {
-        rows.clear();
-        for &c in draw {
-            let m = members.get(c).ok_or_else(|| {
-                Error::InvalidArgument(format!("resample draws cluster {c} of {}", members.len()))
-            })?;
-            rows.extend_from_slice(m);
-        }
-        let y = labels.select_rows(&rows)?;
-        let a = metrics::macro_roc_auc(&scores_a.select_rows(&rows)?, &y);
-        let b = metrics::macro_roc_auc(&scores_b.select_rows(&rows)?, &y);
-        match (a, b) {
-            (Ok(a), Ok(b)) => deltas.push(b - a),
-            // Same labels, so both fail together: nothing to compare on this resample.
-            (Err(Error::NoScoredColumns), _) | (_, Err(Error::NoScoredColumns)) => {}
-            (Err(e), _) | (_, Err(e)) => return Err(e),
+        if let Some(d) = draw_delta(labels, scores_a, scores_b, members, draw, &mut rows)? {
+            deltas.push(d);
         }
     }
     Ok(deltas)
@@ -659,18 +789,29 @@ pub struct Comparison {
     pub n_species: usize,
     /// Species that entered the macro ROC-AUC on all rows.
     pub n_species_scored: usize,
-    /// The paired bootstrap (Δ = B − A, its SE and 95 % interval).
+    /// The paired bootstrap (Δ = B − A, its SE and 95 % interval; over several folds, the
+    /// stratified one of [`stratified_bootstrap`]).
     pub bootstrap: PairedBootstrap,
+    /// Cross-validation folds compared (1: one split).
+    pub n_folds: usize,
+    /// Each fold's own AUCs and Δ.
+    pub folds: Vec<FoldDelta>,
+    /// With 3 folds or more: the standard error of the mean Δ from the folds' own spread,
+    /// `sd(Δ_k)/√K`. It holds every noise, including dependence the bootstrap cannot see;
+    /// the MDE is the larger of `(z₀.₉₇₅ + z₀.₈)` times it and the bootstrap-and-seeds MDE.
+    pub se_between_folds: Option<f64>,
     /// The seed spread used (absent when no per-seed values were given).
     pub seeds: Option<SeedSpread>,
     /// True when seed noise entered the MDE; false means the MDE counts only the test set's
     /// noise and is a lower bound.
     pub seed_noise_included: bool,
-    /// Seeds per arm behind Δ (1 when A and B are single runs).
+    /// Seeds per arm behind each fold's Δ (1 when A and B are single runs).
     pub n_seeds: usize,
-    /// The smallest detectable effect for this comparison.
+    /// The smallest detectable effect for this comparison: the seed term counts
+    /// `n_seeds · n_folds` independent trainings per arm, each fold being trained apart.
     pub mde: f64,
-    /// The MDE with 1, 3, 5 and 10 seeds per arm: what more seeds would buy.
+    /// The bootstrap-and-seeds MDE with 1, 3, 5 and 10 seeds per arm (and fold): what more
+    /// seeds would buy.
     pub mde_by_seeds: Vec<(usize, f64)>,
     /// Detected or inside the noise.
     pub verdict: Verdict,
@@ -711,23 +852,51 @@ pub fn pooled_seed_spread(arms: &[Vec<f64>]) -> Result<SeedSpread> {
 
 /// Bootstrap, seed spread, MDE and verdict for two models' scores on the same windows.
 pub fn compare(p: &Paired, opts: &CompareOptions) -> Result<Comparison> {
-    let bootstrap = paired_bootstrap(&p.labels, &p.a, &p.b, &p.clusters, &opts.bootstrap)?;
-    let n_species_scored = metrics::evaluate(&p.a, &p.labels)?.n_auc_scored;
+    compare_folds(std::slice::from_ref(p), opts)
+}
+
+/// [`compare`] over cross-validation folds: fold `k`'s A and B were trained without its
+/// held-out windows and scored on them. Δ is the mean of the folds' Δ, its noise the
+/// [`stratified_bootstrap`]'s, and the training noise of a mean over `K` folds each trained
+/// `n_seeds` times is `2σ²/(n_seeds·K)`: every fold's models are trained apart, so the folds
+/// average the training noise as more seeds would (σ measured at one split, so that it holds
+/// training noise only).
+pub fn compare_folds(folds: &[Paired], opts: &CompareOptions) -> Result<Comparison> {
+    let (bootstrap, fold_deltas) = stratified_bootstrap(folds, &opts.bootstrap)?;
+    let n_species_scored = fold_deltas
+        .iter()
+        .map(|f| f.n_species_scored)
+        .max()
+        .unwrap_or(0);
+    let k = fold_deltas.len();
     let seeds = if opts.seed_values.is_empty() {
         None
     } else {
         Some(pooled_seed_spread(&opts.seed_values)?)
     };
     let sd = seeds.as_ref().map_or(0.0, |s| s.sd);
-    let mde = min_detectable_effect(bootstrap.se, sd, opts.n_seeds)?;
+    // The spread of the folds' own Δ holds every noise at once (test set, training, and the
+    // dependence a cluster bootstrap cannot see, e.g. calls reused across soundscapes): when
+    // it is larger than the model's, it is the one used.
+    let se_between_folds = if k >= 3 {
+        let d: Vec<f64> = fold_deltas.iter().map(|f| f.delta).collect();
+        Some(sample_sd(&d)? / (k as f64).sqrt())
+    } else {
+        None
+    };
+    let mde = min_detectable_effect(bootstrap.se, sd, opts.n_seeds * k)?
+        .max(se_between_folds.map_or(0.0, |se| (Z_975 + Z_80) * se));
     let mde_by_seeds = [1, 3, 5, 10]
         .into_iter()
-        .map(|n| Ok((n, min_detectable_effect(bootstrap.se, sd, n)?)))
+        .map(|n| Ok((n, min_detectable_effect(bootstrap.se, sd, n * k)?)))
         .collect::<Result<Vec<_>>>()?;
     let v = verdict(bootstrap.delta, mde, bootstrap.ci_low, bootstrap.ci_high);
     Ok(Comparison {
-        n_species: p.species.len(),
+        n_species: folds.iter().map(|p| p.species.len()).max().unwrap_or(0),
         n_species_scored,
+        n_folds: k,
+        folds: fold_deltas,
+        se_between_folds,
         sentence: v.sentence(bootstrap.delta, mde),
         seed_noise_included: seeds.is_some(),
         seeds,
@@ -757,13 +926,36 @@ impl Comparison {
                 "windows: {} in {} clusters; species: {} ({} scored)",
                 b.n_rows, b.n_clusters, self.n_species, self.n_species_scored
             ),
-            format!("macro ROC-AUC: A {:.4}, B {:.4}", b.auc_a, b.auc_b),
+            format!(
+                "macro ROC-AUC{}: A {:.4}, B {:.4}",
+                if self.n_folds > 1 {
+                    " (mean over folds)"
+                } else {
+                    ""
+                },
+                b.auc_a,
+                b.auc_b
+            ),
             format!(
                 "Δ (B − A) = {:+.4}; bootstrap ({} resamples of clusters, seed {}, {} skipped): \
                  SE {:.4}, 95 % interval [{:+.4}, {:+.4}]",
                 b.delta, b.n_resamples, b.seed, b.n_skipped, b.se, b.ci_low, b.ci_high
             ),
         ];
+        if self.n_folds > 1 {
+            v.push(format!(
+                "{} folds, Δ per fold: {}{}",
+                self.n_folds,
+                self.folds
+                    .iter()
+                    .map(|f| format!("{:+.4}", f.delta))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.se_between_folds.map_or(String::new(), |se| format!(
+                    "; SE from their spread {se:.4}"
+                ))
+            ));
+        }
         match &self.seeds {
             Some(s) => v.push(format!(
                 "seed spread: sd {:.4} over {} value(s) (mean {:.4})",
@@ -778,9 +970,10 @@ impl Comparison {
             ),
         }
         v.push(format!(
-            "smallest detectable effect (α 0.05 two-sided, power 0.8, {} seed(s) per arm): {:.4}; \
-             with {}",
+            "smallest detectable effect (α 0.05 two-sided, power 0.8, {} seed(s) per arm{}): \
+             {:.4}; with {}",
             self.n_seeds,
+            if self.n_folds > 1 { " and fold" } else { "" },
             self.mde,
             self.mde_by_seeds
                 .iter()

@@ -18,6 +18,36 @@ const TOL: f64 = 1e-9;
 struct Fixture {
     score_scale: f32,
     cases: Vec<Case>,
+    stratified: Vec<Stratified>,
+}
+
+#[derive(Deserialize)]
+struct Fold {
+    rows: usize,
+    cols: usize,
+    clusters: Vec<usize>,
+    y: String,
+    a: Vec<u32>,
+    b: Vec<u32>,
+    auc_a: f64,
+    auc_b: f64,
+}
+
+#[derive(Deserialize)]
+struct Stratified {
+    name: String,
+    folds: Vec<Fold>,
+    plan_seed: u64,
+    n_resamples: usize,
+    plan: Vec<Vec<Vec<usize>>>,
+    auc_a: f64,
+    auc_b: f64,
+    delta: f64,
+    n_skipped: usize,
+    mean: f64,
+    se: f64,
+    ci_low: f64,
+    ci_high: f64,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +155,156 @@ fn bootstrap_matches_numpy_and_sklearn() {
     }
     // The sparse case must exercise skipping, or it proves nothing about it.
     assert!(f.cases.iter().any(|c| c.n_skipped > 0));
+}
+
+fn labels_of(y: &str, rows: usize, cols: usize) -> Matrix {
+    Matrix::new(
+        rows,
+        cols,
+        y.bytes()
+            .map(|b| if b == b'1' { 1.0 } else { 0.0 })
+            .collect(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn stratified_bootstrap_matches_numpy_and_sklearn() {
+    let f = load();
+    assert_eq!(f.stratified.len(), 2);
+    for c in &f.stratified {
+        let sizes: Vec<usize> = c
+            .folds
+            .iter()
+            .map(|k| k.clusters.iter().max().unwrap() + 1)
+            .collect();
+        assert_eq!(
+            effect::stratified_plan(&sizes, c.n_resamples, c.plan_seed),
+            c.plan,
+            "{}: plan differs",
+            c.name
+        );
+        let folds: Vec<effect::Paired> = c
+            .folds
+            .iter()
+            .map(|k| effect::Paired {
+                species: (0..k.cols).map(|j| format!("s{j}")).collect(),
+                row_ids: (0..k.rows).map(|r| format!("r{r}")).collect(),
+                clusters: k.clusters.clone(),
+                n_clusters: k.clusters.iter().max().unwrap() + 1,
+                labels: labels_of(&k.y, k.rows, k.cols),
+                a: Matrix::new(
+                    k.rows,
+                    k.cols,
+                    k.a.iter().map(|&x| x as f32 / f.score_scale).collect(),
+                )
+                .unwrap(),
+                b: Matrix::new(
+                    k.rows,
+                    k.cols,
+                    k.b.iter().map(|&x| x as f32 / f.score_scale).collect(),
+                )
+                .unwrap(),
+            })
+            .collect();
+        let (r, per_fold) = effect::stratified_bootstrap(
+            &folds,
+            &BootstrapOptions {
+                n_resamples: c.n_resamples,
+                seed: c.plan_seed,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.n_skipped, c.n_skipped, "{}", c.name);
+        for (k, (ours, theirs)) in per_fold.iter().zip(&c.folds).enumerate() {
+            assert!(
+                (ours.auc_a - theirs.auc_a).abs() < TOL,
+                "{} fold {k}",
+                c.name
+            );
+            assert!(
+                (ours.auc_b - theirs.auc_b).abs() < TOL,
+                "{} fold {k}",
+                c.name
+            );
+        }
+        for (what, x, y) in [
+            ("auc_a", r.auc_a, c.auc_a),
+            ("auc_b", r.auc_b, c.auc_b),
+            ("delta", r.delta, c.delta),
+            ("mean", r.mean_delta, c.mean),
+            ("se", r.se, c.se),
+            ("ci_low", r.ci_low, c.ci_low),
+            ("ci_high", r.ci_high, c.ci_high),
+        ] {
+            assert!(
+                (x - y).abs() < TOL,
+                "{} {what}: ours {x}, numpy {y}",
+                c.name
+            );
+        }
+        // More folds at the same seed spread lower the smallest detectable effect.
+        let opts = CompareOptions {
+            bootstrap: BootstrapOptions {
+                n_resamples: c.n_resamples,
+                seed: c.plan_seed,
+            },
+            seed_values: vec![vec![0.80, 0.82, 0.84]],
+            n_seeds: 1,
+        };
+        let all = effect::compare_folds(&folds, &opts).unwrap();
+        assert_eq!(all.n_folds, folds.len());
+        let model = effect::min_detectable_effect(r.se, 0.02, folds.len()).unwrap();
+        // With 3 folds or more, the spread of the folds' own Δ (numpy's) may set the MDE.
+        let d: Vec<f64> = c.folds.iter().map(|k| k.auc_b - k.auc_a).collect();
+        let k = d.len() as f64;
+        let expect = if d.len() >= 3 {
+            let m = d.iter().sum::<f64>() / k;
+            let sd = (d.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (k - 1.0)).sqrt();
+            let between = sd / k.sqrt();
+            assert!((all.se_between_folds.unwrap() - between).abs() < 1e-12);
+            model.max((effect::Z_975 + effect::Z_80) * between)
+        } else {
+            assert_eq!(all.se_between_folds, None);
+            model
+        };
+        assert!(
+            (all.mde - expect).abs() < 1e-12,
+            "{}: mde {} vs {expect}",
+            c.name,
+            all.mde
+        );
+        assert!(all.lines().iter().any(|l| l.contains("Δ per fold")));
+    }
+    assert!(f.stratified.iter().any(|c| c.n_skipped > 0));
+}
+
+#[test]
+fn one_fold_is_the_plain_comparison() {
+    let f = load();
+    let c = &f.cases[0];
+    let folds = [effect::Paired {
+        species: (0..c.cols).map(|j| format!("s{j}")).collect(),
+        row_ids: (0..c.rows).map(|r| format!("r{r}")).collect(),
+        clusters: c.clusters.clone(),
+        n_clusters: c.n_clusters,
+        labels: labels_of(&c.y, c.rows, c.cols),
+        a: scores(&c.a, c, f.score_scale),
+        b: scores(&c.b, c, f.score_scale),
+    }];
+    let opts = CompareOptions {
+        bootstrap: BootstrapOptions {
+            n_resamples: c.n_resamples,
+            seed: c.plan_seed,
+        },
+        seed_values: vec![],
+        n_seeds: 1,
+    };
+    let one = effect::compare_folds(&folds, &opts).unwrap();
+    let plain = compare(&folds[0], &opts).unwrap();
+    assert_eq!(one, plain);
+    assert!((one.bootstrap.se - c.se).abs() < TOL);
+    assert_eq!(one.n_folds, 1);
 }
 
 fn window_scores(order: &[usize], species: &[&str], scores: &[[f32; 2]]) -> WindowScores {

@@ -61,6 +61,16 @@ pub struct DataConfig {
     pub max_windows_per_clip: usize,
     /// Share of recordings held out for validation.
     pub valid_fraction: f64,
+    /// Cross-validation instead of `valid_fraction`: the recordings are stratified into
+    /// `folds` folds and fold `fold` is held out (0 = off). Running every fold of one seed scores
+    /// every recording that can be held out once, which is how a small pool gets a larger
+    /// test set (see `silencio eval compare`).
+    pub folds: usize,
+    /// The fold held out, in `0..folds`.
+    pub fold: usize,
+    /// Seed of the split and of the mixed test sets' calls; `train.seed` when absent. Set it
+    /// to vary the training seed alone while the held-out recordings stay the same.
+    pub split_seed: Option<u64>,
     /// Which period to train on: `all`, `initial` (older 70 %) or `retrain` (newer 30 %).
     pub period: PeriodFilter,
     /// Background recordings for noise mixing and the mixed test set.
@@ -75,9 +85,22 @@ impl Default for DataConfig {
             recipe: "birdclef".into(),
             max_windows_per_clip: 0,
             valid_fraction: 0.2,
+            folds: 0,
+            fold: 0,
+            split_seed: None,
             period: PeriodFilter::All,
             backgrounds: Some(PathBuf::from("datasets/demo/backgrounds")),
         }
+    }
+}
+
+impl DataConfig {
+    /// The cross-validation fold held out, when `folds` is set.
+    pub fn cv(&self) -> Option<silencio_data::CvFold> {
+        (self.folds > 0).then_some(silencio_data::CvFold {
+            fold: self.fold,
+            folds: self.folds,
+        })
     }
 }
 
@@ -446,6 +469,12 @@ pub const DEFAULT_MODEL_NAME: &str = "el-silencio";
 pub const DEMO_TOML: &str = include_str!("../../../experiments/demo.toml");
 
 impl Experiment {
+    /// The seed of the split (and of the calls mixed from it): `data.split_seed`, else
+    /// `train.seed`.
+    pub fn split_seed(&self) -> u64 {
+        self.data.split_seed.unwrap_or(self.train.seed)
+    }
+
     /// The embedded demo experiment.
     pub fn demo() -> Result<Self> {
         Self::parse(DEMO_TOML, Path::new("experiments/demo.toml"))
@@ -512,6 +541,10 @@ impl Experiment {
         }
         if t.devices.is_empty() {
             return Err("devices must name at least one device".into());
+        }
+        if let Some(cv) = self.data.cv() {
+            cv.check()
+                .map_err(|e| format!("data.folds/data.fold: {e}"))?;
         }
         if let Some(s) = self
             .eval
@@ -724,11 +757,29 @@ mod tests {
             "name = \"x\"\n[distill]\nteacher = \"/t\"\nteacher_model = \"birdnet\"\n",
             "name = \"x\"\n[priors]\nstrength = 1\n",
             "name = \"x\"\n[pseudo]\nteacher = \"t\"\n[priors]\nstrength = -1\n",
+            "name = \"x\"\n[data]\nfolds = 1\n",
+            "name = \"x\"\n[data]\nfolds = 5\nfold = 5\n",
         ];
         for text in bad {
             let e = Experiment::parse(text, Path::new("t.toml")).unwrap_err();
             assert_eq!(e.kind(), "config", "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn folds_and_split_seed_choose_the_split() {
+        let plain = Experiment::demo().unwrap();
+        assert_eq!(plain.data.cv(), None);
+        assert_eq!(plain.split_seed(), plain.train.seed);
+        let text = "name = \"x\"\n[data]\nfolds = 5\nfold = 2\nsplit_seed = 7\n[train]\nseed = 3\n";
+        let e = Experiment::parse(text, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            e.data.cv(),
+            Some(silencio_data::CvFold { fold: 2, folds: 5 })
+        );
+        assert_eq!(e.split_seed(), 7);
+        assert_eq!(e.train.seed, 3);
+        assert!(e.params().contains(&("data.fold".into(), "2".into())));
     }
 
     #[test]

@@ -809,7 +809,8 @@ pub(crate) fn finish(
             seed: exp.eval.mix_seed,
             snr_db: (exp.eval.mix_snr_db[0], exp.eval.mix_snr_db[1]),
             valid_fraction: exp.data.valid_fraction,
-            split_seed: exp.train.seed,
+            cv: exp.data.cv(),
+            split_seed: exp.split_seed(),
             ..Default::default()
         };
         let mut sets = Vec::new();

@@ -23,7 +23,8 @@ pub fn shards(exp: &Experiment, log: &mut dyn FnMut(&str)) -> Result<WindowStore
     let mut opts = EtlOptions::new(features);
     opts.max_windows_per_clip = d.max_windows_per_clip;
     opts.valid_fraction = d.valid_fraction;
-    opts.seed = exp.train.seed;
+    opts.cv = d.cv();
+    opts.seed = exp.split_seed();
     let data = Store::open(&d.root.display().to_string())?;
     let out = Store::create(&d.shards.display().to_string())?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use silencio_audio::FeatureConfig;
 
 use crate::error::{Error, Result};
-use crate::splits::{Period, Split};
+use crate::splits::{CvFold, Holdout, Period, Split};
 use crate::store::Store;
 use crate::train_csv::RowProblem;
 use crate::validate::{Duplicate, UnknownLabel};
@@ -85,6 +85,10 @@ pub struct EtlOptions {
     pub seed: u64,
     /// Longest clip decoded, in seconds; longer ones are skipped and reported.
     pub max_duration_s: f64,
+    /// Cross-validation: hold out this fold instead of `valid_fraction` (absent from the
+    /// fingerprint when unset, so earlier shards stay valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<CvFold>,
 }
 
 impl EtlOptions {
@@ -100,7 +104,14 @@ impl EtlOptions {
             initial_fraction: 0.7,
             seed: 0,
             max_duration_s: 3600.0,
+            cv: None,
         }
+    }
+
+    /// What the split holds out: the fold when `cv` is set, else `valid_fraction`.
+    pub fn holdout(&self) -> Holdout {
+        self.cv
+            .map_or(Holdout::Fraction(self.valid_fraction), Holdout::Fold)
     }
 
     fn check(&self) -> Result<()> {
@@ -110,6 +121,9 @@ impl EtlOptions {
         }
         if !(0.0..1.0).contains(&self.valid_fraction) {
             return bad("valid fraction must lie in [0, 1)");
+        }
+        if let Some(cv) = self.cv {
+            cv.check().map_err(Error::InvalidOptions)?;
         }
         if !(0.0..=1.0).contains(&self.initial_fraction) {
             return bad("initial fraction must lie in [0, 1]");

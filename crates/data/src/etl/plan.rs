@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{EtlOptions, FORMAT_VERSION, RowReport, hex};
 use crate::error::{Error, Result};
-use crate::splits::{Period, Split, temporal_split, train_valid_split};
+use crate::splits::{Period, Split, holdout_split, temporal_split};
 use crate::store::Store;
 use crate::taxonomy::Taxonomy;
 use crate::train_csv::{TrainRecord, read_train_csv_from};
@@ -54,7 +54,7 @@ pub(super) fn plan(data: &Store, opts: &EtlOptions) -> Result<Plan> {
         duplicate_rows: screened.duplicate_rows,
         rating_outliers: screened.rating_outliers,
     };
-    let splits = train_valid_split(&usable, &taxonomy, opts.valid_fraction, opts.seed);
+    let splits = holdout_split(&usable, &taxonomy, opts.holdout(), opts.seed);
     let periods = temporal_split(&usable, opts.initial_fraction);
     let mut clips: Vec<Planned> = usable
         .into_iter()

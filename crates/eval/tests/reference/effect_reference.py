@@ -19,6 +19,14 @@ Per case (labels Y, scores A and B, n rows x m species, a cluster id per row):
   mean, se   numpy mean and std(ddof=1) of the non-null deltas.
   ci_low/hi  numpy.percentile(deltas, [2.5, 97.5]) (default linear interpolation).
 
+Stratified cases (cross-validation: each fold its own models A and B on its own held-out
+windows) add, per fold, the same fields as a case, and:
+  plan       resample b is, fold after fold, n_clusters(fold) draws from ONE SplitMix64 seeded
+             with `plan_seed` (with one fold this is the plan above).
+  deltas     for each resample: the mean over folds of each fold's delta on its own draws; null
+             when any fold has no scorable species on its draws.
+  delta      the mean over folds of auc_b - auc_a; auc_a/b the means of the folds' AUCs.
+
 Scores are integers 0..999 divided by 1000 (both exact as f32 in order, and the metric depends
 only on order); labels are 0/1.
 """
@@ -110,6 +118,74 @@ def make_case(rng, name, n_clusters, sizes, m, prevalence, plan_seed, n_resample
     }
 
 
+def fold_data(rng, n_clusters, sizes, m, prevalence):
+    clusters = np.concatenate([np.full(k, c) for c, k in enumerate(sizes)])
+    n = len(clusters)
+    y = (rng.random((n, m)) < prevalence).astype(np.int64)
+    a = np.clip(np.round(1000 * (0.5 + 0.12 * y + 0.18 * rng.normal(size=(n, m)))), 0, 999)
+    b = np.clip(np.round(1000 * (0.5 + 0.16 * y + 0.18 * rng.normal(size=(n, m)))), 0, 999)
+    return {
+        "rows": n,
+        "cols": m,
+        "n_clusters": n_clusters,
+        "clusters": clusters.tolist(),
+        "y": y,
+        "a": a.astype(np.int64),
+        "b": b.astype(np.int64),
+    }
+
+
+def make_stratified(rng, name, folds, plan_seed, n_resamples):
+    data = [fold_data(rng, *f) for f in folds]
+    gen = SplitMix64(plan_seed)
+    p = [[[gen.below(d["n_clusters"]) for _ in range(d["n_clusters"])] for d in data]
+         for _ in range(n_resamples)]
+    members = [[np.flatnonzero(np.array(d["clusters"]) == c) for c in range(d["n_clusters"])]
+               for d in data]
+    deltas = []
+    for draws in p:
+        per_fold = []
+        for d, mem, draw in zip(data, members, draws):
+            rows = np.concatenate([mem[c] for c in draw])
+            ya = d["y"][rows]
+            da = macro_auc(ya, d["a"][rows] / 1000.0)
+            db = macro_auc(ya, d["b"][rows] / 1000.0)
+            per_fold.append(None if da is None else db - da)
+        deltas.append(None if any(x is None for x in per_fold) else float(np.mean(per_fold)))
+    used = np.array([d for d in deltas if d is not None])
+    aucs = [(macro_auc(d["y"], d["a"] / 1000.0), macro_auc(d["y"], d["b"] / 1000.0)) for d in data]
+    lo, hi = np.percentile(used, [2.5, 97.5])
+    return {
+        "name": name,
+        "folds": [
+            {
+                "rows": d["rows"],
+                "cols": d["cols"],
+                "n_clusters": d["n_clusters"],
+                "clusters": d["clusters"],
+                "y": "".join(str(v) for v in d["y"].ravel()),
+                "a": d["a"].ravel().tolist(),
+                "b": d["b"].ravel().tolist(),
+                "auc_a": x,
+                "auc_b": y,
+            }
+            for d, (x, y) in zip(data, aucs)
+        ],
+        "plan_seed": plan_seed,
+        "n_resamples": n_resamples,
+        "plan": p,
+        "deltas": deltas,
+        "auc_a": float(np.mean([x for x, _ in aucs])),
+        "auc_b": float(np.mean([y for _, y in aucs])),
+        "delta": float(np.mean([y - x for x, y in aucs])),
+        "n_skipped": sum(d is None for d in deltas),
+        "mean": float(used.mean()),
+        "se": float(used.std(ddof=1)),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+    }
+
+
 def generate():
     rng = np.random.default_rng(SEED)
     cases = [
@@ -120,20 +196,30 @@ def generate():
         # A rare species: some resamples hold no positive of any species and are skipped.
         make_case(rng, "sparse", 6, [3] * 6, 1, 0.08, 3, 200),
     ]
+    stratified = [
+        # Three folds of different sizes and species counts (the per-fold macro AUCs differ).
+        make_stratified(rng, "three_folds", [(8, [10] * 8, 4, 0.25), (5, [3, 5, 7, 9, 11], 4, 0.3),
+                                             (6, [6] * 6, 2, 0.2)], 13, 300),
+        # A sparse fold: resamples skipped when it has nothing to score.
+        make_stratified(rng, "sparse_fold", [(6, [6] * 6, 3, 0.3), (5, [2] * 5, 1, 0.1)], 17, 200),
+    ]
     return {
         "seed": SEED,
         "score_scale": 1000,
         "sklearn": sklearn.__version__,
         "numpy": np.__version__,
         "cases": cases,
+        "stratified": stratified,
     }
 
 
 def dump(doc):
-    head = {k: v for k, v in doc.items() if k != "cases"}
-    lines = [json.dumps(c, separators=(",", ":")) for c in doc["cases"]]
+    head = {k: v for k, v in doc.items() if k not in ("cases", "stratified")}
     body = json.dumps(head, separators=(",", ":"))[:-1]
-    return body + ',"cases":[\n' + ",\n".join(lines) + "\n]}\n"
+    for key in ("cases", "stratified"):
+        lines = [json.dumps(c, separators=(",", ":")) for c in doc[key]]
+        body += f',"{key}":[\n' + ",\n".join(lines) + "\n]"
+    return body + "}\n"
 
 
 def close(x, y, tol=1e-9):
@@ -150,6 +236,17 @@ def check(doc):
     problems = []
     if len(old["cases"]) != len(doc["cases"]):
         problems.append("case count differs")
+    if len(old.get("stratified", [])) != len(doc["stratified"]):
+        problems.append("stratified case count differs")
+    for o, n in zip(old.get("stratified", []), doc["stratified"]):
+        for key in ("name", "folds", "plan", "n_skipped"):
+            if o[key] != n[key]:
+                problems.append(f"{o['name']}: {key} differs")
+        for key in ("auc_a", "auc_b", "delta", "mean", "se", "ci_low", "ci_high"):
+            if not close(o[key], n[key]):
+                problems.append(f"{o['name']}: {key} committed {o[key]} vs now {n[key]}")
+        if len(o["deltas"]) != len(n["deltas"]) or not all(map(close, o["deltas"], n["deltas"])):
+            problems.append(f"{o['name']}: deltas differ")
     for o, n in zip(old["cases"], doc["cases"]):
         for key in ("name", "rows", "cols", "clusters", "y", "a", "b", "plan", "n_skipped"):
             if o[key] != n[key]:
@@ -163,7 +260,8 @@ def check(doc):
         print(p, file=sys.stderr)
     if problems:
         return 1
-    print(f"ok: {len(doc['cases'])} bootstrap cases match {OUT.name}")
+    print(f"ok: {len(doc['cases'])} bootstrap cases and {len(doc['stratified'])} stratified ones "
+          f"match {OUT.name}")
     return 0
 
 
@@ -176,7 +274,7 @@ def main():
         return check(doc)
     OUT.write_text(dump(doc))
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
-    for c in doc["cases"]:
+    for c in doc["cases"] + doc["stratified"]:
         print(f"  {c['name']}: delta {c['delta']:+.4f}, se {c['se']:.4f}, "
               f"CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], skipped {c['n_skipped']}")
     return 0
