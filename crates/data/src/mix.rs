@@ -253,6 +253,9 @@ pub struct CallSet {
 /// sits in such a root, e.g. a hand-picked subset): its usable rows in `pool` (split as the
 /// ETL splits them, or as `split_table` says), each cut to its loudest stretch.
 pub fn load_calls(calls: &Path, opts: &MixOptions) -> Result<CallSet> {
+    if let Some(cv) = opts.cv {
+        cv.check().map_err(Error::InvalidOptions)?;
+    }
     let (root, list) = if calls.is_file() {
         (
             calls.parent().unwrap_or(Path::new(".")),

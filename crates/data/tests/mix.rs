@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use silencio_audio::{DecodeOptions, decode_path};
 use silencio_data::mix::{self, CallPool, MixOptions, SAMPLE_RATE};
-use silencio_data::{Split, Taxonomy, read_train_csv, train_valid_split, usable_records};
+use silencio_data::{
+    CvFold, Holdout, Split, Taxonomy, holdout_split, read_train_csv, train_valid_split,
+    usable_records,
+};
 
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/demo")
@@ -315,4 +318,56 @@ fn calls_can_come_from_a_list_inside_a_root() {
     let set = mix::load_calls(&root.join("calls.csv"), &opts).unwrap();
     assert_eq!(set.calls.len() + set.skipped.len(), 2);
     assert!(set.calls.iter().all(|c| c.code == "zebrafinch"));
+}
+
+#[test]
+fn folds_lend_calls_from_their_own_held_out_recordings_only() {
+    let root = demo().join("birdclef");
+    let taxonomy = Taxonomy::from_csv(&root.join("taxonomy.csv")).unwrap();
+    let (records, _) = read_train_csv(&root.join("train.csv")).unwrap();
+    let usable = usable_records(&records, &taxonomy);
+    let folds = 3;
+    let mut lent: Vec<BTreeSet<String>> = Vec::new();
+    for fold in 0..folds {
+        let cv = CvFold { fold, folds };
+        let opts = MixOptions {
+            cv: Some(cv),
+            ..MixOptions::default()
+        };
+        let set = mix::load_calls(&root, &opts).unwrap();
+        let held_out: BTreeSet<&str> = usable
+            .iter()
+            .zip(holdout_split(
+                &usable,
+                &taxonomy,
+                Holdout::Fold(cv),
+                opts.split_seed,
+            ))
+            .filter(|(_, s)| *s == Split::Valid)
+            .map(|(r, _)| r.filename.as_str())
+            .collect();
+        assert!(!set.calls.is_empty(), "fold {fold} lends no call");
+        let sources: BTreeSet<String> = set.calls.iter().map(|c| c.source.clone()).collect();
+        for s in &sources {
+            assert!(
+                held_out.contains(s.as_str()),
+                "fold {fold}: {s} is not held out"
+            );
+        }
+        lent.push(sources);
+    }
+    // The folds' calls come from disjoint recordings.
+    for a in 0..folds {
+        for b in a + 1..folds {
+            assert!(
+                lent[a].is_disjoint(&lent[b]),
+                "folds {a} and {b} share a recording"
+            );
+        }
+    }
+    let bad = MixOptions {
+        cv: Some(CvFold { fold: 3, folds }),
+        ..MixOptions::default()
+    };
+    assert!(mix::load_calls(&root, &bad).is_err());
 }

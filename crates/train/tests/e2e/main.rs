@@ -9,6 +9,7 @@ mod common;
 mod harness;
 
 mod distill;
+mod folds;
 mod location;
 mod multi_device;
 mod probe;
