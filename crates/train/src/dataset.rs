@@ -21,7 +21,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::tensor::{Device, Tensor, TensorData};
 use silencio_common::SplitMix64;
-use silencio_data::etl::{Dtype, Manifest, WindowRecord};
+use silencio_data::etl::{Manifest, WindowRecord};
 use silencio_data::splits::{PeriodFilter, Split};
 
 use crate::augment::{self, AugmentConfig};
@@ -115,16 +115,7 @@ impl WindowStore {
         let mut buf = vec![0u8; n * dtype.size()];
         file.read_exact_at(&mut buf, w.offset)
             .map_err(|e| Error::io(&self.dir.join(&self.manifest.shards[w.shard].file), e))?;
-        Ok(match dtype {
-            Dtype::F32 => buf
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => buf
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-        })
+        Ok(dtype.decode(&buf))
     }
 
     /// Indices of the windows of `split` that `period` admits.

@@ -98,6 +98,7 @@ mod tests {
             covered: vec![true; classes.len()],
             embedding_dim: None,
             feature_shape: [1, 1],
+            feature_dtype: silencio_data::Dtype::F32,
             shards_fingerprint: "f".into(),
             licences: Vec::new(),
         }

@@ -295,13 +295,17 @@ pub fn teach(opts: &TeachOptions, progress: &mut dyn FnMut(&str)) -> Result<Teac
         covered,
         embedding_dim: None,
         feature_shape: manifest.feature_shape,
+        feature_dtype: manifest.options.dtype,
         shards_fingerprint: manifest.fingerprint.clone(),
         licences: scorer.licences().iter().map(|l| l.id.clone()).collect(),
     };
     // The embedding width is known once a recording is scored: a fresh store is created then,
     // an existing one must agree with everything else.
     let mut store = if dir.join("teacher.json").is_file() {
-        info.embedding_dim = TeacherStore::open(&dir)?.info().embedding_dim;
+        let existing = TeacherStore::open(&dir)?;
+        info.embedding_dim = existing.info().embedding_dim;
+        // A store begun by an earlier build (f32 features) is resumed as it began.
+        info.feature_dtype = existing.info().feature_dtype;
         Some(TeacherStore::create(&dir, info.clone())?)
     } else {
         None

@@ -20,7 +20,13 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 use serde::{Deserialize, Serialize};
 
+use silencio_data::Dtype;
+
 use crate::{Error, Result};
+
+fn f32_dtype() -> Dtype {
+    Dtype::F32
+}
 
 /// Format version of `teacher.json` and the recording files.
 pub const TEACHER_FORMAT: u32 = 1;
@@ -70,6 +76,11 @@ pub struct TeacherInfo {
     pub embedding_dim: Option<usize>,
     /// `[mels, frames]` of the stored student features (the ETL manifest's).
     pub feature_shape: [usize; 2],
+    /// Storage type of the stored student features: the ETL manifest's, so a pseudo-labelled
+    /// window is stored as an ETL window is (f16 halves the soundscapes' features, ~19 GB of
+    /// f32 for BirdCLEF 2025's). Stores written before this field hold f32.
+    #[serde(default = "f32_dtype")]
+    pub feature_dtype: Dtype,
     /// The ETL manifest fingerprint the features were computed for.
     pub shards_fingerprint: String,
     /// SPDX ids of the teacher's licences (they travel into students trained on its labels).
@@ -135,16 +146,15 @@ fn corrupt(path: &Path, message: impl std::fmt::Display) -> Error {
 }
 
 fn f32_bytes(rows: &[Vec<f32>]) -> Vec<u8> {
-    rows.iter()
-        .flat_map(|r| r.iter().flat_map(|v| v.to_le_bytes()))
-        .collect()
+    let mut out = Vec::new();
+    for r in rows {
+        Dtype::F32.encode(r, &mut out);
+    }
+    out
 }
 
-fn rows_of(bytes: &[u8], width: usize) -> Vec<Vec<f32>> {
-    let vals: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+fn rows_of(dtype: Dtype, bytes: &[u8], width: usize) -> Vec<Vec<f32>> {
+    let vals = dtype.decode(bytes);
     if width == 0 {
         return Vec::new();
     }
@@ -254,22 +264,38 @@ impl TeacherStore {
         let start: Vec<u8> = rec.start_s.iter().flat_map(|v| v.to_le_bytes()).collect();
         let probs = f32_bytes(&rec.probs);
         let emb = f32_bytes(&rec.embedding);
-        let feats = f32_bytes(&rec.features);
-        fn view<'a>(file: &str, shape: Vec<usize>, data: &'a [u8]) -> Result<TensorView<'a>> {
-            TensorView::new(StDtype::F32, shape, data).map_err(|e| Error::Data {
+        let fd = self.info.feature_dtype;
+        let mut feats = Vec::new();
+        for row in &rec.features {
+            fd.encode(row, &mut feats);
+        }
+        fn view<'a>(
+            file: &str,
+            dtype: StDtype,
+            shape: Vec<usize>,
+            data: &'a [u8],
+        ) -> Result<TensorView<'a>> {
+            TensorView::new(dtype, shape, data).map_err(|e| Error::Data {
                 message: format!("{file}: {e}"),
             })
         }
-        let view = |shape, data| view(&rec.file, shape, data);
+        let view = |dtype, shape, data| view(&rec.file, dtype, shape, data);
         let mut tensors = vec![
-            ("start_s".to_string(), view(vec![w], &start)?),
-            ("probs".to_string(), view(vec![w, c], &probs)?),
+            ("start_s".to_string(), view(StDtype::F32, vec![w], &start)?),
+            ("probs".to_string(), view(StDtype::F32, vec![w, c], &probs)?),
         ];
         if !rec.embedding.is_empty() {
-            tensors.push(("embedding".to_string(), view(vec![w, e], &emb)?));
+            tensors.push((
+                "embedding".to_string(),
+                view(StDtype::F32, vec![w, e], &emb)?,
+            ));
         }
         if !rec.features.is_empty() {
-            tensors.push(("features".to_string(), view(vec![w, m, f], &feats)?));
+            let st = match fd {
+                Dtype::F16 => StDtype::F16,
+                Dtype::F32 => StDtype::F32,
+            };
+            tensors.push(("features".to_string(), view(st, vec![w, m, f], &feats)?));
         }
         let meta: HashMap<String, String> = [
             ("file".to_string(), rec.file.clone()),
@@ -298,9 +324,15 @@ impl TeacherStore {
             .as_ref()
             .and_then(|m| m.get("file").cloned())
             .unwrap_or_else(|| file.to_string());
+        // Features may be f16 (see TeacherInfo::feature_dtype); everything else is f32.
         let get = |name: &str, width: usize| -> Result<Option<Vec<Vec<f32>>>> {
             match st.tensor(name) {
-                Ok(t) if t.dtype() == StDtype::F32 => Ok(Some(rows_of(t.data(), width))),
+                Ok(t) if t.dtype() == StDtype::F32 => {
+                    Ok(Some(rows_of(Dtype::F32, t.data(), width)))
+                }
+                Ok(t) if t.dtype() == StDtype::F16 && name == "features" => {
+                    Ok(Some(rows_of(Dtype::F16, t.data(), width)))
+                }
                 Ok(_) => Err(corrupt(&path, format!("{name} is not f32"))),
                 Err(_) => Ok(None),
             }
@@ -379,9 +411,47 @@ mod tests {
             covered: vec![true, false, true],
             embedding_dim: Some(2),
             feature_shape: [2, 3],
+            feature_dtype: silencio_data::Dtype::F32,
             shards_fingerprint: "f".into(),
             licences: vec!["CC0-1.0".into()],
         }
+    }
+
+    #[test]
+    fn f16_features_halve_the_file_and_round_as_the_etl_does() {
+        let rec = |features: Vec<Vec<f32>>| TeacherRecording {
+            set: RecordingSet::Soundscapes,
+            file: "H02_20230420_074000.ogg".into(),
+            start_s: vec![0.0, 5.0],
+            probs: vec![vec![0.1, 0.0, 0.9], vec![0.5, 0.0, 0.25]],
+            embedding: vec![vec![1.0, -1.0], vec![0.5, 2.0]],
+            features,
+        };
+        let feats = vec![vec![-41.3, 0.1, 7.77, -80.0, 12.5, 3.0], vec![1.1; 6]];
+        let (t32, t16) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let s32 = TeacherStore::create(t32.path(), info()).unwrap();
+        let mut i16 = info();
+        i16.feature_dtype = Dtype::F16;
+        let s16 = TeacherStore::create(t16.path(), i16).unwrap();
+        let r = rec(feats.clone());
+        s32.write(&r).unwrap();
+        s16.write(&r).unwrap();
+        let back = s16.read(r.set, &r.file).unwrap();
+        // Features come back as their f16 rounding; probabilities and embeddings stay f32.
+        for (got, want) in back.features.iter().flatten().zip(feats.iter().flatten()) {
+            assert_eq!(*got, half::f16::from_f32(*want).to_f32());
+        }
+        assert_ne!(back.features[1][0], 1.1);
+        assert_eq!(back.probs, r.probs);
+        assert_eq!(back.embedding, r.embedding);
+        let size = |s: &TeacherStore| std::fs::metadata(s.path_of(r.set, &r.file)).unwrap().len();
+        // 12 features: 48 bytes in f32, 24 in f16.
+        assert_eq!(size(&s32) - size(&s16), 24);
+        // A teacher.json written before the field reads as f32.
+        let mut v = serde_json::to_value(info()).unwrap();
+        v.as_object_mut().unwrap().remove("feature_dtype");
+        let old: TeacherInfo = serde_json::from_value(v).unwrap();
+        assert_eq!(old.feature_dtype, Dtype::F32);
     }
 
     #[test]

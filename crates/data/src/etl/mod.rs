@@ -52,6 +52,34 @@ impl Dtype {
         }
     }
 
+    /// Appends `values` to `out` in this type, little-endian (f16 rounds to nearest).
+    pub fn encode(self, values: &[f32], out: &mut Vec<u8>) {
+        out.reserve(values.len() * self.size());
+        match self {
+            Self::F32 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Self::F16 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes())),
+        }
+    }
+
+    /// The values of little-endian `bytes` of this type, widened to f32 (a trailing partial
+    /// value is ignored).
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Self::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Self::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
+
     /// Parses `f16` / `f32`.
     pub fn parse(s: &str) -> Result<Self> {
         match s {

@@ -375,19 +375,7 @@ impl ShardBuilder {
 
     fn push(&mut self, mut w: WindowRecord, features: &[f32], dtype: Dtype) {
         debug_assert_eq!(features.len(), self.window_len);
-        match dtype {
-            Dtype::F32 => {
-                for v in features {
-                    self.features.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-            Dtype::F16 => {
-                for &v in features {
-                    self.features
-                        .extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
-                }
-            }
-        }
+        dtype.encode(features, &mut self.features);
         let mut row = vec![0f32; self.n_classes];
         for &(c, v) in &w.labels {
             row[c] = v;

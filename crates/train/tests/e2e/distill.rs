@@ -54,6 +54,7 @@ fn info(store: &WindowStore, fingerprint: &str) -> TeacherInfo {
         covered,
         embedding_dim: Some(EMB),
         feature_shape: m.feature_shape,
+        feature_dtype: silencio_data::Dtype::F32,
         shards_fingerprint: fingerprint.into(),
         licences: vec![TEACHER_LICENCE.into()],
     }
