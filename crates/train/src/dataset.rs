@@ -262,7 +262,7 @@ pub fn labelled_teacher_outputs(
             let Some(j) = rec
                 .start_s
                 .iter()
-                .position(|&s| (s as f64 - start).abs() <= 1e-3)
+                .position(|&s| (s as f64 - start).abs() <= crate::teacher::SAME_WINDOW_S)
             else {
                 continue;
             };

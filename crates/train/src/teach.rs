@@ -9,6 +9,7 @@
 //! computed by the same decode and log-mel as the ETL. Each recording is written atomically, so
 //! a killed run resumes where it stopped; a recording that fails is reported and skipped.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -168,6 +169,9 @@ struct Ctx<'a> {
     student: &'a FeatureConfig,
     logmel: LogMel,
     max_duration_s: f64,
+    /// Per `train_audio/` file, the starts of the windows the ETL kept (`max_windows_per_clip`
+    /// and skipped clips included): distillation reads nothing else, so nothing else is stored.
+    etl_starts: HashMap<&'a str, Vec<f64>>,
 }
 
 impl Ctx<'_> {
@@ -213,6 +217,16 @@ impl Ctx<'_> {
                 },
                 None => None,
             };
+            if set == RecordingSet::TrainAudio {
+                let kept = self.etl_starts.get(file).is_some_and(|starts| {
+                    starts
+                        .iter()
+                        .any(|s| (s - w.start_s).abs() <= crate::teacher::SAME_WINDOW_S)
+                });
+                if !kept {
+                    continue;
+                }
+            }
             rec.start_s.push(w.start_s as f32);
             rec.probs.push(task_probs(&self.map, &w.scores));
             if let Some(e) = emb.as_ref().and_then(|e| e.get(i)) {
@@ -323,6 +337,20 @@ pub fn teach(opts: &TeachOptions, progress: &mut dyn FnMut(&str)) -> Result<Teac
         student,
         logmel: LogMel::new(student)?,
         max_duration_s: manifest.options.max_duration_s,
+        etl_starts: {
+            let files: HashMap<usize, &str> = manifest
+                .clips
+                .iter()
+                .map(|c| (c.clip, c.filename.as_str()))
+                .collect();
+            let mut m: HashMap<&str, Vec<f64>> = HashMap::new();
+            for w in &manifest.windows {
+                if let Some(&f) = files.get(&w.clip) {
+                    m.entry(f).or_default().push(w.start_s);
+                }
+            }
+            m
+        },
     };
     let mut summary = TeachSummary {
         dir: dir.clone(),

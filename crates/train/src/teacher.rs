@@ -28,6 +28,10 @@ fn f32_dtype() -> Dtype {
     Dtype::F32
 }
 
+/// Two window starts within this many seconds are the same window (teacher and ETL grids are
+/// computed apart, in f32 and f64).
+pub const SAME_WINDOW_S: f64 = 1e-3;
+
 /// Format version of `teacher.json` and the recording files.
 pub const TEACHER_FORMAT: u32 = 1;
 

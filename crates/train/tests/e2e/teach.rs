@@ -130,8 +130,15 @@ fn a_bundle_teacher_scores_every_soundscape_window_and_resumes() {
             silencio_audio::features_from_path(sc.join(f), &manifest.options.features, 3600.0)
                 .unwrap();
         assert_eq!(feats.windows.len(), 12);
+        // Stored in the ETL's type (f16 here): within half an f16 step of the features.
+        assert_eq!(info.feature_dtype, manifest.options.dtype);
         for (i, row) in rec.features.iter().enumerate() {
-            assert!(close(feats.window(i), row, 1e-4), "{f} window {i}");
+            let near = feats
+                .window(i)
+                .iter()
+                .zip(row)
+                .all(|(x, y)| (x - y).abs() <= 1e-4 + x.abs() / 2048.0);
+            assert!(near && row.len() == feats.window(i).len(), "{f} window {i}");
         }
         let emb = model.embed(silencio_infer::features_to_tensor(&feats, &device()));
         let [w, e] = emb.dims();
@@ -149,6 +156,38 @@ fn a_bundle_teacher_scores_every_soundscape_window_and_resumes() {
         }
         // Not all windows alike: the store holds each window's own values.
         assert_ne!(rec.embedding[0], rec.embedding[1]);
+    }
+
+    // train_audio/: only the windows the ETL kept are stored (here its first per clip).
+    let mut one = exp.clone();
+    one.data.shards = tmp.path().join("shards-one");
+    one.data.max_windows_per_clip = 1;
+    let kept_etl = trainer::prepare::shards(&one, &mut |_| {}).unwrap();
+    let mut ta = options(&full, &data, &one.data.shards, "train-audio");
+    ta.sets = vec![RecordingSet::TrainAudio];
+    let s = teach(&ta, &mut |_| {}).unwrap();
+    let m1 = kept_etl.manifest();
+    assert!(
+        manifest.windows.len() > manifest.clips.len(),
+        "some clip has several windows"
+    );
+    assert_eq!(
+        s.windows,
+        m1.windows.len(),
+        "one stored window per ETL window"
+    );
+    let ta_store = TeacherStore::open(&s.dir).unwrap();
+    for c in &m1.clips {
+        let rec = ta_store
+            .read(RecordingSet::TrainAudio, &c.filename)
+            .unwrap();
+        let start = m1
+            .windows
+            .iter()
+            .find(|w| w.clip == c.clip)
+            .unwrap()
+            .start_s;
+        assert_eq!(rec.start_s, vec![start as f32], "{}", c.filename);
     }
 
     // Resume: nothing left to do; after one file is removed, only it is scored again.
