@@ -397,6 +397,112 @@ async fn websocket_stream_answers_each_window_as_it_closes() {
     s.shutdown().await;
 }
 
+/// A stream's `recorded_at` applies the bundle's hour priors to each window at the hour that
+/// window falls in (the priors alone: no smoothing, which needs later windows); a start whose
+/// `recorded_at` gives no hour is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streams_recorded_at_applies_hour_priors_window_by_window() {
+    use silencio_infer::{PostProcess, RecordingContext, SitePriors};
+    let tmp = tempfile::tempdir().unwrap();
+    let codes: Vec<String> = common::taxonomy().into_iter().map(|s| s.code).collect();
+    let n = codes.len();
+    // At 07 h the first species is heard far more often than on average; at 06 h far less.
+    let at = |h: u8| RecordingContext {
+        recorder: None,
+        hour: Some(h),
+    };
+    let mut rows = Vec::new();
+    for _ in 0..120 {
+        let mut dawn = vec![0.1f32; n];
+        dawn[0] = 0.9;
+        rows.push((at(7), dawn));
+        rows.push((at(6), vec![0.02f32; n]));
+    }
+    let post = PostProcess::new(Some(SitePriors::learn(codes.clone(), rows).unwrap()));
+    let bundle = common::write_bundle_post(&tmp.path().join("b"), "stream-priors", post.clone());
+    let mut cfg = common::config(&tmp.path().join("data"), Some(bundle));
+    cfg.stream_rate.audio_burst_s = 600.0;
+    let s = start(cfg).await;
+    let ws_url = format!("ws://{}/v1/stream", s.addr);
+    // Two windows of a real soundscape at the model's rate.
+    let clip: Vec<f32> = common::decode(&common::soundscape_path(), 32_000)[..320_000].to_vec();
+    let stream = |recorded_at: Option<&str>| {
+        let ws_url = ws_url.clone();
+        let clip = clip.clone();
+        let mut start = json!({"sample_rate": 32000, "encoding": "pcm_f32le", "top_k": n});
+        if let Some(t) = recorded_at {
+            start["recorded_at"] = json!(t);
+        }
+        async move {
+            let (ws, _) = connect_keyed(&ws_url).await.unwrap();
+            let (mut tx, mut rx) = ws.split();
+            tx.send(Message::text(start.to_string())).await.unwrap();
+            let bytes: Vec<u8> = clip.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tx.send(Message::binary(bytes)).await.unwrap();
+            let mut windows = Vec::new();
+            for _ in 0..2 {
+                let m = next_json(&mut rx).await;
+                assert!(m.get("error").is_none(), "{m}");
+                let species = m["window"]["species"].as_array().unwrap().clone();
+                let by_code: Vec<f32> = codes_order(&species, n);
+                windows.push(by_code);
+            }
+            tx.send(Message::text(r#"{"end": true}"#)).await.unwrap();
+            windows
+        }
+    };
+    fn codes_order(species: &[Value], n: usize) -> Vec<f32> {
+        let codes: Vec<String> = common::taxonomy().into_iter().map(|s| s.code).collect();
+        assert_eq!(species.len(), n);
+        codes
+            .iter()
+            .map(|c| {
+                let s = species.iter().find(|s| s["code"] == *c).unwrap();
+                s["score"].as_f64().unwrap() as f32
+            })
+            .collect()
+    }
+    let plain = stream(None).await;
+    // The first sample at 06:59:57: window 0 (06:59:57) is at 06 h, window 1 (07:00:02) at 07 h.
+    let start_at = "2024-03-01T06:59:57-05:00";
+    let hourly = stream(Some(start_at)).await;
+    for (i, (raw, got)) in plain.iter().zip(&hourly).enumerate() {
+        // Expected: the raw window through the priors alone, at its own hour.
+        let mut w = vec![silencio_infer::WindowScores {
+            start_s: 5.0 * i as f64,
+            end_s: 5.0 * (i + 1) as f64,
+            scores: raw.clone(),
+        }];
+        let ctx = RecordingContext::from_timestamp_after(start_at, 5.0 * i as f64);
+        assert_eq!(ctx.hour, Some(6 + i as u8));
+        post.apply_priors(&ctx, &mut w);
+        for (a, b) in got.iter().zip(&w[0].scores) {
+            assert!((a - b).abs() < 1e-5, "window {i}: {a} vs {b}");
+        }
+    }
+    // The hour moved the first species: down at 06 h, up at 07 h.
+    assert!(
+        hourly[0][0] < plain[0][0],
+        "{} vs {}",
+        hourly[0][0],
+        plain[0][0]
+    );
+    assert!(
+        hourly[1][0] > plain[1][0],
+        "{} vs {}",
+        hourly[1][0],
+        plain[1][0]
+    );
+    let m = refused_start(
+        &ws_url,
+        json!({"sample_rate": 32000, "encoding": "pcm_s16le", "recorded_at": "yesterday"}),
+    )
+    .await;
+    assert_eq!(m["error_type"], "bad_request");
+    assert!(m["error"].as_str().unwrap().contains("recorded_at"), "{m}");
+    s.shutdown().await;
+}
+
 /// Opens a stream with `start` as its first message and returns the server's answer.
 async fn refused_start(ws_url: &str, start: Value) -> Value {
     let (ws, _) = connect_keyed(ws_url).await.unwrap();

@@ -415,6 +415,12 @@ pub struct StreamStart {
     /// Lowest score listed (default 0).
     #[serde(default)]
     pub min_score: Option<f32>,
+    /// When the first sample was recorded, in the site's clock (`2026-12-07T06:30:00-05:00`):
+    /// the model's hour priors then apply to each window at the hour it falls in. Its
+    /// temporal smoothing does not apply to streams: it needs later windows, which would delay
+    /// every answer.
+    #[serde(default)]
+    pub recorded_at: Option<String>,
 }
 
 /// The session part of a stream message.

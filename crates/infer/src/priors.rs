@@ -112,12 +112,38 @@ impl RecordingContext {
     /// BirdCLEF's file names do); no recorder. A date without a time, or anything else, tells
     /// nothing.
     pub fn from_timestamp(text: &str) -> Self {
+        Self::from_timestamp_after(text, 0.0)
+    }
+
+    /// The context `offset_s` seconds after the timestamp `text` (as [`Self::from_timestamp`]
+    /// reads it, minutes and seconds too when written): the hour of a later window of a
+    /// recording that started then, wrapping past midnight. A live stream's window `i` is at
+    /// `offset_s = 5·i`.
+    pub fn from_timestamp_after(text: &str, offset_s: f64) -> Self {
+        let two = |t: &str| {
+            t.get(..2)
+                .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u32>().ok())
+        };
         let hour = text
             .split_once(['T', 't', ' '])
             .map(|(_, time)| time)
-            .filter(|time| time.len() >= 2 && time.as_bytes()[..2].iter().all(u8::is_ascii_digit))
-            .and_then(|time| time[..2].parse::<u8>().ok())
-            .filter(|h| *h < 24);
+            .and_then(|time| {
+                let h = two(time).filter(|h| *h < 24)?;
+                // Minutes and seconds when written as `:MM` and `:SS`; absent ones count 0.
+                let m = time
+                    .get(2..)
+                    .and_then(|r| r.strip_prefix(':'))
+                    .and_then(two);
+                let sec = time
+                    .get(5..)
+                    .filter(|_| m.is_some())
+                    .and_then(|r| r.strip_prefix(':'))
+                    .and_then(two);
+                let start = f64::from(h * 3600 + m.unwrap_or(0) * 60 + sec.unwrap_or(0));
+                let t = (start + offset_s.max(0.0)).rem_euclid(86_400.0);
+                Some((t / 3600.0).floor() as u8 % 24)
+            });
         Self {
             recorder: None,
             hour,
@@ -518,13 +544,19 @@ impl PostProcess {
 
     /// Applies the priors (for `ctx`) to every window, then the smoothing.
     pub fn apply(&self, species: &[Species], ctx: &RecordingContext, windows: &mut [WindowScores]) {
+        self.apply_priors(ctx, windows);
+        if let Some(s) = &self.smoothing {
+            s.apply(species, windows);
+        }
+    }
+
+    /// The priors alone (for `ctx`), for windows answered one at a time as they close (a live
+    /// stream), where the smoothing's later neighbours do not exist yet.
+    pub fn apply_priors(&self, ctx: &RecordingContext, windows: &mut [WindowScores]) {
         if let Some(shift) = self.priors.as_ref().and_then(|p| p.log_ratio(ctx)) {
             for w in windows.iter_mut() {
                 shift_scores(&shift, f64::from(self.strength), &mut w.scores);
             }
-        }
-        if let Some(s) = &self.smoothing {
-            s.apply(species, windows);
         }
     }
 
@@ -580,6 +612,21 @@ mod tests {
                 .recorder
                 .is_none()
         );
+    }
+
+    #[test]
+    fn later_windows_take_the_hour_they_fall_in() {
+        let h = |t: &str, s: f64| RecordingContext::from_timestamp_after(t, s).hour;
+        // 06:59:57 + 0 s, + 5 s (window 1 starts at 07:00:02).
+        assert_eq!(h("2024-03-01T06:59:57-05:00", 0.0), Some(6));
+        assert_eq!(h("2024-03-01T06:59:57-05:00", 5.0), Some(7));
+        // Past midnight it wraps; an hour-only time counts from the full hour.
+        assert_eq!(h("2024-03-01T23:58:00", 180.0), Some(0));
+        assert_eq!(h("2024-03-01T07", 3599.0), Some(7));
+        assert_eq!(h("2024-03-01T07", 3600.0), Some(8));
+        // Minutes only: 06:30 + 45 min.
+        assert_eq!(h("2024-03-01T06:30", 2700.0), Some(7));
+        assert_eq!(h("2024-03-01", 10.0), None);
     }
 
     use super::*;

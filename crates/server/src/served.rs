@@ -322,6 +322,14 @@ impl LoadedModel {
         }
     }
 
+    /// Applies its bundle's site/hour priors alone (when `ctx` is known to them) to `id`: a
+    /// live stream's window, answered before its neighbours exist (no smoothing).
+    pub fn apply_priors(&self, id: &mut Identification, ctx: &RecordingContext) {
+        if let Some(p) = &self.post {
+            p.apply_priors(ctx, &mut id.windows);
+        }
+    }
+
     /// Licences of every member.
     pub fn licences(&self) -> &[Licence] {
         &self.licences

@@ -3,7 +3,7 @@
 //!
 //! Protocol: the client's first message is text JSON [`StreamStart`] (`sample_rate`,
 //! `encoding` `pcm_s16le`|`pcm_f32le`, optional `session_id` (with the API key on the upgrade
-//! request), `top_k`, `min_score`); then
+//! request), `top_k`, `min_score`, `recorded_at` for the model's hour priors); then
 //! binary frames of mono PCM in any sizes (a sample may straddle frames). For every completed
 //! window the server sends one text message [`StreamWindow`]; a text `{"end": true}` flushes
 //! the last partial window (if it holds at least the recipe's minimum tail, 1 s) and closes.
@@ -275,6 +275,8 @@ struct Session {
     in_window: usize,
     index: usize,
     leftover: Vec<u8>,
+    /// The start's `recorded_at`: window `i`'s hour for the priors.
+    recorded_at: Option<String>,
 }
 
 impl Session {
@@ -289,6 +291,16 @@ impl Session {
             session_allowed(caller)?;
         }
         let (top_k, min_score) = listing(start.top_k, start.min_score)?;
+        if let Some(t) = &start.recorded_at
+            && silencio_infer::RecordingContext::from_timestamp(t)
+                .hour
+                .is_none()
+        {
+            return Err(Error::BadRequest(format!(
+                "recorded_at {t:?}: give the site's clock time of the first sample, e.g. \
+                 2026-12-07T06:30:00-05:00"
+            )));
+        }
         let encoding = match start.encoding.as_str() {
             "pcm_s16le" => Encoding::S16,
             "pcm_f32le" => Encoding::F32,
@@ -326,6 +338,7 @@ impl Session {
             in_window: 0,
             index: 0,
             leftover: Vec::new(),
+            recorded_at: start.recorded_at,
             model,
         })
     }
@@ -433,6 +446,12 @@ impl Session {
                 ..w
             }],
         };
+        // The hour priors at the hour this window falls in, before the location filter as for
+        // uploads (no smoothing: it needs later windows).
+        if let Some(t) = &self.recorded_at {
+            let ctx = silencio_infer::RecordingContext::from_timestamp_after(t, start_s);
+            self.model.apply_priors(&mut id, &ctx);
+        }
         // A guide's stream is heard where the server stands: its default place applies.
         crate::routes::apply_location(&self.state, &self.model, &mut id, None, None, None, None)?;
         let session = self.id.as_ref().map(|sid| {
