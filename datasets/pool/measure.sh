@@ -63,18 +63,20 @@ for ((f = 0; f < folds; f++)); do
   run "pseudo-f$f"
   variant "distill-f$f" "$f" 0 "[distill]\nteacher = \"base-f$f\"\nweight = 1.0\ntemperature = 2.0\n"
   run "distill-f$f"
-  # The 2026 teacher: distillation of BirdNET's probabilities and 1024-d embeddings (a BirdNET
-  # build of the trainer; its outputs are CC BY-NC-SA).
-  if [ -n "${SILENCIO_BIRDNET_DIR:-}" ]; then
-    trainer=(cargo run -q -p trainer --features birdnet --)
-    teach birdnet "$out/base-f$f.toml" "birdnet-f$f"
-    variant "birdnet-f$f" "$f" 0 "[distill]\nteacher = \"birdnet-f$f\"\nweight = 1.0\ntemperature = 2.0\nembedding_weight = 1.0\n"
-    run "birdnet-f$f"
-    trainer=(cargo run -q -p trainer --)
-  fi
 done
 # Training noise at one split: fold 0's baseline with two more training seeds.
 for s in 1 2; do variant "base-f0-s$s" 0 "$s" ""; run "base-f0-s$s"; done
+# The 2026 teacher: distillation of BirdNET's probabilities and 1024-d embeddings (a BirdNET
+# build of the trainer, last so that the build switches features once; its outputs are
+# CC BY-NC-SA).
+if [ -n "${SILENCIO_BIRDNET_DIR:-}" ]; then
+  trainer=(cargo run -q -p trainer --features birdnet --)
+  for ((f = 0; f < folds; f++)); do
+    teach birdnet "$out/base-f$f.toml" "birdnet-f$f"
+    variant "birdnet-f$f" "$f" 0 "[distill]\nteacher = \"birdnet-f$f\"\nweight = 1.0\ntemperature = 2.0\nembedding_weight = 1.0\n"
+    run "birdnet-f$f"
+  done
+fi
 
 list() { # technique set: its window scores over the folds, comma-separated
   for ((f = 0; f < folds; f++)); do printf '%s,' "$out/runs/$1-f$f/$1-f$f/eval-$2/window_scores.json"; done |
