@@ -83,13 +83,59 @@ fn load() -> Fixture {
         .expect("parse fixture")
 }
 
-fn scores(v: &[u32], c: &Case, scale: f32) -> Matrix {
+fn scores(v: &[u32], rows: usize, cols: usize, scale: f32) -> Matrix {
+    Matrix::new(rows, cols, v.iter().map(|&x| x as f32 / scale).collect()).unwrap()
+}
+
+/// The reference's labels string (`0`/`1` per cell, row-major) as a matrix.
+fn labels_of(y: &str, rows: usize, cols: usize) -> Matrix {
     Matrix::new(
-        c.rows,
-        c.cols,
-        v.iter().map(|&x| x as f32 / scale).collect(),
+        rows,
+        cols,
+        y.bytes()
+            .map(|b| if b == b'1' { 1.0 } else { 0.0 })
+            .collect(),
     )
     .unwrap()
+}
+
+/// One reference case's rows as a pairing (species and rows named by position).
+fn paired(
+    rows: usize,
+    cols: usize,
+    clusters: &[usize],
+    y: &str,
+    a: &[u32],
+    b: &[u32],
+    scale: f32,
+) -> effect::Paired {
+    effect::Paired {
+        species: (0..cols).map(|j| format!("s{j}")).collect(),
+        row_ids: (0..rows).map(|r| format!("r{r}")).collect(),
+        clusters: clusters.to_vec(),
+        n_clusters: clusters.iter().max().unwrap() + 1,
+        labels: labels_of(y, rows, cols),
+        a: scores(a, rows, cols, scale),
+        b: scores(b, rows, cols, scale),
+    }
+}
+
+/// The bootstrap's summary against numpy's: `want` is auc_a, auc_b, delta, mean, se, ci_low,
+/// ci_high.
+fn assert_summary(name: &str, r: &effect::PairedBootstrap, want: [f64; 7]) {
+    let ours = [
+        r.auc_a,
+        r.auc_b,
+        r.delta,
+        r.mean_delta,
+        r.se,
+        r.ci_low,
+        r.ci_high,
+    ];
+    let what = ["auc_a", "auc_b", "delta", "mean", "se", "ci_low", "ci_high"];
+    for ((what, x), y) in what.iter().zip(ours).zip(want) {
+        assert!((x - y).abs() < TOL, "{name} {what}: ours {x}, numpy {y}");
+    }
 }
 
 #[test]
@@ -101,17 +147,10 @@ fn bootstrap_matches_numpy_and_sklearn() {
         let plan = effect::resample_plan(c.n_clusters, c.n_resamples, c.plan_seed);
         assert_eq!(plan, c.plan, "{}: SplitMix64 plan differs", c.name);
 
-        let labels = Matrix::new(
-            c.rows,
-            c.cols,
-            c.y.bytes()
-                .map(|b| if b == b'1' { 1.0 } else { 0.0 })
-                .collect(),
-        )
-        .unwrap();
+        let labels = labels_of(&c.y, c.rows, c.cols);
         let (a, b) = (
-            scores(&c.a, c, f.score_scale),
-            scores(&c.b, c, f.score_scale),
+            scores(&c.a, c.rows, c.cols, f.score_scale),
+            scores(&c.b, c.rows, c.cols, f.score_scale),
         );
         let mut members = vec![Vec::new(); c.n_clusters];
         for (r, &k) in c.clusters.iter().enumerate() {
@@ -137,35 +176,14 @@ fn bootstrap_matches_numpy_and_sklearn() {
         .unwrap();
         assert_eq!(r.n_skipped, c.n_skipped, "{}", c.name);
         assert_eq!(r.n_clusters, c.n_clusters);
-        for (what, x, y) in [
-            ("auc_a", r.auc_a, c.auc_a),
-            ("auc_b", r.auc_b, c.auc_b),
-            ("delta", r.delta, c.delta),
-            ("mean", r.mean_delta, c.mean),
-            ("se", r.se, c.se),
-            ("ci_low", r.ci_low, c.ci_low),
-            ("ci_high", r.ci_high, c.ci_high),
-        ] {
-            assert!(
-                (x - y).abs() < TOL,
-                "{} {what}: ours {x}, numpy {y}",
-                c.name
-            );
-        }
+        assert_summary(
+            &c.name,
+            &r,
+            [c.auc_a, c.auc_b, c.delta, c.mean, c.se, c.ci_low, c.ci_high],
+        );
     }
     // The sparse case must exercise skipping, or it proves nothing about it.
     assert!(f.cases.iter().any(|c| c.n_skipped > 0));
-}
-
-fn labels_of(y: &str, rows: usize, cols: usize) -> Matrix {
-    Matrix::new(
-        rows,
-        cols,
-        y.bytes()
-            .map(|b| if b == b'1' { 1.0 } else { 0.0 })
-            .collect(),
-    )
-    .unwrap()
 }
 
 #[test]
@@ -187,25 +205,7 @@ fn stratified_bootstrap_matches_numpy_and_sklearn() {
         let folds: Vec<effect::Paired> = c
             .folds
             .iter()
-            .map(|k| effect::Paired {
-                species: (0..k.cols).map(|j| format!("s{j}")).collect(),
-                row_ids: (0..k.rows).map(|r| format!("r{r}")).collect(),
-                clusters: k.clusters.clone(),
-                n_clusters: k.clusters.iter().max().unwrap() + 1,
-                labels: labels_of(&k.y, k.rows, k.cols),
-                a: Matrix::new(
-                    k.rows,
-                    k.cols,
-                    k.a.iter().map(|&x| x as f32 / f.score_scale).collect(),
-                )
-                .unwrap(),
-                b: Matrix::new(
-                    k.rows,
-                    k.cols,
-                    k.b.iter().map(|&x| x as f32 / f.score_scale).collect(),
-                )
-                .unwrap(),
-            })
+            .map(|k| paired(k.rows, k.cols, &k.clusters, &k.y, &k.a, &k.b, f.score_scale))
             .collect();
         let (r, per_fold) = effect::stratified_bootstrap(
             &folds,
@@ -228,21 +228,11 @@ fn stratified_bootstrap_matches_numpy_and_sklearn() {
                 c.name
             );
         }
-        for (what, x, y) in [
-            ("auc_a", r.auc_a, c.auc_a),
-            ("auc_b", r.auc_b, c.auc_b),
-            ("delta", r.delta, c.delta),
-            ("mean", r.mean_delta, c.mean),
-            ("se", r.se, c.se),
-            ("ci_low", r.ci_low, c.ci_low),
-            ("ci_high", r.ci_high, c.ci_high),
-        ] {
-            assert!(
-                (x - y).abs() < TOL,
-                "{} {what}: ours {x}, numpy {y}",
-                c.name
-            );
-        }
+        assert_summary(
+            &c.name,
+            &r,
+            [c.auc_a, c.auc_b, c.delta, c.mean, c.se, c.ci_low, c.ci_high],
+        );
         // More folds at the same seed spread lower the smallest detectable effect.
         let opts = CompareOptions {
             bootstrap: BootstrapOptions {
@@ -283,15 +273,15 @@ fn stratified_bootstrap_matches_numpy_and_sklearn() {
 fn one_fold_is_the_plain_comparison() {
     let f = load();
     let c = &f.cases[0];
-    let folds = [effect::Paired {
-        species: (0..c.cols).map(|j| format!("s{j}")).collect(),
-        row_ids: (0..c.rows).map(|r| format!("r{r}")).collect(),
-        clusters: c.clusters.clone(),
-        n_clusters: c.n_clusters,
-        labels: labels_of(&c.y, c.rows, c.cols),
-        a: scores(&c.a, c, f.score_scale),
-        b: scores(&c.b, c, f.score_scale),
-    }];
+    let folds = [paired(
+        c.rows,
+        c.cols,
+        &c.clusters,
+        &c.y,
+        &c.a,
+        &c.b,
+        f.score_scale,
+    )];
     let opts = CompareOptions {
         bootstrap: BootstrapOptions {
             n_resamples: c.n_resamples,
