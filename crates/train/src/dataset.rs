@@ -234,12 +234,7 @@ pub fn labelled_teacher_outputs(
     with_embedding: bool,
 ) -> Result<HashMap<usize, TeacherTargets>> {
     let mask = covered_mask(teacher);
-    let files: HashMap<usize, &str> = store
-        .manifest()
-        .clips
-        .iter()
-        .map(|c| (c.clip, c.filename.as_str()))
-        .collect();
+    let files = store.manifest().clip_files();
     let mut by_clip: HashMap<usize, Vec<usize>> = HashMap::new();
     for &i in indices {
         if let Some(w) = store.manifest().windows.get(i) {

@@ -338,11 +338,7 @@ pub fn teach(opts: &TeachOptions, progress: &mut dyn FnMut(&str)) -> Result<Teac
         logmel: LogMel::new(student)?,
         max_duration_s: manifest.options.max_duration_s,
         etl_starts: {
-            let files: HashMap<usize, &str> = manifest
-                .clips
-                .iter()
-                .map(|c| (c.clip, c.filename.as_str()))
-                .collect();
+            let files = manifest.clip_files();
             let mut m: HashMap<&str, Vec<f64>> = HashMap::new();
             for w in &manifest.windows {
                 if let Some(&f) = files.get(&w.clip) {

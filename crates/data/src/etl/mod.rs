@@ -322,6 +322,17 @@ pub struct Manifest {
     pub rows: RowReport,
 }
 
+impl Manifest {
+    /// The `train_audio/` filename of each clip that produced windows, by usable-row index
+    /// ([`WindowRecord::clip`]).
+    pub fn clip_files(&self) -> std::collections::HashMap<usize, &str> {
+        self.clips
+            .iter()
+            .map(|c| (c.clip, c.filename.as_str()))
+            .collect()
+    }
+}
+
 /// The manifest without its per-clip and per-window lists: what a run reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestHead {
