@@ -402,23 +402,15 @@ async fn websocket_stream_answers_each_window_as_it_closes() {
 /// `recorded_at` gives no hour is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_streams_recorded_at_applies_hour_priors_window_by_window() {
-    use silencio_infer::{PostProcess, RecordingContext, SitePriors};
+    use silencio_infer::{PostProcess, RecordingContext};
     let tmp = tempfile::tempdir().unwrap();
-    let codes: Vec<String> = common::taxonomy().into_iter().map(|s| s.code).collect();
-    let n = codes.len();
+    let n = common::taxonomy().len();
     // At 07 h the first species is heard far more often than on average; at 06 h far less.
     let at = |h: u8| RecordingContext {
         recorder: None,
         hour: Some(h),
     };
-    let mut rows = Vec::new();
-    for _ in 0..120 {
-        let mut dawn = vec![0.1f32; n];
-        dawn[0] = 0.9;
-        rows.push((at(7), dawn));
-        rows.push((at(6), vec![0.02f32; n]));
-    }
-    let post = PostProcess::new(Some(SitePriors::learn(codes.clone(), rows).unwrap()));
+    let post = PostProcess::new(Some(common::first_species_priors(at(7), at(6), 0.02)));
     let bundle = common::write_bundle_post(&tmp.path().join("b"), "stream-priors", post.clone());
     let mut cfg = common::config(&tmp.path().join("data"), Some(bundle));
     cfg.stream_rate.audio_burst_s = 600.0;

@@ -1743,7 +1743,7 @@ fn app_of(state: &AppState) -> Router {
 /// time only the smoothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundles_priors_apply_with_the_hour_of_recorded_at() {
-    use silencio_infer::{PostProcess, RecordingContext, SitePriors};
+    use silencio_infer::{PostProcess, RecordingContext};
     let tmp = tempfile::tempdir().unwrap();
     let codes: Vec<String> = common::taxonomy().into_iter().map(|s| s.code).collect();
     let n = codes.len();
@@ -1752,14 +1752,7 @@ async fn a_bundles_priors_apply_with_the_hour_of_recorded_at() {
         recorder: Some("R1".into()),
         hour: Some(h),
     };
-    let mut rows = Vec::new();
-    for _ in 0..120 {
-        let mut dawn = vec![0.1f32; n];
-        dawn[0] = 0.9;
-        rows.push((at(7), dawn));
-        rows.push((at(13), vec![0.1f32; n]));
-    }
-    let priors = SitePriors::learn(codes.clone(), rows).unwrap();
+    let priors = common::first_species_priors(at(7), at(13), 0.1);
     let bundle = common::write_bundle_post(
         &tmp.path().join("b"),
         "post",

@@ -87,6 +87,26 @@ pub fn write_bundle_located(dir: &Path, name: &str, points: &[(&str, f64, f64)])
     )
 }
 
+/// Priors learnt from 240 teacher windows over the taxonomy: 120 at `loud`, where the first
+/// species scores 0.9 and every other 0.1, and 120 at `quiet`, where every species scores
+/// `quiet_level`. So `loud` raises the first species' score and `quiet` lowers it.
+pub fn first_species_priors(
+    loud: silencio_infer::RecordingContext,
+    quiet: silencio_infer::RecordingContext,
+    quiet_level: f32,
+) -> silencio_infer::SitePriors {
+    let codes: Vec<String> = taxonomy().into_iter().map(|s| s.code).collect();
+    let n = codes.len();
+    let mut rows = Vec::new();
+    for _ in 0..120 {
+        let mut first = vec![0.1f32; n];
+        first[0] = 0.9;
+        rows.push((loud.clone(), first));
+        rows.push((quiet.clone(), vec![quiet_level; n]));
+    }
+    silencio_infer::SitePriors::learn(codes, rows).unwrap()
+}
+
 /// [`write_bundle`] with site/hour priors and smoothing (`priors.json`).
 pub fn write_bundle_post(dir: &Path, name: &str, post: silencio_infer::PostProcess) -> PathBuf {
     write_bundle_full(
